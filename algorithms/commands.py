@@ -17,6 +17,8 @@ examples:
   research-env train --algo ppo --config configs/cpu-small.yaml --out runs/try-ppo
   research-env train --model tiny-random --steps 2 --set rollout.max_turn_tokens=16
   research-env train --out runs/try --resume            # continue the latest checkpoint
+  research-env train --algo sft --from oracle --steps 12 --out runs/warm   # warm start
+  research-env train --algo sft --from runs/eval-X/transcripts/agent.jsonl --split dev
 
 Settings come from --config (YAML, see configs/), then the flags below, then --set.
 Output: <out>/metrics.jsonl, <out>/checkpoints/step-N/, <out>/final/ (a plain Hugging Face
@@ -29,11 +31,11 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "train",
-        help="train an LLM policy with RL (grpo, ppo, reinforce)",
+        help="train an LLM policy with RL (grpo, ppo, reinforce) or warm-start it (sft)",
         description=(
             "Train a causal LM to answer multi-hop questions with search, by reinforcement "
-            "learning against ReSearch-MultiHop-v0. Retrieved documents are masked out of "
-            "the loss."
+            "learning against ReSearch-MultiHop-v0, or warm-start it by behaviour cloning "
+            "(--algo sft --from oracle|FILE). Retrieved documents are masked out of the loss."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,6 +47,14 @@ def register(subparsers: Any) -> None:
         help="algorithm (default: the config's 'algo', else grpo)",
     )
     parser.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
+    parser.add_argument(
+        "--from",
+        dest="demonstrations",
+        default=None,
+        metavar="oracle|FILE",
+        help="--algo sft only: imitate the env's oracle (default) or the episodes in a jsonl "
+        "file (our episode format, or the transcripts/*.jsonl that eval writes)",
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -96,6 +106,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "trainer.seed": args.seed,
         "trainer.num_threads": args.threads,
         "output_dir": str(args.out) if args.out is not None else None,
+        "sft.demonstrations": args.demonstrations,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.no_wandb:
@@ -133,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
         config = config.with_overrides(overrides).with_overrides(args.set)
+        if args.demonstrations is not None and config.algo != "sft":
+            raise ValueError(
+                f"--from gives demonstrations to imitate; it needs --algo sft, not {config.algo}"
+            )
         if args.lora and config.model.lora is None:
             config.model.lora = LoraConfig()
         existing = latest_checkpoint(config.output_dir)

@@ -3,7 +3,7 @@
 One :class:`TrainConfig` describes a whole run, in sections that mirror the YAML files in
 ``configs/``::
 
-    algo: grpo                 # which algorithm trains (grpo | ppo | reinforce)
+    algo: grpo                 # which algorithm trains (grpo | ppo | reinforce | sft)
     model:    {name: smollm2-135m, dtype: float32, lora: {r: 16}}
     env:      {dataset: synthetic, top_k: 5, max_turns: 5, reward: research}
     rollout:  {questions_per_step: 4, group_size: 5, temperature: 1.0}
@@ -15,6 +15,7 @@ One :class:`TrainConfig` describes a whole run, in sections that mirror the YAML
     grpo:     {kl_coef: 0.001, clip_low: 0.2}
     ppo:      {gamma: 1.0, lam: 1.0}
     reinforce: {baseline: rloo}
+    sft:      {demonstrations: oracle}
 
 Every algorithm's section is always present (with defaults), so an ablation is one flag:
 ``--algo ppo`` with a GRPO YAML trains PPO with that file's model, env and optimizer and
@@ -360,6 +361,25 @@ class ReinforceConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Behaviour cloning (the warm start, ``algo: sft``): masked NLL of demonstrated turns.
+
+    Attributes:
+        demonstrations: ``oracle`` (episodes played by the env's oracle on the training
+            split) or a path to a jsonl file of text episodes, such as the
+            ``transcripts/agent.jsonl`` that ``research-env eval`` writes.
+        successful_only: keep only demonstrations whose reward is at least ``min_reward``.
+        min_reward: see above.
+        loss_agg: loss aggregation mode (see :class:`GRPOConfig`).
+    """
+
+    demonstrations: str = "oracle"
+    successful_only: bool = True
+    min_reward: float = 1.0
+    loss_agg: LossAggregation = "token-mean"
+
+
+@dataclass
 class TrainConfig:
     """A whole training run. See the module docstring for the YAML shape.
 
@@ -381,6 +401,7 @@ class TrainConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     # -- conversions ------------------------------------------------------------
 

@@ -18,6 +18,7 @@ that ``research-env eval`` saves; ``observations[i]`` follows ``turns[i]``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,29 +27,15 @@ from typing import Any
 from torch import Tensor
 
 from algorithms.base import OnPolicyAlgorithm, RolloutData
-from algorithms.losses import AggMode, aggregate_loss
+from algorithms.config import SFTConfig, TrainConfig
+from algorithms.losses import aggregate_loss
 from algorithms.scoring import TokenScores
 from algorithms.trajectory import Trajectory
 from research_env.env import MultiHopSearchEnv
 from research_env.policies import OraclePolicy
 
-
-@dataclass(frozen=True)
-class SFTSettings:
-    """Behaviour-cloning settings.
-
-    Attributes:
-        demonstrations: ``"oracle"`` or a path to a jsonl file of text episodes.
-        successful_only: keep only demonstrations whose episode reward is at least
-            ``min_reward`` (an oracle that could not find the facts answers "unknown").
-        min_reward: see above.
-        loss_agg: loss aggregation mode (see ``algorithms.losses.aggregate_loss``).
-    """
-
-    demonstrations: str = "oracle"
-    successful_only: bool = True
-    min_reward: float = 1.0
-    loss_agg: AggMode = "token-mean"
+# The ``sft`` section of a TrainConfig; also accepted directly as ``settings=``.
+SFTSettings = SFTConfig
 
 
 @dataclass
@@ -84,13 +71,15 @@ class SFT(OnPolicyAlgorithm):
         settings: SFTSettings | None = None,
         **kwargs: Any,
     ) -> None:
-        self.settings = settings or SFTSettings()
+        if settings is not None:
+            config = dataclasses.replace(config or TrainConfig(), sft=settings)
         super().__init__(policy, env_kwargs, config, **kwargs)
         self._file_episodes: list[TextEpisode] | None = None
 
     @property
-    def hparams(self) -> SFTSettings:
-        return self.settings
+    def settings(self) -> SFTConfig:
+        """The demonstration settings: ``config.sft``."""
+        return self.config.sft
 
     # -- demonstrations -------------------------------------------------------------
 
@@ -178,10 +167,19 @@ def play_oracle(env: MultiHopSearchEnv, index: int) -> TextEpisode:
 
 
 def read_text_episodes(path: str | Path, env: MultiHopSearchEnv) -> list[TextEpisode]:
-    """Read demonstrations saved as jsonl text episodes (see the module docstring)."""
+    """Read demonstrations saved as jsonl text episodes (see the module docstring).
+
+    Two shapes are accepted per line: ``{"question_id" | "index", "turns": [...],
+    "observations": [...]}``, and the records ``research-env eval`` writes to
+    ``transcripts/<baseline>.jsonl`` (``"turn_texts": [{"model": ..., "observation": ...}]``).
+    Question ids are looked up in ``env``'s dataset split.
+    """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"demonstrations file {path} does not exist")
+        raise FileNotFoundError(
+            f"demonstrations file {path} does not exist; pass 'oracle' or a jsonl file of "
+            "episodes (e.g. the transcripts/agent.jsonl written by research-env eval)"
+        )
     index_by_id = {s.id: i for i, s in enumerate(env.samples)}
     episodes = []
     with path.open(encoding="utf-8") as f:
@@ -189,16 +187,34 @@ def read_text_episodes(path: str | Path, env: MultiHopSearchEnv) -> list[TextEpi
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
-                has_index = "index" in data
-                index = int(data["index"]) if has_index else index_by_id[data["question_id"]]
-                turns = [str(t) for t in data["turns"]]
-                observations = [str(o) for o in data.get("observations", [])]
-            except (ValueError, KeyError, TypeError) as err:
+                episodes.append(_text_episode(json.loads(line), index_by_id))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
                 raise ValueError(
-                    f"{path}, line {line_no}: not a text episode ({err!r}); expected "
-                    '{"question_id" or "index", "turns": [...], "observations": [...]}'
+                    f"{path}, line {line_no}: not a text episode ({err}); expected "
+                    '{"question_id" or "index", "turns": [...], "observations": [...]} or an '
+                    "eval transcript with turn_texts"
                 ) from None
-            reward = float(data.get("reward", 1.0))
-            episodes.append(TextEpisode(index, turns, observations, reward, data.get("info")))
     return episodes
+
+
+def _text_episode(data: dict[str, Any], index_by_id: dict[str, int]) -> TextEpisode:
+    if "index" in data:
+        index = int(data["index"])
+        if not 0 <= index < len(index_by_id):
+            raise ValueError(f"index {index} is outside the split's {len(index_by_id)} questions")
+    else:
+        qid = data["question_id"]
+        if qid not in index_by_id:
+            raise ValueError(
+                f"question_id {qid!r} is not in this dataset split ({len(index_by_id)} "
+                "questions); train on the split the episodes were played on (--split)"
+            )
+        index = index_by_id[qid]
+    if "turn_texts" in data:
+        turns = [str(t["model"]) for t in data["turn_texts"]]
+        observations = [str(t["observation"]) for t in data["turn_texts"]]
+    else:
+        turns = [str(t) for t in data["turns"]]
+        observations = [str(o) for o in data.get("observations", [])]
+    reward = float(data.get("reward", 1.0))
+    return TextEpisode(index, turns, observations, reward, data.get("info"))

@@ -486,7 +486,8 @@ def _decoding_policy(policy: Any, rollout_dtype: str | None, pack_weights: bool)
 
     dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
     model = rollout_copy(policy.model, dtype, pack_weights=pack_weights)
-    return SimpleNamespace(model=model, tokenizer=policy.tokenizer, name=policy.name)
+    name = getattr(policy, "name", type(policy).__name__)
+    return SimpleNamespace(model=model, tokenizer=policy.tokenizer, name=name)
 
 
 def _episode_record(trajectory: Any, baseline: str, tokenizer: Any) -> dict[str, Any]:

@@ -93,3 +93,53 @@ def test_demonstrations_from_file(tmp_path):
     )
     with pytest.raises(ValueError, match="line 1"):
         bad.collect_rollouts(0)
+
+
+def eval_transcript(question_id, reward):
+    """A record shaped like the transcripts/agent.jsonl that research-env eval writes."""
+    return {
+        "question_id": question_id,
+        "reward": reward,
+        "prompt": "ignored: the env renders the prompt again",
+        "turn_texts": [
+            {"model": "x</think>\n<search>Glass Tide</search>", "observation": "\n<result>\nD\n</result>\n"},
+            {"model": "<think>y</think><answer>\\boxed{Orr}</answer>", "observation": ""},
+        ],
+    }  # fmt: skip
+
+
+def test_train_cli_sft_from_eval_transcripts(tmp_path):
+    from research_env.cli import main
+    from research_env.env import MultiHopSearchEnv
+
+    first, second = MultiHopSearchEnv(split="train").samples[:2]  # the default dataset
+    demos = tmp_path / "agent.jsonl"
+    lines = [eval_transcript(first.id, 1.0), eval_transcript(second.id, 0.0)]  # 2nd: dropped
+    demos.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "run"
+    argv = ["train", "--algo", "sft", "--from", str(demos), "--model", "tiny-random",
+            "--steps", "2", "--out", str(out), "--no-wandb", "--set", "eval.every=0",
+            "--set", "rollout.questions_per_step=2", "--set", "checkpoint.every=1",
+            "--set", "checkpoint.export_final=false"]  # fmt: skip
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/nll" in r] == [1, 2]
+    assert all(r["filter/kept_episodes"] == 1.0 for r in rows if "train/nll" in r)
+    saved = TrainConfig.from_yaml(out / "checkpoints" / "step-000002" / "config.yaml")
+    assert saved.algo == "sft" and saved.sft.demonstrations == str(demos)
+
+
+def test_train_cli_from_needs_sft(capsys):
+    from research_env.cli import main
+
+    assert main(["train", "--algo", "grpo", "--from", "oracle", "--model", "tiny-random"]) == 2
+    assert "--from gives demonstrations to imitate; it needs --algo sft" in capsys.readouterr().err
+
+
+def test_demonstration_file_names_unknown_questions(tmp_path):
+    path = tmp_path / "demos.jsonl"
+    path.write_text(json.dumps(eval_transcript("q-from-another-split", 1.0)) + "\n")
+    sft = SFT(load_policy("tiny-random"), env_kwargs(), config(tmp_path, 1),
+              settings=SFTSettings(demonstrations=str(path)))  # fmt: skip
+    with pytest.raises(ValueError, match=r"line 1.*q-from-another-split.*--split"):
+        sft.collect_rollouts(0)
