@@ -10,7 +10,8 @@ Two things keep these passes cheap:
   sequence.
 * Padding is trimmed per micro-batch (:func:`trim_padding`): a micro-batch is only as wide
   as its own longest prompt and response, not the whole rollout's.
-* Rows with the same prompt (a GRPO group) run the prompt once and share its KV cache
+* Rows with the same prompt (a GRPO group) run the prompt once and share its KV cache;
+  rows whose prompts share a template prefix run that prefix once
   (:func:`response_hidden_states`), in the gradient passes too.
 
 Log-probs and entropy are float32 whatever the model's dtype (see ``losses.token_logprobs``:
@@ -76,34 +77,48 @@ def trim_padding(batch: Batch) -> Batch:
 def response_hidden_states(model: Any, batch: Batch, share_prompts: bool = True) -> Tensor:
     """Final hidden states ``(B, R, hidden)`` at the columns that predict response tokens.
 
-    With ``share_prompts``, rows whose prompts are identical (the G samples of a GRPO group)
-    run their prompt through the model once: the prompt pass fills a KV cache, its rows are
-    repeated per sample, and the responses attend to it. Gradients flow back through the
-    repeated cache into the single prompt pass, so the result is the plain pass's, computed
-    on ``unique prompts + responses`` tokens instead of ``B x (prompt + response)``; with
-    long prompts and G = 4 to 8 that roughly halves the work of every pass.
+    With ``share_prompts``, work that several rows have in common runs once, whichever of
+    two plans costs fewer tokens (the plain pass is ``B x (prompt + response)``):
+
+    * identical prompts (the G samples of a GRPO group): each distinct prompt runs once, its
+      KV cache is repeated per sample, and the responses attend to it;
+    * a common prefix (a prompt template's instructions and worked example, shared by rows
+      asking different questions): the prefix runs once, then each row runs the rest of its
+      prompt and its response on that cache.
+
+    Gradients flow back through the repeated cache into the shared pass, so the result is
+    the plain pass's (same values, same parameter gradients) on fewer tokens.
     """
     decoder = model.get_decoder()
     p, r = batch.prompt_len, batch.response_len
     ids, mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
-    if share_prompts and not (model.training and _checkpointing(decoder)):
+    n = ids.shape[0]
+    if share_prompts and n > 1 and not (model.training and _checkpointing(decoder)):
         # Prompt identity includes the padding mask: a pad id may also occur inside a prompt.
         key = torch.cat([ids[:, :p], mask[:, :p]], dim=1)
         unique, inverse = torch.unique(key, dim=0, return_inverse=True)
-        n = ids.shape[0]
-        if len(unique) < n:
+        lengths = mask[:, :p].sum(dim=1)
+        prefix = _common_prefix_len(ids[:, :p], lengths)
+        rest = int((lengths - prefix).max())
+        cost = {
+            "plain": n * (p + r),
+            "identical": len(unique) * p + n * r,
+            "prefix": prefix + n * (rest + r),
+        }
+        plan = min(cost, key=cost.__getitem__)
+        if plan == "identical":
             first = torch.full((len(unique),), n, device=ids.device)
             first = first.scatter_reduce(0, inverse, torch.arange(n, device=ids.device), "amin")
-            prompt = decoder(
+            shared = decoder(
                 input_ids=ids[first, :p],
                 attention_mask=mask[first, :p],
                 position_ids=positions[first, :p],
                 use_cache=True,
             )
-            last_prompt = prompt.last_hidden_state[inverse, -1:]
+            last_prompt = shared.last_hidden_state[inverse, -1:]
             if r == 1:
                 return last_prompt
-            cache = prompt.past_key_values
+            cache = shared.past_key_values
             for layer in cache.layers:
                 layer.keys, layer.values = layer.keys[inverse], layer.values[inverse]
             response = decoder(
@@ -114,10 +129,50 @@ def response_hidden_states(model: Any, batch: Batch, share_prompts: bool = True)
                 use_cache=True,
             )
             return torch.cat([last_prompt, response.last_hidden_state], dim=1)
+        if plan == "prefix":
+            # Prompts are left-padded, so row b's prompt ends at column p and its last
+            # ``lengths[b] - prefix`` tokens follow the shared prefix. Columns p-rest..p-1
+            # hold every row's remainder; those before a row's remainder are masked out.
+            start = p - int(lengths[0])
+            shared = decoder(
+                input_ids=ids[:1, start : start + prefix],
+                position_ids=positions[:1, start : start + prefix],
+                use_cache=True,
+            )
+            cache = shared.past_key_values
+            rows = torch.zeros(n, dtype=torch.long, device=ids.device)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+            cols = torch.arange(rest, device=ids.device)
+            remainder = (cols[None, :] >= (rest - (lengths - prefix))[:, None]).to(mask.dtype)
+            own = decoder(
+                input_ids=ids[:, p - rest : p + r - 1],
+                attention_mask=torch.cat(
+                    [mask.new_ones(n, prefix), remainder, mask[:, p : p + r - 1]], dim=1
+                ),
+                position_ids=positions[:, p - rest : p + r - 1],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            return own.last_hidden_state[:, rest - 1 : rest - 1 + r]
     hidden = decoder(
         input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
     ).last_hidden_state
     return hidden[:, p - 1 : p - 1 + r]
+
+
+def _common_prefix_len(prompts: Tensor, lengths: Tensor) -> int:
+    """Tokens at the start of every row's (left-padded) prompt that all rows share, leaving
+    each row at least one token of its own (its last prompt token predicts the response)."""
+    p = prompts.shape[1]
+    shortest = int(lengths.min())
+    if shortest < 2:
+        return 0
+    # Each row's first ``shortest - 1`` real tokens, aligned at column 0.
+    offsets = (p - lengths)[:, None] + torch.arange(shortest - 1, device=prompts.device)
+    heads = prompts.gather(1, offsets)
+    differs = (heads != heads[:1]).any(dim=0)
+    return int(differs.nonzero()[0]) if bool(differs.any()) else shortest - 1
 
 
 def _checkpointing(decoder: Any) -> bool:

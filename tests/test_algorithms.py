@@ -303,14 +303,30 @@ def grouped_episodes() -> list[Trajectory]:
     return trajectories
 
 
-def test_shared_prompt_pass_equals_the_plain_pass():
-    """Running each group's prompt once (a KV cache shared by its rows) gives the same
-    log-probs, values and parameter gradients as running every row in full."""
+TEMPLATE = list(range(300, 340))  # a 40-token "instructions + worked example" prefix
+
+
+def templated_episodes() -> list[Trajectory]:
+    """Four different questions after one template prefix: prompts of different lengths
+    that share their first 40 tokens, no two alike."""
+    trajectories = []
+    for i, question_len in enumerate([3, 6, 1, 4]):
+        t = episode(300 + i, i, float(i), question_len)
+        t.prompt_ids = TEMPLATE + t.prompt_ids
+        trajectories.append(t)
+    return trajectories
+
+
+@pytest.mark.parametrize("make_episodes", [grouped_episodes, templated_episodes])
+def test_shared_prompt_pass_equals_the_plain_pass(make_episodes):
+    """Running each group's prompt once, or a template prefix common to all rows once (a
+    KV cache shared by the rows), gives the same log-probs, values and parameter gradients
+    as running every row in full."""
     results = {}
     for share in (False, True):
         torch.manual_seed(0)  # the same value-head initialisation for both
         p = policy(value_head=True)
-        batch = collate(grouped_episodes(), p.tokenizer.pad_token_id)
+        batch = collate(make_episodes(), p.tokenizer.pad_token_id)
         scores = scoring.score_tokens(p.model, batch, value_head=p.value_head, share_prompts=share)
         mask = batch.response_mask
         ((scores.logprobs * mask).sum() + (scores.values * mask).sum()).backward()
@@ -339,6 +355,12 @@ def test_shared_prompts_actually_run_each_prompt_once(monkeypatch):
     score_batch(p.model, batch, micro_batch_size=6)
     p_len, r_len = batch.prompt_len, batch.response_len
     assert seen == [(2, p_len), (6, r_len - 1)]
+    # A template prefix common to different prompts runs once; each row runs the rest.
+    seen.clear()
+    batch = collate(templated_episodes(), p.tokenizer.pad_token_id)
+    score_batch(p.model, batch, micro_batch_size=4)
+    longest_question = 6
+    assert seen == [(1, len(TEMPLATE)), (4, longest_question + batch.response_len - 1)]
 
 
 def test_trim_padding_drops_only_all_padding_columns():
