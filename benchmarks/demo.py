@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,9 @@ from typing import Any
 
 QUICK = {"eval_questions": 4, "sft_steps": 2, "rl_steps": 2, "questions_per_step": 1}
 FULL = {"eval_questions": 30, "sft_steps": 12, "rl_steps": 6, "questions_per_step": 2}
+# Token budgets for every episode the demo plays: oracle turns are at most ~64 tokens and
+# oracle episodes (turns plus retrieved documents) at most ~1,000 on the synthetic world.
+TURN_TOKENS, TOTAL_TOKENS = 96, 1024
 
 
 def register(subparsers: Any) -> None:
@@ -79,8 +83,10 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
                 "questions_per_step": q,
                 "group_size": 4,
                 "temperature": 1.0,
-                "max_turn_tokens": 64,
-                "max_total_tokens": 512,
+                "max_turn_tokens": TURN_TOKENS,
+                "max_total_tokens": TOTAL_TOKENS,
+                "rollout_dtype": "bfloat16",
+                "pack_weights": True,
             },
             "optim": {"lr": lr, "warmup_steps": 0, "max_grad_norm": 1.0},
             "trainer": {"steps": steps, "micro_batch_size": 4, "seed": args.seed},
@@ -94,29 +100,41 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
     )
 
 
-def evaluate(policy: Any, env_kwargs: dict[str, Any], n: int, name: str) -> Stage:
-    """Greedy episodes on the first ``n`` questions of the dev split."""
-    from algorithms.rollout import RolloutEngine, SamplingSettings
-    from research_env.metrics import summarize, summarize_by
+def evaluate(
+    policy: Any, env_kwargs: dict[str, Any], dev: Any, n: int, name: str, baseline: str = "agent"
+) -> Stage:
+    """Greedy episodes on the first ``n`` dev questions, decoded with a bf16 packed copy."""
+    from benchmarks.llm_eval import EvalSampling, evaluate_model
 
-    engine = RolloutEngine(policy, env_kwargs)
-    sampling = SamplingSettings(greedy=True, max_turn_tokens=64, max_total_tokens=512)
-    trajs = engine.collect(list(range(n)), 1, sampling=sampling)
-    infos = [t.info for t in trajs]
-    rewards = [t.reward for t in trajs]
-    overall = summarize(infos, rewards)
-    overall["generated_tokens"] = sum(t.n_generated for t in trajs) / len(trajs)
-    questions = {s.id: s.question for s in engine.envs[0].samples}
-    transcripts = []
-    for t in trajs[:3]:
-        gold = ", ".join(t.info.get("golden_answers", []))
-        transcripts.append(
-            f"Question: {questions.get(t.info.get('question_id'), '?')}\n\n"
-            f"{policy.tokenizer.decode(t.response_ids)}\n\n(gold: {gold}; reward {t.reward:.2f})"
-        )
-    print(f"  {name}: EM {overall.get('em', 0):.3f}  F1 {overall.get('f1', 0):.3f}  "
-          f"format {overall.get('format_valid', 0):.2f}  searches {overall.get('searches', 0):.2f}")  # fmt: skip
-    return Stage(name, overall, summarize_by(infos, "hops", rewards), transcripts)
+    result = evaluate_model(
+        policy,
+        env_kwargs,
+        baseline=baseline,
+        limit=n,
+        sampling=EvalSampling(max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
+        rollout_dtype="bfloat16",
+        pack_weights=True,
+        name=name,
+        base_env=dev,
+    )
+    overall = dict(result.overall)
+    em, count = overall.get("em", 0.0), max(1.0, overall.get("n", 1.0))
+    overall["em_ci95"] = 1.96 * math.sqrt(em * (1 - em) / count)
+    print(f"  {name}: EM {em:.3f} ± {overall['em_ci95']:.3f}  F1 {overall.get('f1', 0):.3f}  "
+          f"format {overall.get('format_valid', 0):.2f}  searches {overall.get('searches', 0):.2f}"
+          f"  ({result.seconds:.0f} s)", flush=True)  # fmt: skip
+    return Stage(name, overall, result.by_hops, [_transcript(e) for e in result.episodes[:3]])
+
+
+def _transcript(episode: dict[str, Any]) -> str:
+    """The model's turns and the env's replies (the prompt's instructions left out)."""
+    text = "".join(t["model"] + t["observation"] for t in episode.get("turn_texts", []))
+    prefill = "<think>" if episode.get("prompt", "").rstrip().endswith("<think>") else ""
+    gold = ", ".join(episode.get("golden_answers", []))
+    return (
+        f"Question: {episode.get('question', '?')}\n\n{prefill}{text.strip()}\n\n"
+        f"(gold: {gold}; EM {episode.get('em', 0):.0f}; reward {episode.get('reward', 0):.2f})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"[2/6] loading {args.model} and evaluating it on {n_eval} dev questions")
     policy = load_policy(args.model)
-    stages = [evaluate(policy, eval_kwargs, n_eval, "baseline")]
+    stages = [
+        evaluate(policy, eval_kwargs, dev, n_eval, "direct answer (no search)", "direct"),
+        evaluate(policy, eval_kwargs, dev, n_eval, "naive RAG (retrieve once)", "rag"),
+        evaluate(policy, eval_kwargs, dev, n_eval, "search agent: untrained"),
+    ]
 
     curves: dict[str, list[dict[str, float]]] = {}
     if not args.no_warmstart:
@@ -156,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         )
         sft = SFT(policy, train_kwargs, sft_cfg)
         sft.learn(s["sft_steps"])
-        stages.append(evaluate(policy, eval_kwargs, n_eval, "after warm start"))
+        stages.append(evaluate(policy, eval_kwargs, dev, n_eval, "search agent: warm start"))
         curves["sft"] = _read_metrics(out / "sft")
     else:
         print("[3/6] warm start skipped (--no-warmstart): pure RL from the base model")
@@ -169,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
     curves["rl"] = _read_metrics(out / args.algo)
 
     print("[5/6] evaluating the trained policy on the same dev slice")
-    stages.append(evaluate(policy, eval_kwargs, n_eval, f"after {args.algo.upper()}"))
+    stages.append(
+        evaluate(policy, eval_kwargs, dev, n_eval, f"search agent: after {args.algo.upper()}")
+    )
 
     print("[6/6] writing the report")
     minutes = (time.perf_counter() - t_start) / 60
@@ -182,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                   "max_turns": 5, "template": dev.template.name, "minutes": round(minutes, 1)},
     )  # fmt: skip
     print(f"\nreport: {report}")
-    first, last = stages[0].overall, stages[-1].overall
+    first, last = stages[2].overall, stages[-1].overall
     print(f"EM {first.get('em', 0):.3f} -> {last.get('em', 0):.3f}, "
           f"format-valid {first.get('format_valid', 0):.2f} -> {last.get('format_valid', 0):.2f}, "
           f"in {minutes:.1f} min")  # fmt: skip

@@ -7,7 +7,8 @@ from typing import Any
 
 from research_env.metrics import markdown_table
 
-COLUMNS = ("n", "em", "f1", "format_valid", "searches", "supporting_recall", "reward")
+COLUMNS = ("n", "em", "em_ci95", "f1", "format_valid", "searches", "supporting_recall", "reward")
+HOP_COLUMNS = ("n", "em", "f1", "format_valid", "searches", "supporting_recall", "reward")
 CURVES = (
     ("episode/reward", "reward"),
     ("episode/em", "EM"),
@@ -55,9 +56,11 @@ def write_report(
               + ", ".join(f"{k}={v}" for k, v in settings.items()), ""]  # fmt: skip
     lines += ["## Results on the dev slice (greedy decoding)", ""]
     lines.append(markdown_table({s.name: s.overall for s in stages}, COLUMNS))
-    lines += ["", "## By hop count", ""]
-    rows = {f"{s.name}, {h} hops": v for s in stages for h, v in s.by_hops.items()}
-    lines.append(markdown_table(rows, COLUMNS))
+    lines += ["", "*em_ci95*: half-width of a 95% confidence interval for EM on this many "
+              "questions (normal approximation): differences smaller than that are noise.",
+              "", "## By hop count", ""]  # fmt: skip
+    rows = {f"{s.name}, {h} hops": v for s in stages for h, v in sorted(s.by_hops.items())}
+    lines.append(markdown_table(rows, HOP_COLUMNS))
     lines += ["", "## Training curves", ""]
     for name, metrics in curves.items():
         keys = SFT_CURVES if name == "sft" else CURVES
@@ -65,9 +68,9 @@ def write_report(
         if png is not None:
             lines.append(f"![{name} curves]({png.name})")
             lines.append("")
-    first, last = stages[0], stages[-1]
+    agents = [s for s in stages if "agent" in s.name] or stages
     lines += ["## Example transcripts", ""]
-    for stage in (first, last):
+    for stage in agents[:1] + agents[1:][-1:]:
         lines += [f"### {stage.name}", ""]
         for text in stage.transcripts:
             lines += ["```", text.strip(), "```", ""]

@@ -1,5 +1,7 @@
 """`research-env demo --quick` end to end with a tiny model: the report and its parts."""
 
+import re
+
 from research_env.cli import main
 
 
@@ -11,10 +13,18 @@ def test_demo_quick_writes_report(tmp_path):
     )  # fmt: skip
     assert code == 0
     report = (out / "report.md").read_text()
-    for row in ("| baseline |", "| after warm start |", "| after GRPO |"):
-        assert row in report
+    for row in (
+        "direct answer (no search) |",
+        "naive RAG (retrieve once) |",
+        "search agent: untrained |",
+        "search agent: warm start |",
+        "search agent: after GRPO |",
+    ):
+        assert f"| {row}" in report, row
+    assert re.search(r"^\| search agent: after GRPO, \d hops \| 2 \|", report, re.M)
     assert "Path: **warm start + RL**" in report
     assert "## Example transcripts" in report and "Question: " in report
+    assert "### search agent: untrained" in report and "(gold: " in report
     for png in ("curves_sft.png", "curves_rl.png"):
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
