@@ -50,6 +50,7 @@ from algorithms.config import TrainConfig
 from algorithms.policy import VALUE_HEAD_FILE, Policy, ValueHead
 from algorithms.scoring import (
     TokenScores,
+    autocast,
     critic_values,
     reference_logprobs,
     score_batch,
@@ -376,6 +377,10 @@ class OnPolicyAlgorithm:
         Which ones run depends on the algorithm and config; a GRPO step with one update and
         ``kl_coef = 0`` runs none, and pi_old is then the current policy (ratio 1).
         """
+        with autocast(self.policy.model, self.config.trainer.autocast_dtype):
+            return self._prepare(batch)
+
+    def _prepare(self, batch: Batch) -> RolloutData:
         cfg = self.config.trainer
         data = RolloutData(batch, {})
         mode: str = cfg.old_logprobs
@@ -443,7 +448,8 @@ class OnPolicyAlgorithm:
                 mb = data.rows(rows)
                 denominator = self._denominator(mb)
                 self.optimizer.zero_grad(set_to_none=True)
-                step_stats, finite = self._accumulate_gradients(mb, denominator)
+                with autocast(self.policy.model, cfg.autocast_dtype):
+                    step_stats, finite = self._accumulate_gradients(mb, denominator)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     params, max_norm if max_norm is not None else float("inf")
                 )

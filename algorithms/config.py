@@ -203,6 +203,10 @@ class TrainerConfig:
             once per micro-batch and let its rows attend to one KV cache; the scores are
             the same, the work is ``unique prompts + responses`` tokens. Not used with
             gradient checkpointing (which drops KV caches in training).
+        autocast_dtype: run the model's matmuls in ``bfloat16`` under ``torch.autocast``
+            in the update and the no-grad passes (weights, gradients and optimizer stay in
+            the model's dtype; the LM head and log-probs stay full precision). On a CPU with
+            AVX-512 BF16 a SmolLM2 update step ran 1.4x faster. ``null``: off.
         seed: seeds Python, NumPy and torch, and the order questions are drawn in.
         num_threads: torch intra-op threads during ``learn`` (``null`` = torch's default).
             On a CPU shared with other busy processes 1 can beat 2: a parallel kernel
@@ -219,6 +223,7 @@ class TrainerConfig:
     old_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
     logprob_chunk_size: int | None = 1024
     share_prompts: bool = True
+    autocast_dtype: Literal["bfloat16", "float16"] | None = None
     seed: int = 0
     num_threads: int | None = None
 

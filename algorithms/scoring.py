@@ -201,7 +201,7 @@ def score_tokens(
     logging only, a detached copy saves keeping another ``(B, R, vocab)`` graph).
     """
     hidden = response_hidden_states(model, batch, share_prompts)
-    logits = model.get_output_embeddings()(hidden)
+    logits = lm_head(model, hidden)
     p = batch.prompt_len
     response_ids = batch.input_ids[:, p : p + batch.response_len]
     logprobs = token_logprobs(logits, response_ids, temperature, chunk_size)
@@ -212,6 +212,26 @@ def score_tokens(
             entropy = entropy_from_logits(source, temperature, chunk_size)
     values = value_head(hidden) if value_head is not None else None
     return TokenScores(logprobs=logprobs, entropy=entropy, values=values)
+
+
+def lm_head(model: Any, hidden: Tensor) -> Tensor:
+    """The output projection. Under autocast (``trainer.autocast_dtype``) it runs outside
+    it, in the head's own dtype: the trunk's matmuls may be bf16, but log-probs over a 49k
+    vocabulary need full-precision logits."""
+    head = model.get_output_embeddings()
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        with torch.autocast(device, enabled=False):
+            return head(hidden.to(head.weight.dtype))
+    return head(hidden)
+
+
+def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=getattr(torch, dtype))
 
 
 def score_values(model: Any, value_head: Any, batch: Batch, share_prompts: bool = True) -> Tensor:

@@ -363,6 +363,24 @@ def test_shared_prompts_actually_run_each_prompt_once(monkeypatch):
     assert seen == [(1, len(TEMPLATE)), (4, longest_question + batch.response_len - 1)]
 
 
+def test_autocast_runs_the_trunk_in_bf16_and_the_head_in_fp32(monkeypatch):
+    p = policy()
+    batch = collate(templated_episodes(), p.tokenizer.pad_token_id)
+    full = scoring.score_tokens(p.model, batch).logprobs.detach()
+    head_inputs = []
+    head = p.model.get_output_embeddings()
+    monkeypatch.setattr(head, "forward", lambda x: (head_inputs.append(x.dtype), torch.nn.functional.linear(x, head.weight))[1])  # fmt: skip
+    with scoring.autocast(p.model, "bfloat16"):
+        mixed = scoring.score_tokens(p.model, batch).logprobs
+        mixed.sum().backward()
+    assert head_inputs == [torch.float32] and mixed.dtype == torch.float32
+    mask = batch.response_mask.bool()
+    assert not torch.equal(mixed[mask].detach(), full[mask])  # bf16 matmuls did run
+    torch.testing.assert_close(mixed[mask].detach(), full[mask], rtol=0.02, atol=0.05)
+    grads = [q.grad for q in p.model.parameters() if q.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads)
+
+
 def test_trim_padding_drops_only_all_padding_columns():
     trajectories = [episode(0, 0, 0.0, prompt_len=3), episode(1, 0, 0.0, prompt_len=7)]
     trajectories[0].response_ids.extend([5, 6, 7])
