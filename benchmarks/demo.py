@@ -20,8 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-QUICK = {"eval_questions": 4, "sft_steps": 2, "rl_steps": 2, "questions_per_step": 1}
-FULL = {"eval_questions": 30, "sft_steps": 12, "rl_steps": 6, "questions_per_step": 2}
+QUICK = {"eval_questions": 4, "sft_steps": 2, "rl_steps": 2, "questions_per_step": 1,
+         "rl_max_hops": 2}  # fmt: skip
+FULL = {"eval_questions": 30, "sft_steps": 10, "rl_steps": 10, "questions_per_step": 2,
+        "rl_max_hops": 2}  # fmt: skip
 # Token budgets for every episode the demo plays: oracle turns are at most ~64 tokens and
 # oracle episodes (turns plus retrieved documents) at most ~1,000 on the synthetic world.
 TURN_TOKENS, TOTAL_TOKENS = 96, 1024
@@ -38,9 +40,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-warmstart", action="store_true", help="pure RL from the base model")
     parser.add_argument("--algo", default="grpo", help="RL algorithm (grpo, ppo, reinforce)")
     parser.add_argument("--model", default="smollm2-135m", help="model name or directory")
-    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 6; quick 2)")
+    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 10; quick 2)")
     parser.add_argument("--sft-steps", type=int, default=None, help="warm-start steps")
     parser.add_argument("--eval-questions", type=int, default=None, help="dev questions scored")
+    parser.add_argument(
+        "--rl-max-hops",
+        type=int,
+        default=None,
+        help="RL trains on questions of at most this many hops (default 2: a small model's "
+        "groups then disagree often enough to learn from; 0 = all)",
+    )
     parser.add_argument("--dataset", default="synthetic", help="dataset name or path")
     parser.add_argument("--retriever", default="bm25", help="retriever name or server URL")
     parser.add_argument(
@@ -68,6 +77,8 @@ def _settings(args: argparse.Namespace) -> dict[str, int]:
         s["sft_steps"] = args.sft_steps
     if args.eval_questions is not None:
         s["eval_questions"] = args.eval_questions
+    if args.rl_max_hops is not None:
+        s["rl_max_hops"] = args.rl_max_hops
     return s
 
 
@@ -89,10 +100,16 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
                 "pack_weights": True,
             },
             "optim": {"lr": lr, "warmup_steps": 0, "max_grad_norm": 1.0},
-            "trainer": {"steps": steps, "micro_batch_size": 4, "seed": args.seed},
+            "trainer": {
+                "steps": steps,
+                "micro_batch_size": 4,
+                "seed": args.seed,
+                "autocast_dtype": "bfloat16",
+                "filter_zero_variance_groups": True,
+            },
             "eval": {"every": 0},
             "logging": {"wandb": False},
-            "checkpoint": {"every": 0, "export_final": False},
+            "checkpoint": {"every": 0, "export_final": algo != "sft"},
             "grpo": {"kl_coef": 0.0},
             "ppo": {"kl_coef": 0.0},
             "reinforce": {"baseline": "rloo"},
@@ -114,6 +131,7 @@ def evaluate(
         sampling=EvalSampling(max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
         rollout_dtype="bfloat16",
         pack_weights=True,
+        batch_size=32,
         name=name,
         base_env=dev,
     )
@@ -158,8 +176,9 @@ def run(args: argparse.Namespace) -> int:
     base = {"dataset": args.dataset, "retriever": args.retriever, "top_k": 3, "max_turns": 5}
     dev = MultiHopSearchEnv(**base, split="dev")
     n_eval = min(s["eval_questions"], len(dev.samples))
-    train_kwargs = {**base, "split": "train", "dataset": MultiHopSearchEnv(**base).samples,
-                    "retriever": dev.retriever}  # fmt: skip
+    train = MultiHopSearchEnv(**base).samples
+    train_kwargs = {**base, "split": "train", "dataset": train, "retriever": dev.retriever}
+    rl_kwargs = {**train_kwargs, "dataset": _at_most_hops(train, s["rl_max_hops"])}
     eval_kwargs = {**base, "dataset": dev.samples, "retriever": dev.retriever}
 
     print(f"[2/6] loading {args.model} and evaluating it on {n_eval} dev questions")
@@ -184,9 +203,9 @@ def run(args: argparse.Namespace) -> int:
         print("[3/6] warm start skipped (--no-warmstart): pure RL from the base model")
 
     print(f"[4/6] {args.algo.upper()}: {s['rl_steps']} steps, {s['questions_per_step']} "
-          "questions x group 4")  # fmt: skip
+          f"questions x group 4 per step, questions of <= {s['rl_max_hops'] or 'any'} hops")  # fmt: skip
     rl_cfg = _config(args, out / args.algo, args.algo, s["rl_steps"], s["questions_per_step"], 2e-5)
-    algo = make_algorithm(args.algo, policy, train_kwargs, rl_cfg)
+    algo = make_algorithm(args.algo, policy, rl_kwargs, rl_cfg)
     algo.learn(s["rl_steps"])
     curves["rl"] = _read_metrics(out / args.algo)
 
@@ -206,11 +225,18 @@ def run(args: argparse.Namespace) -> int:
                   "max_turns": 5, "template": dev.template.name, "minutes": round(minutes, 1)},
     )  # fmt: skip
     print(f"\nreport: {report}")
+    print(f"trained model: {out / args.algo / 'final'}  (research-env eval --model <that dir>)")
     first, last = stages[2].overall, stages[-1].overall
     print(f"EM {first.get('em', 0):.3f} -> {last.get('em', 0):.3f}, "
           f"format-valid {first.get('format_valid', 0):.2f} -> {last.get('format_valid', 0):.2f}, "
           f"in {minutes:.1f} min")  # fmt: skip
     return 0
+
+
+def _at_most_hops(samples: list[Any], max_hops: int) -> list[Any]:
+    """The questions of at most ``max_hops`` hops (all when 0 or when none say their hops)."""
+    kept = [q for q in samples if q.metadata.get("hops", 0) <= max_hops]
+    return kept if max_hops > 0 and kept else samples
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, float]]:

@@ -17,6 +17,15 @@ CURVES = (
 )
 
 
+SMOOTH = 3  # steps in the running mean drawn over noisy per-step RL metrics
+
+
+def running_mean(values: list[float], window: int) -> list[float]:
+    """Mean of the last ``window`` values at each step (fewer at the start)."""
+    return [sum(values[max(0, i + 1 - window) : i + 1]) / (i + 1 - max(0, i + 1 - window))
+            for i in range(len(values))]  # fmt: skip
+
+
 SFT_CURVES = (("train/nll", "negative log-likelihood"), ("train/grad_norm", "gradient norm"))
 
 
@@ -35,7 +44,11 @@ def plot_curves(
     steps = [m.get("step", i + 1) for i, m in enumerate(metrics)]
     for ax, (key, label) in zip(axes[0], curves, strict=True):
         values = [m.get(key, float("nan")) for m in metrics]
-        ax.plot(steps, values, marker="o", linewidth=1.5)
+        ax.plot(steps, values, marker="o", linewidth=1, alpha=0.45, label="per step")
+        if len(values) >= 2 * SMOOTH:
+            ax.plot(steps, running_mean(values, SMOOTH), linewidth=2.2,
+                    label=f"running mean of {SMOOTH}")  # fmt: skip
+            ax.legend(fontsize=7)
         ax.set_title(label)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
@@ -59,7 +72,7 @@ def write_report(
     lines += ["", "*em_ci95*: half-width of a 95% confidence interval for EM on this many "
               "questions (normal approximation): differences smaller than that are noise.",
               "", "## By hop count", ""]  # fmt: skip
-    rows = {f"{s.name}, {h} hops": v for s in stages for h, v in sorted(s.by_hops.items())}
+    rows = {f"{s.name}, hops={h}": v for s in stages for h, v in sorted(s.by_hops.items())}
     lines.append(markdown_table(rows, HOP_COLUMNS))
     lines += ["", "## Training curves", ""]
     for name, metrics in curves.items():

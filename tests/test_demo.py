@@ -21,10 +21,16 @@ def test_demo_quick_writes_report(tmp_path):
         "search agent: after GRPO |",
     ):
         assert f"| {row}" in report, row
-    assert re.search(r"^\| search agent: after GRPO, \d hops \| 2 \|", report, re.M)
+    assert re.search(r"^\| search agent: after GRPO, hops=\d \| 2 \|", report, re.M)
     assert "Path: **warm start + RL**" in report
     assert "## Example transcripts" in report and "Question: " in report
     assert "### search agent: untrained" in report and "(gold: " in report
     for png in ("curves_sft.png", "curves_rl.png"):
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
+
+
+def test_running_mean_of_the_curves():
+    from benchmarks.report import running_mean
+
+    assert running_mean([1.0, 2.0, 3.0, 4.0, 8.0], 3) == [1.0, 1.5, 2.0, 3.0, 5.0]
