@@ -47,11 +47,17 @@ def build(name: str, model: str, env_kwargs: dict[str, Any], questions: int) -> 
         {
             "algo": "sft",
             "output_dir": f"/tmp/update_speed/{name}",
-            "rollout": {"questions_per_step": questions, "max_turn_tokens": 96,
-                        "max_total_tokens": 1024},  # fmt: skip
+            "rollout": {
+                "questions_per_step": questions,
+                "max_turn_tokens": 96,
+                "max_total_tokens": 1024,
+            },
             "optim": {"lr": 1e-5},
-            "trainer": {"micro_batch_size": questions, "share_prompts": v["share_prompts"],
-                        "autocast_dtype": v["autocast_dtype"]},  # fmt: skip
+            "trainer": {
+                "micro_batch_size": questions,
+                "share_prompts": v["share_prompts"],
+                "autocast_dtype": v["autocast_dtype"],
+            },
             "eval": {"every": 0},
             "logging": {"wandb": False, "progress_bar": False},
             "checkpoint": {"every": 0, "export_final": False},
