@@ -123,12 +123,23 @@ class GenerationResult:
 # The KV cache: transformers calls ``update`` once per layer per forward pass.
 
 
+@dataclass
+class _Cursor:
+    """Where a cache's layers write next, and how many columns they hold. Shared by the
+    cache and its layers instead of a back-reference from each layer to the cache: such a
+    cycle would leave every replaced cache (gigabytes over a multi-turn rollout) to the
+    cyclic garbage collector, which runs on object counts, not on memory."""
+
+    capacity: int
+    write_start: int = 0
+
+
 class _SlotLayer(CacheLayerMixin):
-    """One layer's keys/values; writes go to the column range its owner ``_SlotCache`` sets."""
+    """One layer's keys/values; writes go to the column range its cursor says."""
 
     is_sliding = False
 
-    def __init__(self, owner: _SlotCache):
+    def __init__(self, owner: _Cursor):
         super().__init__()
         self.owner = owner
 
@@ -168,13 +179,29 @@ class _SlotCache(Cache):
     """A preallocated cache whose write position is set by the decoder before each pass."""
 
     def __init__(self, num_layers: int, capacity: int):
-        self.capacity = capacity
-        self.write_start = 0
-        self.slots = [_SlotLayer(self) for _ in range(num_layers)]
+        self.cursor = _Cursor(capacity)
+        self.slots = [_SlotLayer(self.cursor) for _ in range(num_layers)]
         super().__init__(layers=list(self.slots))
 
-    def take_rows(self, rows: torch.Tensor, capacity: int) -> _SlotCache:
-        """A new cache holding only ``rows`` (copied), with room for ``capacity`` columns."""
+    @property
+    def capacity(self) -> int:
+        return self.cursor.capacity
+
+    @property
+    def write_start(self) -> int:
+        return self.cursor.write_start
+
+    @write_start.setter
+    def write_start(self, value: int) -> None:
+        self.cursor.write_start = value
+
+    def take_rows(self, rows: torch.Tensor, capacity: int, release: bool = False) -> _SlotCache:
+        """A new cache holding only ``rows`` (copied), with room for ``capacity`` columns.
+
+        ``release``: this cache is discarded afterwards, so each layer's buffers are dropped
+        as soon as they are copied; the copy then peaks at one layer above the new cache
+        instead of holding both caches whole.
+        """
         new = _SlotCache(len(self.slots), capacity)
         new.write_start = self.write_start
         for old_layer, new_layer in zip(self.slots, new.slots, strict=True):
@@ -184,13 +211,16 @@ class _SlotCache(Cache):
                 buf = old.new_zeros((len(rows), old.shape[1], capacity, old.shape[3]))
                 buf[:, :, : self.write_start] = old[rows, :, : self.write_start]
                 setattr(new_layer, name, buf)
+                if release:
+                    setattr(old_layer, name, None)
             new_layer.is_initialized = True
         return new
 
     @staticmethod
     def concat(caches: Sequence[_SlotCache], sizes: Sequence[int], capacity: int) -> _SlotCache:
         """Stack caches of ``sizes`` rows each; every cache keeps its columns at the same
-        indices (left-aligned). A cache that never ran a forward pass contributes zeros."""
+        indices (left-aligned). A cache that never ran a forward pass contributes zeros.
+        The inputs are consumed: their buffers are dropped layer by layer as they are copied."""
         new = _SlotCache(len(caches[0].slots), capacity)
         new.write_start = max(c.write_start for c in caches)
         for i, new_layer in enumerate(new.slots):
@@ -204,7 +234,9 @@ class _SlotCache(Cache):
                 for cache, size, t in zip(caches, sizes, tensors, strict=True):
                     if t is not None:
                         buf[at : at + size, :, : cache.write_start] = t[:, :, : cache.write_start]
+                        setattr(cache.slots[i], name, None)
                     at += size
+                del tensors, ref
                 setattr(new_layer, name, buf)
                 new_layer.is_initialized = True
         return new
@@ -251,17 +283,18 @@ class _Rows:
             return
         capacity = needed + GROWTH_SLACK
         every = torch.arange(len(self), device=self.bias.device)
-        self.cache = self.cache.take_rows(every, capacity)
+        self.cache = self.cache.take_rows(every, capacity, release=True)
         bias = self.bias.new_full((len(self), capacity), torch.finfo(self.bias.dtype).min)
         bias[:, : self.length] = self.bias[:, : self.length]
         self.bias = bias
 
-    def take(self, rows: list[int]) -> _Rows:
+    def take(self, rows: list[int], release: bool = False) -> _Rows:
+        """These rows as a new ``_Rows``; ``release`` when ``self`` is discarded afterwards."""
         index = torch.tensor(rows, dtype=torch.long, device=self.bias.device)
         logits = self.next_logits[index] if self.next_logits is not None else None
         return _Rows(
             seq_ids=[self.seq_ids[r] for r in rows],
-            cache=self.cache.take_rows(index, self.capacity),
+            cache=self.cache.take_rows(index, self.capacity, release),
             bias=self.bias[index].clone(),
             next_pos=self.next_pos[index].clone(),
             next_logits=logits,
@@ -376,7 +409,7 @@ class DecodeState:
         if len(keep) < len(self._rows):
             if not keep:
                 raise ValueError("cannot release every sequence; drop the DecodeState instead")
-            self._rows = self._rows.take(keep)
+            self._rows = self._rows.take(keep, release=True)
 
     @torch.inference_mode()
     def prefill(self) -> None:
@@ -435,7 +468,7 @@ class DecodeState:
         idle = [r for r, s in enumerate(rows.seq_ids) if s not in wanted]
         if idle:  # sequences not decoding this turn wait aside, untouched
             parked.append(rows.take(idle))
-            rows = rows.take([r for r, s in enumerate(rows.seq_ids) if s in wanted])
+            rows = rows.take([r for r, s in enumerate(rows.seq_ids) if s in wanted], release=True)
         with _decoding_mode(self.model):
             widest = max(len(p) for p in rows.pending)
             longest = max(budget[s] for s in wanted)
@@ -469,7 +502,7 @@ class DecodeState:
                 if len(done) >= max(1, COMPACT_FRACTION * len(rows)):
                     parked.append(rows.take(done))
                     keep = [r for r, a in enumerate(active) if a]
-                    rows = rows.take(keep)
+                    rows = rows.take(keep, release=True)
                     active = [True] * len(rows)
         self._rows = _Rows.concat([rows, *parked])
         return outputs
