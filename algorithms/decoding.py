@@ -415,7 +415,7 @@ class DecodeState:
     def prefill(self) -> None:
         """Encode every pending token now (``decode`` does this itself)."""
         with _decoding_mode(self.model):
-            self._feed(self._rows, [list(p) for p in self._rows.pending])
+            self._rows = self._feed_pending(self._rows)
 
     @torch.inference_mode()
     def decode(
@@ -473,7 +473,7 @@ class DecodeState:
             widest = max(len(p) for p in rows.pending)
             longest = max(budget[s] for s in wanted)
             rows.reserve(widest + longest)
-            self._feed(rows, rows.pending)
+            rows = self._feed_pending(rows)
             active = [True] * len(rows)
             for step in range(longest):
                 if step > 0:
@@ -534,6 +534,31 @@ class DecodeState:
         )
         rows.cache.write_start += input_ids.shape[1]
         return out.logits[:, -1].float()
+
+    def _feed_pending(self, rows: _Rows) -> _Rows:
+        """Encode the rows' pending tokens; returns the rows to go on with.
+
+        Before anything is encoded, identical prompts (the G samples of a GRPO group) are
+        encoded once and their cache rows copied, so a group's prompt costs one row of
+        prefill instead of G.
+        """
+        if rows.length == 0 and len(rows) > 1:
+            first_of: dict[tuple[int, ...], int] = {}
+            unique: list[int] = []
+            for r, tokens in enumerate(rows.pending):
+                if first_of.setdefault(tuple(tokens), len(unique)) == len(unique):
+                    unique.append(r)
+            if len(unique) < len(rows):
+                source = [first_of[tuple(tokens)] for tokens in rows.pending]
+                seq_ids = list(rows.seq_ids)
+                shared = rows.take(unique, release=True)
+                self._feed(shared, shared.pending)
+                rows = shared.take(source, release=True)
+                rows.seq_ids = seq_ids
+                rows.pending = [[] for _ in source]  # not the shared (aliased) lists
+                return rows
+        self._feed(rows, rows.pending)
+        return rows
 
     def _feed(self, rows: _Rows, token_lists: Sequence[Sequence[int]]) -> None:
         """Encode per-row token lists of any lengths in one pass (right-aligned; short rows

@@ -372,3 +372,30 @@ def test_replaced_caches_are_freed_at_once_not_by_the_cyclic_gc(tiny, prompts):
         assert second() is None
     finally:
         gc.enable()
+
+
+def test_identical_prompts_are_prefilled_once_then_diverge(tiny, prompts, monkeypatch):
+    shapes = []
+    real_forward = DecodeState._forward
+
+    def spy(self, rows, input_ids, *args, **kwargs):
+        shapes.append(tuple(input_ids.shape))
+        return real_forward(self, rows, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(DecodeState, "_forward", spy)
+    greedy = SamplingParams(greedy=True)
+    group = [prompts[1], prompts[0], prompts[1], prompts[1]]  # a group of 3 and a single
+    state = DecodeState(tiny.model, group)
+    out = state.decode(max_new_tokens=6, sampling=greedy, eos_token_ids=[])
+    assert shapes[0] == (2, len(prompts[1]))  # two distinct prompts, one row each
+    alone = DecodeState(tiny.model, [prompts[1], prompts[0]])
+    ref = alone.decode(max_new_tokens=6, sampling=greedy, eos_token_ids=[])
+    assert [out[i].token_ids for i in range(4)] == [ref[0].token_ids, ref[1].token_ids,
+                                                     ref[0].token_ids, ref[0].token_ids]  # fmt: skip
+    torch.testing.assert_close(out[2].logprobs, ref[0].logprobs, rtol=1e-5, atol=1e-5)
+    # The copies are independent: an observation after one sequence changes only it.
+    state.append({2: [7, 8, 9]})
+    nxt = state.decode(max_new_tokens=3, sampling=greedy, eos_token_ids=[], seq_indices=[0, 2, 3])
+    assert nxt[0].token_ids == nxt[3].token_ids
+    assert state.tokens(2)[: len(state.tokens(0)) - 3] == state.tokens(0)[:-3]
+    assert state.tokens(2)[-6:-3] == [7, 8, 9] and state.tokens(0)[-6:-3] != [7, 8, 9]
