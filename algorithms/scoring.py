@@ -77,8 +77,8 @@ def trim_padding(batch: Batch) -> Batch:
 def response_hidden_states(model: Any, batch: Batch, share_prompts: bool = True) -> Tensor:
     """Final hidden states ``(B, R, hidden)`` at the columns that predict response tokens.
 
-    With ``share_prompts``, work that several rows have in common runs once, whichever of
-    two plans costs fewer tokens (the plain pass is ``B x (prompt + response)``):
+    With ``share_prompts``, work that several rows have in common runs once, by whichever
+    plan costs fewest tokens: the plain pass (``B x (prompt + response)``) or one of these:
 
     * identical prompts (the G samples of a GRPO group): each distinct prompt runs once, its
       KV cache is repeated per sample, and the responses attend to it;
@@ -103,7 +103,8 @@ def response_hidden_states(model: Any, batch: Batch, share_prompts: bool = True)
         cost = {
             "plain": n * (p + r),
             "identical": len(unique) * p + n * r,
-            "prefix": prefix + n * (rest + r),
+            # Without a common token the "prefix" plan is the plain pass minus left padding.
+            "prefix": prefix + n * (rest + r) if prefix > 0 else float("inf"),
         }
         plan = min(cost, key=cost.__getitem__)
         if plan == "identical":

@@ -363,6 +363,17 @@ def test_shared_prompts_actually_run_each_prompt_once(monkeypatch):
     assert seen == [(1, len(TEMPLATE)), (4, longest_question + batch.response_len - 1)]
 
 
+def test_rows_with_no_common_prefix_and_leftover_padding_score_like_the_plain_pass():
+    p = policy()
+    episodes = [episode(10 + i, i, 0.0, n) for i, n in enumerate([4, 6, 9])]
+    batch = collate(episodes, p.tokenizer.pad_token_id).select([0, 1])  # 3 padding columns
+    mask = batch.response_mask.bool()
+    with torch.no_grad():
+        shared = scoring.score_tokens(p.model, batch).logprobs
+        plain = scoring.score_tokens(p.model, batch, share_prompts=False).logprobs
+    torch.testing.assert_close(shared[mask], plain[mask], rtol=1e-4, atol=1e-5)
+
+
 def test_autocast_runs_the_trunk_in_bf16_and_the_head_in_fp32(monkeypatch):
     p = policy()
     batch = collate(templated_episodes(), p.tokenizer.pad_token_id)
