@@ -145,8 +145,12 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
     from benchmarks.evaluate import report, save_results
-    from benchmarks.llm_eval import EvalSampling, evaluate_model, make_judge, write_transcripts_text
-    from research_env.env import MultiHopSearchEnv
+    from benchmarks.llm_eval import (
+        EvalSampling,
+        evaluate_baselines,
+        make_judge,
+        write_transcripts_text,
+    )
 
     if args.template is not None:
         env_kwargs["template"] = args.template
@@ -162,29 +166,24 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         seed=args.seed,
     )
     out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
-    env_kwargs = {k: v for k, v in env_kwargs.items() if v is not None}
-    base = MultiHopSearchEnv(**env_kwargs)
-    pack = args.pack_weights and args.rollout_dtype != "policy"
-    results = []
-    for baseline in args.baselines:
-        results.append(
-            evaluate_model(
-                policy,
-                env_kwargs,
-                baseline=baseline,
-                limit=args.limit,
-                sampling=sampling,
-                batch_size=args.batch_size,
-                judge=judge,
-                prompt_format=args.prompt_format,
-                rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
-                pack_weights=pack,
-                base_env=base,
-            )
-        )
-        # Saved after every baseline, so an interrupted run keeps what it finished.
+
+    def save(results: list[Any]) -> None:
         save_results(results, out)
-        write_transcripts_text(results[-1], out / "transcripts" / f"{baseline}.txt")
+        write_transcripts_text(results[-1], out / "transcripts" / f"{results[-1].name}.txt")
+
+    results = evaluate_baselines(
+        policy,
+        {k: v for k, v in env_kwargs.items() if v is not None},
+        baselines=args.baselines,
+        on_result=save,
+        limit=args.limit,
+        sampling=sampling,
+        batch_size=args.batch_size,
+        judge=judge,
+        prompt_format=args.prompt_format,
+        rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
+        pack_weights=args.pack_weights and args.rollout_dtype != "policy",
+    )
     print(report(results))
     print(f"results: {out}/results.json, results.md; transcripts: {out}/transcripts/")
     return 0

@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate(policy, eval_kwargs, dev, n_eval, "naive RAG (retrieve once)", "rag"),
         evaluate(policy, eval_kwargs, dev, n_eval, "search agent: untrained"),
     ]
+    untrained = stages[-1]
 
     curves: dict[str, list[dict[str, float]]] = {}
     if not args.no_warmstart:
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"\nreport: {report}")
     print(f"trained model: {out / args.algo / 'final'}  (research-env eval --model <that dir>)")
-    first, last = stages[2].overall, stages[-1].overall
+    first, last = untrained.overall, stages[-1].overall
     print(f"EM {first.get('em', 0):.3f} -> {last.get('em', 0):.3f}, "
           f"format-valid {first.get('format_valid', 0):.2f} -> {last.get('format_valid', 0):.2f}, "
           f"in {minutes:.1f} min")  # fmt: skip

@@ -252,13 +252,21 @@ def evaluate_baselines(
     policy: Any,
     env_kwargs: dict[str, Any] | None = None,
     baselines: Sequence[str] = BASELINES,
+    on_result: Callable[[list[EvalResult]], None] | None = None,
     **kwargs: Any,
 ) -> list[EvalResult]:
-    """:func:`evaluate_model` for each baseline, sharing one loaded dataset and retriever."""
+    """:func:`evaluate_model` for each baseline, sharing one loaded dataset and retriever.
+
+    ``on_result(results_so_far)`` runs after each baseline (e.g. to save them, so an
+    interrupted run keeps what it finished).
+    """
     base = MultiHopSearchEnv(**(env_kwargs or {}))
-    return [
-        evaluate_model(policy, env_kwargs, baseline=b, base_env=base, **kwargs) for b in baselines
-    ]
+    results: list[EvalResult] = []
+    for b in baselines:
+        results.append(evaluate_model(policy, env_kwargs, baseline=b, base_env=base, **kwargs))
+        if on_result is not None:
+            on_result(results)
+    return results
 
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def build_methods(args: argparse.Namespace, policy) -> dict[str, Callable[[int],
     return methods
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="offline name or HF directory")
     parser.add_argument("--questions", type=int, default=8, help="dev questions")
@@ -229,9 +229,14 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="instead: peak RSS of one rollout per method, each in a fresh process",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
     if args.memory:
-        return memory_table(args)
+        return memory_table(args, argv)
 
     from algorithms.policy import load_policy
 
@@ -290,9 +295,12 @@ def table(args: argparse.Namespace, results) -> str:
     return "\n".join(lines)
 
 
-def memory_table(args: argparse.Namespace) -> None:
+def memory_table(args: argparse.Namespace, argv: list[str]) -> None:
     """Peak RSS of one rollout per method, each in a fresh process (an in-process peak
-    would carry whatever ran before). Also the RSS after loading, before the rollout."""
+    would carry whatever ran before), and the RSS after loading, before the rollout."""
+    from benchmarks.decode_speed import strip_methods
+
+    base = strip_methods([a for a in argv if a != "--memory"])
     rows = [
         f"{args.questions * args.group_size} episodes x {args.max_turns} turns, "
         f"{args.max_turn_tokens} tokens per turn",
@@ -301,28 +309,12 @@ def memory_table(args: argparse.Namespace) -> None:
         "| --- | ---: | ---: | ---: |",
     ]
     for name in args.methods:
-        code = (
-            "import sys; from benchmarks.rollout_speed import measure_memory; "
-            "measure_memory(sys.argv[1:])"
-        )
-        argv = [
-            "--methods",
-            name,
-            "--questions",
-            str(args.questions),
-            "--group-size",
-            str(args.group_size),
-            "--max-turns",
-            str(args.max_turns),
-            "--max-turn-tokens",
-            str(args.max_turn_tokens),
-            "--temperature",
-            str(args.temperature),
-            "--model",
-            args.model,
-        ]
+        code = "import sys; from benchmarks.rollout_speed import measure_memory; measure_memory(sys.argv[1:])"  # fmt: skip
         run = subprocess.run(
-            [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True
+            [sys.executable, "-c", code, *base, "--methods", name],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         loaded, peak = (int(v) for v in run.stdout.rsplit("MEMORY", 1)[1].split()[:2])
         rows.append(
@@ -335,27 +327,16 @@ def memory_table(args: argparse.Namespace) -> None:
 def measure_memory(argv: list[str]) -> None:
     """In a fresh process: load, build envs, one rollout; print RSS (KiB) after loading
     and the peak."""
-    parser = argparse.ArgumentParser()
-    for flag, kind in (
-        ("--questions", int),
-        ("--group-size", int),
-        ("--max-turns", int),
-        ("--max-turn-tokens", int),
-        ("--temperature", float),
-    ):
-        parser.add_argument(flag, type=kind)
-    parser.add_argument("--methods", nargs=1)
-    parser.add_argument("--model")
-    ns = parser.parse_args(argv)
     from algorithms.policy import load_policy
 
-    args = argparse.Namespace(
-        **vars(ns), max_total_tokens=4096, top_k=3, rounds=1, seed=0, threads=0
-    )
+    args = build_parser().parse_args(argv)
+    args.rounds = 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     policy = load_policy(args.model, device="cpu")
     (run,) = build_methods(args, policy).values()
     loaded = _current_rss_kib()
-    run(0)
+    run(args.seed)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print("MEMORY", loaded, peak)
 
