@@ -175,20 +175,36 @@ def pack_linears(model: Any, batch_hint: int = 16) -> int:
 
 
 def rollout_copy(
-    model: Any, dtype: torch.dtype | None = torch.bfloat16, *, pack_weights: bool = True
+    model: Any,
+    dtype: torch.dtype | None = torch.bfloat16,
+    *,
+    pack_weights: bool = True,
+    fused: bool = True,
 ) -> Any:
     """A frozen inference copy of ``model`` for rollouts: LoRA adapters merged in, cast to
     ``dtype`` (bf16 halves the bytes every decode step streams from memory), and on CPU its
     linears packed (see :class:`PackedLinear`). Make a fresh copy after each policy update;
-    for SmolLM2-135M that takes well under a second."""
+    for SmolLM2-135M that takes well under a second.
+
+    ``fused``: for Llama-family models, return a :class:`algorithms.fused_llama.FusedLlama`
+    over the copy's weights instead (fused projections, lean forward; it serves
+    :class:`algorithms.decoding.DecodeState`, not ``generate``). Other architectures get the
+    transformers model as usual.
+    """
     clone = copy.deepcopy(model)
     if hasattr(clone, "merge_and_unload"):  # peft
         clone = clone.merge_and_unload()
     if dtype is not None:
         clone = clone.to(dtype)
     clone.eval().requires_grad_(False)
-    if pack_weights:
-        with torch.no_grad():
+    with torch.no_grad():
+        if fused:
+            from algorithms.fused_llama import fuse
+
+            lean = fuse(clone, pack=pack_weights)
+            if lean is not None:
+                return lean
+        if pack_weights:
             pack_linears(clone)
     return clone
 

@@ -61,15 +61,17 @@ def build_models(model, needed: set[str]) -> dict[str, object]:
     (what a trainer holds: its fp32 policy plus one rollout copy)."""
     from algorithms.policy import rollout_copy
 
-    recipes = {
-        "fp32-packed": (torch.float32, True),
-        "bf16": (torch.bfloat16, False),
-        "bf16-packed": (torch.bfloat16, True),
+    recipes = {  # name -> (dtype, packed linears, fused Llama forward)
+        "fp32-packed": (torch.float32, True, False),
+        "fp32-fused": (torch.float32, True, True),
+        "bf16": (torch.bfloat16, False, False),
+        "bf16-packed": (torch.bfloat16, True, False),
+        "bf16-fused": (torch.bfloat16, True, True),
     }
     models: dict[str, object] = {"fp32": model}
     for name in sorted(needed & set(recipes)):
-        dtype, pack = recipes[name]
-        models[name] = rollout_copy(model, dtype, pack_weights=pack)
+        dtype, pack, fused = recipes[name]
+        models[name] = rollout_copy(model, dtype, pack_weights=pack, fused=fused)
     return models
 
 
@@ -80,6 +82,8 @@ METHODS = {  # method name -> (decoder, weights)
     "ours-fp32-packed": ("ours", "fp32-packed"),
     "ours-bf16": ("ours", "bf16"),
     "ours-bf16-packed": ("ours", "bf16-packed"),
+    "ours-fp32-fused": ("ours", "fp32-fused"),
+    "ours-bf16-fused": ("ours", "bf16-fused"),
 }
 
 
@@ -127,7 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["hf-generate-fp32", "ours-fp32", "ours-fp32-packed", "ours-bf16-packed"],
+        default=[
+            "hf-generate-fp32",
+            "ours-fp32",
+            "ours-fp32-packed",
+            "ours-fp32-fused",
+            "ours-bf16-packed",
+            "ours-bf16-fused",
+        ],
         help="any of " + " ".join(METHODS),
     )
     parser.add_argument("--seed", type=int, default=0)
