@@ -271,6 +271,7 @@ class OnPolicyAlgorithm:
             prompt_format=r.prompt_format,
             rollout_dtype=r.rollout_dtype,
             pack_weights=r.pack_weights,
+            fused=r.fused,
         )
 
     @property

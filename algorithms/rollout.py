@@ -71,6 +71,7 @@ class RolloutEngine:
             roughly halves decode time on CPU; the trainer then recomputes log-probs in the
             training dtype) or ``None`` to decode with the policy's own weights.
         pack_weights: let the rollout copy pre-pack its linear layers for oneDNN (CPU).
+        fused: let the rollout copy use :mod:`algorithms.fused_llama` where it applies.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class RolloutEngine:
         prompt_format: PromptFormat = "auto",
         rollout_dtype: str | None = None,
         pack_weights: bool = False,
+        fused: bool = True,
     ) -> None:
         if prompt_format not in ("auto", "text", "chat"):
             raise ValueError(f"prompt_format must be auto, text or chat, got {prompt_format!r}")
@@ -92,6 +94,7 @@ class RolloutEngine:
         self.prompt_format = prompt_format
         self.rollout_dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
         self.pack_weights = pack_weights
+        self.fused = fused
         self.env_kwargs = dict(env_kwargs or {})
         self.envs: list[MultiHopSearchEnv] = [e.unwrapped for e in envs] if envs else []
         if not self.envs:
@@ -129,7 +132,9 @@ class RolloutEngine:
         model = self.policy.model
         if self.rollout_dtype is None and not self.pack_weights:
             return model
-        return rollout_copy(model, self.rollout_dtype, pack_weights=self.pack_weights)
+        return rollout_copy(
+            model, self.rollout_dtype, pack_weights=self.pack_weights, fused=self.fused
+        )
 
     def collect(
         self,

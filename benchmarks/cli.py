@@ -97,6 +97,15 @@ def register(subparsers: Any) -> None:
         help="do not pre-pack the rollout copy's linears for oneDNN (packed by default on CPU)",
     )
     llm.add_argument(
+        "--no-fused",
+        dest="fused",
+        action="store_false",
+        help=(
+            "decode Llama-family models with the transformers forward instead of the fused "
+            "one (algorithms/fused_llama.py); other architectures always use their own"
+        ),
+    )
+    llm.add_argument(
         "--judge", default=None, help="LLM-as-judge: a model name/directory or an endpoint URL"
     )
     llm.add_argument("--judge-model", default="default", help="model name sent to a judge endpoint")
@@ -183,6 +192,7 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         prompt_format=args.prompt_format,
         rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
         pack_weights=args.pack_weights and args.rollout_dtype != "policy",
+        fused=args.fused,
     )
     print(report(results))
     print(f"results: {out}/results.json, results.md; transcripts: {out}/transcripts/")

@@ -149,6 +149,7 @@ def evaluate_model(
     prompt_format: str = "auto",
     rollout_dtype: str | None = None,
     pack_weights: bool = False,
+    fused: bool = True,
     name: str | None = None,
     settings: dict[str, Any] | None = None,
     show_progress: bool = True,
@@ -167,7 +168,7 @@ def evaluate_model(
         sampling: greedy by default; ``EvalSampling(samples=k, temperature=t)`` for pass@k.
         batch_size: episodes decoded together (questions x samples).
         judge: optional :data:`JudgeFn`; adds the ``judge`` metric.
-        prompt_format, rollout_dtype, pack_weights: see :class:`RolloutEngine`.
+        prompt_format, rollout_dtype, pack_weights, fused: see :class:`RolloutEngine`.
         name: the result's row name (default: the baseline).
         settings: extra or overriding settings to record (e.g. ``dataset="synthetic"``
             when ``env_kwargs`` holds already-loaded samples).
@@ -190,7 +191,7 @@ def evaluate_model(
     per_batch = max(1, batch_size // sampling.samples)
     n_envs = min(per_batch, len(indices) or 1) * sampling.samples
     envs = baseline_envs(baseline, env_kwargs, base, n_envs)
-    decoder = _decoding_policy(policy, rollout_dtype, pack_weights)
+    decoder = _decoding_policy(policy, rollout_dtype, pack_weights, fused)
     engine = RolloutEngine(decoder, envs=envs, prompt_format=prompt_format)  # type: ignore[arg-type]
 
     questions = {s.id: s.question for s in base.samples}
@@ -228,6 +229,7 @@ def evaluate_model(
         "max_total_tokens": sampling.max_total_tokens,
         "rollout_dtype": rollout_dtype or "policy's own",
         "pack_weights": pack_weights,
+        "fused": fused,
         "questions": len(indices),
         "judge": getattr(judge, "name", type(judge).__name__) if judge is not None else None,
         **(settings or {}),
@@ -484,7 +486,9 @@ def baseline_envs(
     return [MultiHopSearchEnv(**kwargs) for _ in range(n)]
 
 
-def _decoding_policy(policy: Any, rollout_dtype: str | None, pack_weights: bool) -> Any:
+def _decoding_policy(
+    policy: Any, rollout_dtype: str | None, pack_weights: bool, fused: bool = True
+) -> Any:
     """The policy itself, or one rollout copy made once for the whole evaluation."""
     if rollout_dtype is None and not pack_weights:
         return policy
@@ -493,7 +497,7 @@ def _decoding_policy(policy: Any, rollout_dtype: str | None, pack_weights: bool)
     from algorithms.policy import rollout_copy
 
     dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
-    model = rollout_copy(policy.model, dtype, pack_weights=pack_weights)
+    model = rollout_copy(policy.model, dtype, pack_weights=pack_weights, fused=fused)
     name = getattr(policy, "name", type(policy).__name__)
     return SimpleNamespace(model=model, tokenizer=policy.tokenizer, name=name)
 

@@ -42,11 +42,12 @@ import torch
 from research_env.env import MultiHopSearchEnv, batch_search
 from research_env.protocol import STOP_STRINGS
 
-ENGINE_VARIANTS = {  # name -> (rollout_dtype, pack_weights)
-    "engine-fp32": (None, False),
-    "engine-fp32-packed": ("float32", True),
-    "engine-bf16": ("bfloat16", False),
-    "engine-bf16-packed": ("bfloat16", True),
+ENGINE_VARIANTS = {  # name -> (rollout_dtype, pack_weights, fused)
+    "engine-fp32": (None, False, False),
+    "engine-fp32-packed": ("float32", True, False),
+    "engine-bf16": ("bfloat16", False, False),
+    "engine-bf16-packed": ("bfloat16", True, False),
+    "engine-bf16-fused": ("bfloat16", True, True),
 }
 METHODS = ("reencode-single", "reencode-batched", *ENGINE_VARIANTS)
 
@@ -193,8 +194,10 @@ def build_methods(args: argparse.Namespace, policy) -> dict[str, Callable[[int],
                 )
 
         else:
-            dtype, pack = ENGINE_VARIANTS[name]
-            engine = RolloutEngine(policy, envs=envs, rollout_dtype=dtype, pack_weights=pack)
+            dtype, pack, fused = ENGINE_VARIANTS[name]
+            engine = RolloutEngine(
+                policy, envs=envs, rollout_dtype=dtype, pack_weights=pack, fused=fused
+            )
 
             def run(seed: int, engine=engine) -> RolloutStats:
                 sampling = SamplingSettings(

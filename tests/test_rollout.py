@@ -97,6 +97,19 @@ def test_same_seed_same_rollout(policy):
     assert [t.response_ids for t in a] == [t.response_ids for t in b]
 
 
+def test_fused_and_transformers_rollout_copies_play_the_same_episodes(policy):
+    s = SamplingSettings(max_turn_tokens=5, max_total_tokens=300, seed=3)
+    runs = {}
+    for fused in (True, False):
+        kwargs = {"dataset": SAMPLES, "retriever": KeywordRetriever(), "max_turns": 3}
+        engine = RolloutEngine(policy, kwargs, rollout_dtype="float32", fused=fused)
+        assert (type(engine._decode_model()).__name__ == "FusedLlama") is fused
+        runs[fused] = engine.collect([0, 1], group_size=2, sampling=s)
+    assert [t.response_ids for t in runs[True]] == [t.response_ids for t in runs[False]]
+    for a, b in zip(runs[True], runs[False]):
+        assert a.sample_logprobs == pytest.approx(b.sample_logprobs, abs=1e-4)
+
+
 @pytest.mark.slow
 def test_real_smollm2_plays_one_episode_on_default_env():
     policy = load_policy("smollm2-135m")
