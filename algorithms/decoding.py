@@ -23,9 +23,10 @@ How the cache is laid out (the one idea to hold in your head):
 - Once a quarter of the decoding rows have finished their turn, they are copied aside and the
   rest decode as a smaller batch; all rows are merged back when the turn ends.
 
-Speed: decode with ``rollout_copy(model)`` (bf16, LoRA merged, linears pre-packed for oneDNN),
-not the training model: 2.5x the tokens per CPU-second of ``model.generate`` in fp32 on this
-project's CPU (numbers and what did not help: benchmarks/RESULTS.md, "Decoding").
+Speed: decode with ``rollout_copy(model)`` (bf16, LoRA merged, linears pre-packed for oneDNN,
+and for Llama-family models the fused forward of :mod:`algorithms.fused_llama`), not the
+training model: 2.9x ``model.generate`` in fp32 at batch 16 on this project's 2-core CPU
+(numbers and what did not help: benchmarks/RESULTS.md, "Decoding").
 
 Log-probs: ``logprobs[i]`` is ``log softmax(logits / temperature)[token]`` -- the sampled token's
 log-probability under the policy *at the sampling temperature*, before any top-k/top-p
