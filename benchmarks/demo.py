@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 QUICK = {"eval_questions": 4, "sft_steps": 2, "rl_steps": 2, "questions_per_step": 1,
-         "rl_max_hops": 2}  # fmt: skip
+         "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
 FULL = {"eval_questions": 30, "sft_steps": 10, "rl_steps": 10, "questions_per_step": 2,
-        "rl_max_hops": 2}  # fmt: skip
+        "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
 # Token budgets for every episode the demo plays: oracle turns are at most ~64 tokens and
 # oracle episodes (turns plus retrieved documents) at most ~1,000 on the synthetic world.
 TURN_TOKENS, TOTAL_TOKENS = 96, 1024
@@ -49,6 +49,18 @@ def register(subparsers: Any) -> None:
         default=None,
         help="RL trains on questions of at most this many hops (default 2: a small model's "
         "groups then disagree often enough to learn from; 0 = all)",
+    )
+    parser.add_argument(
+        "--rl-min-hops",
+        type=int,
+        default=None,
+        help="RL trains on questions of at least this many hops (default 1)",
+    )
+    parser.add_argument(
+        "--rl-reward",
+        default="research",
+        help="the reward RL trains on (research, research+support, search-r1, em, f1); "
+        "evaluations always report EM/F1",
     )
     parser.add_argument("--dataset", default="synthetic", help="dataset name or path")
     parser.add_argument("--retriever", default="bm25", help="retriever name or server URL")
@@ -79,6 +91,8 @@ def _settings(args: argparse.Namespace) -> dict[str, int]:
         s["eval_questions"] = args.eval_questions
     if args.rl_max_hops is not None:
         s["rl_max_hops"] = args.rl_max_hops
+    if args.rl_min_hops is not None:
+        s["rl_min_hops"] = args.rl_min_hops
     return s
 
 
@@ -163,8 +177,13 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.sft import SFT
     from benchmarks.report import write_report
     from research_env.env import MultiHopSearchEnv
+    from research_env.rewards import get_reward
 
     s = _settings(args)
+    try:  # fail now, not after the first evaluations
+        get_reward(args.rl_reward)
+    except ValueError as error:
+        raise SystemExit(f"--rl-reward: {error}") from None
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     expected = "2-3" if args.quick else "10-15"
@@ -178,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     n_eval = min(s["eval_questions"], len(dev.samples))
     train = MultiHopSearchEnv(**base).samples
     train_kwargs = {**base, "split": "train", "dataset": train, "retriever": dev.retriever}
-    rl_kwargs = {**train_kwargs, "dataset": _at_most_hops(train, s["rl_max_hops"])}
+    rl_questions = _with_hops(train, s["rl_min_hops"], s["rl_max_hops"])
+    rl_kwargs = {**train_kwargs, "dataset": rl_questions, "reward": args.rl_reward}
     eval_kwargs = {**base, "dataset": dev.samples, "retriever": dev.retriever}
 
     print(f"[2/6] loading {args.model} and evaluating it on {n_eval} dev questions")
@@ -203,8 +223,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("[3/6] warm start skipped (--no-warmstart): pure RL from the base model")
 
+    hops = f"{s['rl_min_hops']}-{s['rl_max_hops'] or 'any'}"
     print(f"[4/6] {args.algo.upper()}: {s['rl_steps']} steps, {s['questions_per_step']} "
-          f"questions x group 4 per step, questions of <= {s['rl_max_hops'] or 'any'} hops")  # fmt: skip
+          f"questions x group 4 per step, from {len(rl_questions)} questions of {hops} hops")  # fmt: skip
     rl_cfg = _config(args, out / args.algo, args.algo, s["rl_steps"], s["questions_per_step"], 2e-5)
     algo = make_algorithm(args.algo, policy, rl_kwargs, rl_cfg)
     algo.learn(s["rl_steps"])
@@ -222,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         stages=stages,
         curves=curves,
         settings={**s, "model": args.model, "algo": args.algo, "warm_start": not args.no_warmstart,
+                  "rl_reward": args.rl_reward,
                   "dataset": args.dataset, "retriever": args.retriever, "top_k": 3,
                   "max_turns": 5, "template": dev.template.name, "minutes": round(minutes, 1)},
     )  # fmt: skip
@@ -234,10 +256,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_most_hops(samples: list[Any], max_hops: int) -> list[Any]:
-    """The questions of at most ``max_hops`` hops (all when 0 or when none say their hops)."""
-    kept = [q for q in samples if q.metadata.get("hops", 0) <= max_hops]
-    return kept if max_hops > 0 and kept else samples
+def _with_hops(samples: list[Any], min_hops: int, max_hops: int) -> list[Any]:
+    """The questions of ``min_hops`` to ``max_hops`` hops (0: no upper bound). Questions that
+    do not say their hops are kept; a range that keeps nothing is an error."""
+
+    def wanted(hops: int) -> bool:
+        return min_hops <= hops and (max_hops <= 0 or hops <= max_hops)
+
+    kept = [q for q in samples if "hops" not in q.metadata or wanted(q.metadata["hops"])]
+    if not kept:
+        bound = max_hops if max_hops > 0 else "any"
+        raise SystemExit(f"no training question has {min_hops} to {bound} hops; widen the range")
+    return kept
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, float]]:

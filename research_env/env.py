@@ -48,7 +48,9 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     0 on every non-final step. At the end, ``reward`` (a name or a callable of the
     :class:`~research_env.rewards.EpisodeRecord`) scores the episode:
     ``research`` (default; 0 if malformed, token F1 when > 0, else 0.1),
-    ``search-r1`` (exact match), ``em`` or ``f1``; minus ``search_cost`` per search.
+    ``search-r1`` (exact match), ``em``, ``f1``, or ``research+support`` (``research``
+    plus 0.2 x the share of the question's supporting documents retrieved, for well-formed
+    responses); minus ``search_cost`` per search.
     A response is malformed when it breaks the protocol (see
     :func:`research_env.protocol.is_valid_format`), answers with several different
     answers, or answers without searching when ``require_search=True``.

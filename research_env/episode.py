@@ -15,7 +15,7 @@ from typing import Any, Literal
 from research_env.data.types import QASample
 from research_env.protocol import FormatMode, clean_text, is_valid_format, parse_turn
 from research_env.retrievers.base import SearchHit
-from research_env.rewards import EpisodeRecord, RewardFn
+from research_env.rewards import EpisodeRecord, RewardFn, supporting_recall
 from research_env.templates import PromptTemplate
 
 InvalidTurnPolicy = Literal["correct", "terminate"]
@@ -165,10 +165,9 @@ class Episode:
         }
         if violation:
             info["violation"] = violation
-        supporting = self.sample.metadata.get("supporting_doc_ids")
-        if supporting:
-            found = set(record.retrieved_doc_ids)
-            info["supporting_recall"] = sum(d in found for d in supporting) / len(supporting)
+        recall = supporting_recall(self.sample.metadata, record.retrieved_doc_ids)
+        if recall is not None:
+            info["supporting_recall"] = recall
         for key in ("hops", "type"):
             if key in self.sample.metadata:
                 info[key] = self.sample.metadata[key]

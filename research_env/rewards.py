@@ -143,6 +143,37 @@ class SearchR1Reward:
         return score
 
 
+def supporting_recall(metadata: dict[str, Any], retrieved_doc_ids: Sequence[str]) -> float | None:
+    """The share of a sample's ``supporting_doc_ids`` among ``retrieved_doc_ids``, or ``None``
+    when the sample lists none."""
+    supporting = metadata.get("supporting_doc_ids")
+    if not supporting:
+        return None
+    found = set(retrieved_doc_ids)
+    return sum(d in found for d in supporting) / len(supporting)
+
+
+@dataclass(frozen=True)
+class SupportingDocCredit:
+    """``base`` plus ``weight`` x the share of the question's supporting documents that the
+    episode retrieved, for well-formed episodes.
+
+    Partial credit for finding the evidence of every hop: an answer reward alone pays for the
+    second search of a two-hop question only when the model also gets the answer right. Samples
+    without ``supporting_doc_ids`` get ``base`` unchanged.
+    """
+
+    base: RewardFn = research_reward
+    weight: float = 0.2
+
+    def __call__(self, record: EpisodeRecord) -> float:
+        reward = self.base(record)
+        recall = supporting_recall(record.metadata, record.retrieved_doc_ids)
+        if recall is None or not record.format_valid:
+            return reward
+        return reward + self.weight * recall
+
+
 def _answer_was_retrieved(record: EpisodeRecord) -> bool:
     golds = [normalize_answer(g) for g in record.golden_answers]
     return any(g and g in normalize_answer(text) for text in record.retrieved_texts for g in golds)
@@ -151,6 +182,7 @@ def _answer_was_retrieved(record: EpisodeRecord) -> bool:
 REWARDS: dict[str, RewardFn] = {
     "research": research_reward,
     "search-r1": SearchR1Reward(),
+    "research+support": SupportingDocCredit(),
     "em": em_reward,
     "f1": f1_reward,
 }

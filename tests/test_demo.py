@@ -34,3 +34,27 @@ def test_running_mean_of_the_curves():
     from benchmarks.report import running_mean
 
     assert running_mean([1.0, 2.0, 3.0, 4.0, 8.0], 3) == [1.0, 1.5, 2.0, 3.0, 5.0]
+
+
+def test_rl_question_range_by_hops():
+    import pytest
+
+    from benchmarks.demo import _with_hops
+    from research_env.data.types import QASample
+
+    samples = [QASample(f"q{h}", "?", ("a",), {"hops": h}) for h in (1, 2, 2, 3, 4)]
+    samples.append(QASample("free", "?", ("a",), {}))  # says nothing about hops: kept
+    ids = lambda kept: [q.id for q in kept]  # noqa: E731
+    assert ids(_with_hops(samples, 1, 2)) == ["q1", "q2", "q2", "free"]
+    assert ids(_with_hops(samples, 2, 2)) == ["q2", "q2", "free"]
+    assert ids(_with_hops(samples, 3, 0)) == ["q3", "q4", "free"]
+    with pytest.raises(SystemExit, match="widen"):
+        _with_hops(samples[:1], 2, 3)
+
+
+def test_an_unknown_rl_reward_fails_before_any_work(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match=r"--rl-reward: unknown reward .nope.*research"):
+        main(["demo", "--rl-reward", "nope", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@ import pytest
 from research_env.rewards import (
     EpisodeRecord,
     SearchR1Reward,
+    SupportingDocCredit,
     exact_match,
     f1_score,
     get_reward,
@@ -65,6 +66,22 @@ def test_search_r1_reward_plain_and_shaped():
     assert shaped(rec) == pytest.approx(0.2)
     rec.retrieved_texts.append('"Doc"\nVelmora Qastrin was born in 1900.')
     assert shaped(rec) == pytest.approx(0.3)
+
+
+def test_supporting_doc_credit_by_hand():
+    reward = get_reward("research+support")
+    rec = _record("wrong", True)
+    rec.metadata = {"supporting_doc_ids": ["d1", "d2"]}
+    assert reward(rec) == pytest.approx(0.1)  # research's floor, no evidence found
+    rec.retrieved_doc_ids = ["d9", "d2", "d2"]  # one of two, a repeat counts once
+    assert reward(rec) == pytest.approx(0.1 + 0.2 * 0.5)
+    rec.retrieved_doc_ids.append("d1")
+    rec.prediction = "Velmora Qastrin"
+    assert reward(rec) == pytest.approx(1.0 + 0.2)
+    rec.format_valid = False  # malformed: no credit at all
+    assert reward(rec) == 0.0
+    plain = _record("Qastrin", True)  # no supporting ids: the base reward unchanged
+    assert SupportingDocCredit(weight=0.5)(plain) == research_reward(plain)
 
 
 def test_unknown_reward_lists_choices():
