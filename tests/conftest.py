@@ -26,3 +26,20 @@ def small_env(retriever):
     from research_env import MultiHopSearchEnv
 
     return MultiHopSearchEnv(dataset=SAMPLES, retriever=retriever, top_k=2, max_turns=4)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny random Llama policy (eval mode), shared by a test module's decoding tests."""
+    from algorithms.policy import load_policy
+
+    policy = load_policy("tiny-random", device="cpu")
+    policy.model.eval()
+    return policy
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny):
+    """Four ragged prompts for the tiny policy."""
+    texts = ["Hello there, how are", "The capital of France is the city of", "1 2 3", "Why?"]
+    return [tiny.tokenizer.encode(t) for t in texts]

@@ -8,20 +8,7 @@ import pytest
 import torch
 
 from algorithms.decoding import DecodeState, SamplingParams, generate, sample
-from algorithms.policy import PackedLinear, load_policy, rollout_copy
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    policy = load_policy("tiny-random", device="cpu")
-    policy.model.eval()
-    return policy
-
-
-@pytest.fixture(scope="module")
-def prompts(tiny):
-    texts = ["Hello there, how are", "The capital of France is the city of", "1 2 3", "Why?"]
-    return [tiny.tokenizer.encode(t) for t in texts]
+from algorithms.policy import PackedLinear, rollout_copy
 
 
 def hf_greedy(model, prompts, new_tokens, pad_id=0):

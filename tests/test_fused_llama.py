@@ -11,19 +11,6 @@ from algorithms.fused_llama import FusedLlama, unsupported_reason
 from algorithms.policy import LoraSettings, PackedLinear, load_policy, rollout_copy
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    policy = load_policy("tiny-random", device="cpu")
-    policy.model.eval()
-    return policy
-
-
-@pytest.fixture(scope="module")
-def prompts(tiny):
-    texts = ["Hello there, how are", "The capital of France is the city of", "1 2 3", "Why?"]
-    return [tiny.tokenizer.encode(t) for t in texts]
-
-
 def tiny_model(family: str, **overrides):
     """A 2-layer random model of a family, hidden 64, peaked outputs (wide init)."""
     import transformers
