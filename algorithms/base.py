@@ -3,7 +3,7 @@
 One training step::
 
     trajectories = rollout(B questions x G episodes)          # RolloutEngine
-    drop zero-variance groups (optional), collate             # algorithms.trajectory
+    drop zero-variance groups (optional), collate             # algorithms.buffer
     no-grad passes: pi_old, reference, critic values          # algorithms.scoring
     advantages = algorithm.compute_advantages(data)           # grpo.py / ppo.py / reinforce.py
     mask truncated episodes out of the loss (optional)
@@ -58,7 +58,7 @@ from algorithms.scoring import (
     score_values,
     trim_padding,
 )
-from algorithms.trajectory import Batch, Trajectory, collate
+from algorithms.buffer import Batch, Trajectory, collate
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
 TRUNCATED_REASONS = frozenset({"turn_budget", "token_budget", "truncated", "length"})
@@ -83,7 +83,7 @@ class RolloutData:
 
     @property
     def mask(self) -> Tensor:
-        return self.batch.response_mask
+        return self.batch.loss_mask
 
     def rows(self, index: Tensor) -> RolloutData:
         """A sub-batch of rows with the padding that is common to all of them trimmed."""
@@ -363,7 +363,7 @@ class OnPolicyAlgorithm:
         """Zero the loss mask of truncated episodes after they served as baselines."""
         truncated = [i for i, t in enumerate(kept) if is_truncated(t)]
         if self.config.trainer.filter_truncated and truncated:
-            data.batch.response_mask[truncated] = 0.0
+            data.batch.loss_mask[truncated] = 0.0
         masked = len(truncated) if self.config.trainer.filter_truncated else 0
         return {"filter/truncated_episodes": float(masked)}
 
@@ -403,7 +403,7 @@ class OnPolicyAlgorithm:
             if old.values is not None:
                 data["old_values"] = old.values
         if mode == "rollout":
-            data["old_logprobs"] = batch.old_logprobs
+            data["old_logprobs"] = batch.sample_logprobs
         if self.critic is not None:
             assert self.critic.value_head is not None
             data["old_values"] = critic_values(

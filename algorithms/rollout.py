@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 
 from algorithms.decoding import DecodeState, SamplingParams, rollout_copy
-from algorithms.trajectory import Trajectory
+from algorithms.buffer import Trajectory
 from research_env.env import MultiHopSearchEnv, batch_search
 from research_env.protocol import STOP_STRINGS
 

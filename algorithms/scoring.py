@@ -1,4 +1,4 @@
-"""Forward passes over a collated :class:`~algorithms.trajectory.Batch`: per-token log-probs,
+"""Forward passes over a collated :class:`~algorithms.buffer.Batch`: per-token log-probs,
 entropy and values of the *response* tokens, for training and for the no-grad passes
 (pi_old, the reference policy, the critic's old values).
 
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from algorithms.losses import entropy_from_logits, token_logprobs
-from algorithms.trajectory import Batch
+from algorithms.buffer import Batch
 
 
 @dataclass
@@ -66,8 +66,8 @@ def trim_padding(batch: Batch) -> Batch:
         input_ids=batch.input_ids[:, cols],
         attention_mask=batch.attention_mask[:, cols],
         position_ids=batch.position_ids[:, cols],
-        response_mask=batch.response_mask[:, :last],
-        old_logprobs=batch.old_logprobs[:, :last],
+        loss_mask=batch.loss_mask[:, :last],
+        sample_logprobs=batch.sample_logprobs[:, :last],
         rewards=batch.rewards,
         group_ids=batch.group_ids,
         prompt_len=p - first,

@@ -2,7 +2,7 @@
 
 A warm start teaches a small model the protocol (think, search, read, answer in
 ``\\boxed{}``) before RL, so that rewards vary within a group and GRPO has something to
-climb. Demonstrations become the same :class:`~algorithms.trajectory.Trajectory` records
+climb. Demonstrations become the same :class:`~algorithms.buffer.Trajectory` records
 as rollouts, tokenized the way the rollout engine tokenizes (prompt once, each turn and
 each observation on its own), so retrieved text has loss mask 0 and is never a target.
 The loss is the masked negative log-likelihood of the demonstrated turns:
@@ -30,7 +30,7 @@ from algorithms.base import OnPolicyAlgorithm, RolloutData
 from algorithms.config import SFTConfig, TrainConfig
 from algorithms.losses import aggregate_loss
 from algorithms.scoring import TokenScores
-from algorithms.trajectory import Trajectory
+from algorithms.buffer import Trajectory
 from research_env.env import MultiHopSearchEnv
 from research_env.policies import OraclePolicy
 

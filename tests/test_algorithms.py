@@ -18,7 +18,7 @@ from algorithms.config import TrainConfig
 from algorithms.policy import LoraSettings, load_policy
 from algorithms.registry import available_algorithms, make_algorithm
 from algorithms.scoring import score_batch, trim_padding
-from algorithms.trajectory import Trajectory, collate
+from algorithms.buffer import Trajectory, collate
 
 ALGOS = ["grpo", "ppo", "reinforce"]
 
@@ -75,7 +75,7 @@ def two_groups() -> list[Trajectory]:
 def sequence_logprobs(algo, trajectories) -> torch.Tensor:
     batch = collate(trajectories, algo.policy.tokenizer.pad_token_id)
     scores = score_batch(algo.policy.model, batch)
-    return (scores.logprobs * batch.response_mask).sum(-1)
+    return (scores.logprobs * batch.loss_mask).sum(-1)
 
 
 # --------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_observation_tokens_get_exactly_zero_gradient(algo_name, tmp_path, monke
 
     assert captured
     for micro_batch, scores in captured:
-        mask = micro_batch.response_mask.bool()
+        mask = micro_batch.loss_mask.bool()
         assert (~mask).any() and mask.any()
         for tensor in (scores.logprobs, scores.values):
             if tensor is None:
@@ -205,7 +205,7 @@ def test_truncated_episodes_are_masked_out_of_the_loss(tmp_path, monkeypatch):
     real = scoring.score_tokens
 
     def spy(model, batch, **kwargs):
-        seen.append(batch.response_mask.sum(-1))
+        seen.append(batch.loss_mask.sum(-1))
         return real(model, batch, **kwargs)
 
     monkeypatch.setattr("algorithms.base.score_tokens", spy)
@@ -236,7 +236,7 @@ def test_lora_reference_is_the_base_model(tmp_path):
     algo.learn_from(two_groups())
     trained = score_batch(algo.policy.model, batch).logprobs
     reference = scoring.reference_logprobs(algo.policy.model, batch)
-    mask = batch.response_mask.bool()
+    mask = batch.loss_mask.bool()
     assert not torch.allclose(trained[mask], base[mask])
     torch.testing.assert_close(reference[mask], base[mask])
 
@@ -328,7 +328,7 @@ def test_shared_prompt_pass_equals_the_plain_pass(make_episodes):
         p = policy(value_head=True)
         batch = collate(make_episodes(), p.tokenizer.pad_token_id)
         scores = scoring.score_tokens(p.model, batch, value_head=p.value_head, share_prompts=share)
-        mask = batch.response_mask
+        mask = batch.loss_mask
         ((scores.logprobs * mask).sum() + (scores.values * mask).sum()).backward()
         grads = {n: q.grad.clone() for n, q in p.model.named_parameters()}
         results[share] = (scores.logprobs.detach(), scores.values.detach(), grads, mask.bool())
@@ -367,7 +367,7 @@ def test_rows_with_no_common_prefix_and_leftover_padding_score_like_the_plain_pa
     p = policy()
     episodes = [episode(10 + i, i, 0.0, n) for i, n in enumerate([4, 6, 9])]
     batch = collate(episodes, p.tokenizer.pad_token_id).select([0, 1])  # 3 padding columns
-    mask = batch.response_mask.bool()
+    mask = batch.loss_mask.bool()
     with torch.no_grad():
         shared = scoring.score_tokens(p.model, batch).logprobs
         plain = scoring.score_tokens(p.model, batch, share_prompts=False).logprobs
@@ -385,7 +385,7 @@ def test_autocast_runs_the_trunk_in_bf16_and_the_head_in_fp32(monkeypatch):
         mixed = scoring.score_tokens(p.model, batch).logprobs
         mixed.sum().backward()
     assert head_inputs == [torch.float32] and mixed.dtype == torch.float32
-    mask = batch.response_mask.bool()
+    mask = batch.loss_mask.bool()
     assert not torch.equal(mixed[mask].detach(), full[mask])  # bf16 matmuls did run
     torch.testing.assert_close(mixed[mask].detach(), full[mask], rtol=0.02, atol=0.05)
     grads = [q.grad for q in p.model.parameters() if q.requires_grad]

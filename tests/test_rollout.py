@@ -6,7 +6,7 @@ from world import SAMPLES, KeywordRetriever
 
 from algorithms.policy import load_policy
 from algorithms.rollout import RolloutEngine, SamplingSettings
-from algorithms.trajectory import collate
+from algorithms.buffer import collate
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_sampling_logprobs_match_fresh_forward(policy):
     p = batch.prompt_len
     pred = logits[:, p - 1 : -1] / 0.7
     fresh = torch.log_softmax(pred, -1).gather(-1, batch.input_ids[:, p:, None]).squeeze(-1)
-    mask = batch.response_mask.bool()
-    assert torch.allclose(fresh[mask], batch.old_logprobs[mask], atol=1e-4)
+    mask = batch.loss_mask.bool()
+    assert torch.allclose(fresh[mask], batch.sample_logprobs[mask], atol=1e-4)
 
 
 def test_cached_turns_match_full_recomputation_greedy(policy):

@@ -88,22 +88,22 @@ class Batch:
     """Padded tensors for a list of trajectories (see the module docstring for layout).
 
     Shapes: ``input_ids``/``attention_mask``/``position_ids`` (B, P + R);
-    ``response_mask``/``old_logprobs`` (B, R); ``rewards``/``group_ids`` (B,).
-    ``response_mask`` is the loss mask (1 on generated tokens only).
+    ``loss_mask``/``sample_logprobs`` (B, R); ``rewards``/``group_ids`` (B,).
+    ``loss_mask`` is the loss mask (1 on generated tokens only).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
-    response_mask: torch.Tensor
-    old_logprobs: torch.Tensor
+    loss_mask: torch.Tensor
+    sample_logprobs: torch.Tensor
     rewards: torch.Tensor
     group_ids: torch.Tensor
     prompt_len: int
 
     @property
     def response_len(self) -> int:
-        return self.response_mask.shape[1]
+        return self.loss_mask.shape[1]
 
     def _map_tensors(self, fn: Any) -> Batch:
         changes = {k: fn(v) for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
@@ -127,23 +127,23 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int) -> Batch:
     r = max(1, max(len(t.response_ids) for t in trajectories))
     input_ids = torch.full((n, p + r), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((n, p + r), dtype=torch.long)
-    response_mask = torch.zeros((n, r), dtype=torch.float32)
-    old_logprobs = torch.zeros((n, r), dtype=torch.float32)
+    loss_mask = torch.zeros((n, r), dtype=torch.float32)
+    sample_logprobs = torch.zeros((n, r), dtype=torch.float32)
     for i, t in enumerate(trajectories):
         lp, lr = len(t.prompt_ids), len(t.response_ids)
         input_ids[i, p - lp : p] = torch.tensor(t.prompt_ids, dtype=torch.long)
         attention_mask[i, p - lp : p + lr] = 1
         if lr:
             input_ids[i, p : p + lr] = torch.tensor(t.response_ids, dtype=torch.long)
-            response_mask[i, :lr] = torch.tensor(t.loss_mask, dtype=torch.float32)
-            old_logprobs[i, :lr] = torch.tensor(t.sample_logprobs, dtype=torch.float32)
+            loss_mask[i, :lr] = torch.tensor(t.loss_mask, dtype=torch.float32)
+            sample_logprobs[i, :lr] = torch.tensor(t.sample_logprobs, dtype=torch.float32)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     return Batch(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        response_mask=response_mask,
-        old_logprobs=old_logprobs,
+        loss_mask=loss_mask,
+        sample_logprobs=sample_logprobs,
         rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
         group_ids=torch.tensor([t.group for t in trajectories], dtype=torch.long),
         prompt_len=p,
