@@ -1,4 +1,6 @@
-"""What a rollout records per episode, and how episodes become training tensors.
+"""The one data contract of training: what a rollout records per episode
+(:class:`Trajectory`), how episodes become padded tensors (:class:`Batch`), and the
+per-token tensors an update adds to them (:class:`UpdateBatch`).
 
 A :class:`Trajectory` keeps token ids exactly as they were sampled: the prompt, then
 the response in which the model's tokens (loss mask 1) and the environment's
@@ -9,6 +11,11 @@ therefore over the very tokens that were sampled; no text is re-tokenized.
 common length ``P`` and responses right-padded to ``R``, so column ``P + t`` of the
 input holds response token ``t`` of every row, and the logits at column ``P + t - 1``
 predict it.
+
+Everything an update reads lives here as a typed field, on the policy's device: the
+sampler's log-probs (``Batch.sample_logprobs``) and the recomputed pi_old
+(``UpdateBatch.old_logprobs``) have different names because they are different numbers
+whenever the rollout ran in another precision or the update takes several steps.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+
+# Where collate builds its tensors before one move to the policy's device.
+HOST = torch.device("cpu")
 
 
 @dataclass
@@ -110,33 +120,39 @@ class Batch:
         return replace(self, **changes)
 
     def to(self, device: torch.device | str) -> Batch:
-        return self._map_tensors(lambda t: t.to(device))
+        """The same batch with every tensor on ``device`` (a no-op where they already are)."""
+        return self._map_tensors(lambda t: t.to(device, non_blocking=True))
 
     def select(self, rows: torch.Tensor | Sequence[int]) -> Batch:
         """A sub-batch of the given rows (for minibatches), keeping the same padding."""
-        index = torch.as_tensor(rows, dtype=torch.long)
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
         return self._map_tensors(lambda t: t[index])
 
 
-def collate(trajectories: Sequence[Trajectory], pad_id: int) -> Batch:
-    """Left-pad prompts and right-pad responses into one :class:`Batch`."""
+def collate(
+    trajectories: Sequence[Trajectory], pad_id: int, device: torch.device | str = "cpu"
+) -> Batch:
+    """Left-pad prompts and right-pad responses into one :class:`Batch` on ``device``
+    (the policy's: the tensors are built on the host, then moved in one go)."""
     if not trajectories:
         raise ValueError("collate() needs at least one trajectory")
     n = len(trajectories)
     p = max(len(t.prompt_ids) for t in trajectories)
     r = max(1, max(len(t.response_ids) for t in trajectories))
-    input_ids = torch.full((n, p + r), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, p + r), dtype=torch.long)
-    loss_mask = torch.zeros((n, r), dtype=torch.float32)
-    sample_logprobs = torch.zeros((n, r), dtype=torch.float32)
+    input_ids = torch.full((n, p + r), pad_id, dtype=torch.long, device=HOST)
+    attention_mask = torch.zeros((n, p + r), dtype=torch.long, device=HOST)
+    loss_mask = torch.zeros((n, r), dtype=torch.float32, device=HOST)
+    sample_logprobs = torch.zeros((n, r), dtype=torch.float32, device=HOST)
     for i, t in enumerate(trajectories):
         lp, lr = len(t.prompt_ids), len(t.response_ids)
-        input_ids[i, p - lp : p] = torch.tensor(t.prompt_ids, dtype=torch.long)
+        input_ids[i, p - lp : p] = torch.tensor(t.prompt_ids, dtype=torch.long, device=HOST)
         attention_mask[i, p - lp : p + lr] = 1
         if lr:
-            input_ids[i, p : p + lr] = torch.tensor(t.response_ids, dtype=torch.long)
-            loss_mask[i, :lr] = torch.tensor(t.loss_mask, dtype=torch.float32)
-            sample_logprobs[i, :lr] = torch.tensor(t.sample_logprobs, dtype=torch.float32)
+            input_ids[i, p : p + lr] = torch.tensor(t.response_ids, dtype=torch.long, device=HOST)
+            loss_mask[i, :lr] = torch.tensor(t.loss_mask, dtype=torch.float32, device=HOST)
+            sample_logprobs[i, :lr] = torch.tensor(
+                t.sample_logprobs, dtype=torch.float32, device=HOST
+            )
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     return Batch(
         input_ids=input_ids,
@@ -144,7 +160,49 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int) -> Batch:
         position_ids=position_ids,
         loss_mask=loss_mask,
         sample_logprobs=sample_logprobs,
-        rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
-        group_ids=torch.tensor([t.group for t in trajectories], dtype=torch.long),
+        rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32, device=HOST),
+        group_ids=torch.tensor([t.group for t in trajectories], dtype=torch.long, device=HOST),
         prompt_len=p,
-    )
+    ).to(device)
+
+
+@dataclass
+class UpdateBatch:
+    """A collated rollout and the per-token tensors an update adds, all ``(B, R)`` on the
+    policy's device. A field is None when the algorithm does not need it.
+
+    Attributes:
+        batch: the collated episodes.
+        advantages: from the algorithm's advantage estimator.
+        returns: the critic's targets (PPO).
+        old_logprobs: pi_old recomputed by a no-grad pass; None means "the current policy,
+            detached" (a single update step, ratio 1).
+        ref_logprobs: the frozen reference policy's log-probs (KL).
+        old_values: the critic's values before the update (GAE, value clipping).
+    """
+
+    batch: Batch
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    old_logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """The loss mask: 1 on generated tokens the loss trains on."""
+        return self.batch.loss_mask
+
+    def rows(self, index: torch.Tensor, trim: Any = None) -> UpdateBatch:
+        """A sub-batch of rows; ``trim`` (e.g. ``scoring.trim_padding``) narrows the padded
+        columns, and every per-token tensor is cut to the same response width."""
+        batch = self.batch.select(index)
+        if trim is not None:
+            batch = trim(batch)
+        r = batch.response_len
+        changes = {
+            name: value[index.to(value.device)][:, :r]
+            for name, value in self.__dict__.items()
+            if isinstance(value, torch.Tensor)
+        }
+        return replace(self, batch=batch, **changes)

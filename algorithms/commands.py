@@ -115,10 +115,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from algorithms.checkpoint import latest_checkpoint, load_checkpoint, lora_settings
     from algorithms.config import LoraConfig, TrainConfig, parse_overrides
     from algorithms.policy import load_policy
     from algorithms.registry import algorithm_class, make_algorithm
+    from algorithms.trainer.checkpoint import latest_checkpoint, load_checkpoint, lora_settings
 
     overrides = _overrides(args)
     if args.resume is not None:
@@ -156,14 +156,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{config.output_dir} already holds checkpoints ({existing.name}); pass --resume "
                 "to continue that run or choose another --out"
             )
-        shared_critic = config.algo == "ppo" and config.ppo.critic == "shared"
+        # No value head here: PPO builds its critic after seeding (reproducible runs).
         policy = load_policy(
             config.model.name,
             dtype=config.model.dtype,
             device=config.model.device,
             lora=lora_settings(config),
             gradient_checkpointing=config.model.gradient_checkpointing,
-            value_head=shared_critic,
         )
         algo = make_algorithm(config.algo, policy, None, config)
     try:

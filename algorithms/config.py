@@ -156,6 +156,22 @@ class RolloutConfig:
     pack_weights: bool = False
     fused: bool = True
 
+    def sampling(
+        self, *, greedy: bool = False, temperature: float | None = None, seed: int | None = None
+    ) -> Any:
+        """The runtime sampling struct of the rollout engine, built from this section."""
+        from algorithms.rollout import SamplingSettings
+
+        return SamplingSettings(
+            temperature=self.temperature if temperature is None else temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            greedy=greedy,
+            max_turn_tokens=self.max_turn_tokens,
+            max_total_tokens=self.max_total_tokens,
+            seed=seed,
+        )
+
 
 @dataclass
 class OptimConfig:

@@ -2,10 +2,10 @@
 
 Entries are ``"module:Class"`` strings resolved on first use, so listing the names (for
 ``--algo`` choices and ``--help``) imports no torch. Any class with the verbs of
-:class:`~algorithms.base.OnPolicyAlgorithm` (``learn``, ``save``, ``load``, ``predict``)
-can be added with :func:`register_algorithm`, e.g. an SFT warm-start::
+:class:`~algorithms.trainer.OnPolicyAlgorithm` (``learn``, ``save``, ``load``, ``predict``)
+can be added with :func:`register_algorithm`::
 
-    register_algorithm("sft", "algorithms.sft:SFT")
+    register_algorithm("my-grpo", "my_package.my_grpo:MyGRPO")
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 Each generated token's advantage is the return that follows it (the episode reward on the
 last generated token, minus an optional per-token KL penalty ``kl_coef * kl_t``), less a
-baseline:
+baseline; each baseline is an estimator of ``algorithms.objectives.advantages``:
 
-    none         A = R
-    batch_mean   A = R - mean(R over the batch)
-    rloo         A_i = R_i - mean(R_j of the other samples of the same question)
-    reinforce++  A = whiten(R) over all generated tokens of the batch (no baseline)
+    none         A = R                                              (``reinforce``)
+    batch_mean   A = R - mean(R over the batch)                     (``reinforce_batch_mean``)
+    rloo         A_i = R_i - mean(R_j of the other samples)         (``rloo``)
+    reinforce++  A = whiten(R) over all generated tokens (no baseline)  (``reinforce++``)
 
 The loss is the policy gradient ``-A * log pi(token)``, written as the clipped surrogate
 with pi_old = pi (ratio 1, nothing clipped) so a multi-epoch variant is one config change.
@@ -16,12 +16,17 @@ Hyperparameters: :class:`~algorithms.config.ReinforceConfig`.
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import Any
 
-from algorithms.advantages import masked_mean, reinforce_advantages
-from algorithms.base import OnPolicyAlgorithm, RolloutData
-from algorithms.losses import aggregate_loss, clipped_policy_loss, kl_penalty
-from algorithms.scoring import TokenScores
+from algorithms.objectives import ObjectiveTerms
+from algorithms.trainer import OnPolicyAlgorithm
+
+BASELINE_ESTIMATORS = {
+    "none": "reinforce",
+    "batch_mean": "reinforce_batch_mean",
+    "rloo": "rloo",
+    "reinforce++": "reinforce++",
+}
 
 
 class REINFORCE(OnPolicyAlgorithm):
@@ -33,46 +38,18 @@ class REINFORCE(OnPolicyAlgorithm):
     def kl_in_reward(self) -> bool:
         return self.hparams.kl_coef != 0.0
 
-    def compute_advantages(self, data: RolloutData) -> dict[str, float]:
-        h, batch, mask = self.hparams, data.batch, data.mask
-        kl = None
-        if h.kl_coef != 0.0:
-            kl = kl_penalty(data["old_logprobs"], data["ref_logprobs"], h.kl_estimator, mask)
-        data["advantages"] = reinforce_advantages(
-            batch.rewards,
-            mask,
-            baseline=h.baseline,
-            group_ids=batch.group_ids,
-            kl=kl,
-            kl_coef=h.kl_coef,
-            gamma=h.gamma,
+    def advantage_spec(self) -> tuple[str, dict[str, Any]]:
+        baseline = self.hparams.baseline
+        if baseline not in BASELINE_ESTIMATORS:
+            raise ValueError(
+                f"unknown REINFORCE baseline {baseline!r}; choose one of {list(BASELINE_ESTIMATORS)}"
+            )
+        return BASELINE_ESTIMATORS[baseline], {"gamma": self.hparams.gamma}
+
+    def objective_terms(self) -> ObjectiveTerms:
+        h = self.hparams
+        return ObjectiveTerms(
+            entropy_coef=h.entropy_coef,
+            loss_agg=h.loss_agg,
+            norm_len=self.config.rollout.max_total_tokens,
         )
-        stats = {"train/advantage_abs": float(masked_mean(data["advantages"].abs(), mask))}
-        if kl is not None:
-            stats["train/kl"] = float(masked_mean(kl, mask))
-        return stats
-
-    def compute_loss(
-        self, data: RolloutData, scores: TokenScores, denominator: float
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        h, mask = self.hparams, data.mask
-        agg = dict(mode=h.loss_agg, norm_len=self.config.rollout.max_total_tokens)
-
-        pg_loss, stats = clipped_policy_loss(
-            scores.logprobs,
-            self.old_logprobs(data, scores),
-            data["advantages"],
-            mask,
-            agg_mode=h.loss_agg,
-            norm_len=agg["norm_len"],
-            denominator=denominator,
-        )
-
-        assert scores.entropy is not None
-        entropy_loss = aggregate_loss(scores.entropy, mask, denominator=denominator, **agg)
-        loss = pg_loss - h.entropy_coef * entropy_loss if h.entropy_coef else pg_loss
-        stats["entropy"] = masked_mean(scores.entropy.detach(), mask)
-        stats["pg_loss"] = pg_loss.detach()
-        stats["entropy_loss"] = entropy_loss.detach()
-        stats["loss"] = loss.detach()
-        return loss, stats

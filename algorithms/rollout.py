@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import torch
 
-from algorithms.decoding import DecodeState, SamplingParams, rollout_copy
 from algorithms.buffer import Trajectory
+from algorithms.decoding import DecodeState, SamplingParams, rollout_copy
 from research_env.env import MultiHopSearchEnv, batch_search
 from research_env.protocol import STOP_STRINGS
 

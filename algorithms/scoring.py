@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from algorithms.losses import entropy_from_logits, token_logprobs
 from algorithms.buffer import Batch
+from algorithms.objectives.ops import entropy_from_logits, token_logprobs
 
 
 @dataclass

@@ -5,9 +5,13 @@ A warm start teaches a small model the protocol (think, search, read, answer in
 climb. Demonstrations become the same :class:`~algorithms.buffer.Trajectory` records
 as rollouts, tokenized the way the rollout engine tokenizes (prompt once, each turn and
 each observation on its own), so retrieved text has loss mask 0 and is never a target.
-The loss is the masked negative log-likelihood of the demonstrated turns:
+The loss is the masked negative log-likelihood of the demonstrated turns, the ``nll``
+term of the shared objective (no advantages, no policy-gradient term):
 
     loss = aggregate(-log pi(token), mask)
+
+Only the data source differs from the RL algorithms (:meth:`SFT.collect_rollouts`); the
+update is the same code.
 
 Demonstrations come from the env's oracle (``demonstrations="oracle"``: it follows each
 question's decomposition and writes short ``<think>`` sentences from it; only episodes
@@ -24,13 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
-from algorithms.base import OnPolicyAlgorithm, RolloutData
-from algorithms.config import SFTConfig, TrainConfig
-from algorithms.losses import aggregate_loss
-from algorithms.scoring import TokenScores
 from algorithms.buffer import Trajectory
+from algorithms.config import SFTConfig, TrainConfig
+from algorithms.objectives import ObjectiveTerms
+from algorithms.trainer import OnPolicyAlgorithm
 from research_env.env import MultiHopSearchEnv
 from research_env.policies import OraclePolicy
 
@@ -132,24 +133,16 @@ class SFT(OnPolicyAlgorithm):
 
     # -- the loss ---------------------------------------------------------------------
 
-    def filter_trajectories(self, trajectories):  # type: ignore[override]
-        # Every demonstration teaches; reward-variance filtering is an RL notion.
-        return list(trajectories), {"filter/kept_episodes": float(len(trajectories))}
+    def advantage_spec(self) -> None:
+        return None
 
-    def compute_advantages(self, data: RolloutData) -> dict[str, float]:
-        return {}
-
-    def compute_loss(
-        self, data: RolloutData, scores: TokenScores, denominator: float
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        nll = aggregate_loss(
-            -scores.logprobs,
-            data.mask,
-            mode=self.settings.loss_agg,
+    def objective_terms(self) -> ObjectiveTerms:
+        return ObjectiveTerms(
+            pg_coef=0.0,
+            nll_coef=1.0,
+            loss_agg=self.settings.loss_agg,
             norm_len=self.config.rollout.max_total_tokens,
-            denominator=denominator,
         )
-        return nll, {"nll": nll.detach(), "loss": nll.detach()}
 
 
 def play_oracle(env: MultiHopSearchEnv, index: int) -> TextEpisode:

@@ -10,18 +10,40 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")  # algorithms need the `train` extra
 
-from algorithms.advantages import (  # noqa: E402
+from algorithms.objectives import ADVANTAGE_ESTIMATORS, AdvantageInputs, compute_advantages  # noqa: E402
+from algorithms.objectives.advantages import (  # noqa: E402
+    gae,
+    returns_to_go,
+    token_level_rewards,
+)
+from algorithms.objectives.ops import (  # noqa: E402
     contiguous_group_ids,
-    gae_advantages,
-    grpo_advantages,
     last_generated_index,
     masked_mean,
     masked_var,
     masked_whiten,
-    reinforce_advantages,
-    returns_to_go,
-    token_level_rewards,
 )
+from algorithms.reinforce import BASELINE_ESTIMATORS  # noqa: E402
+
+gae_advantages = gae  # the bare GAE recursion, checked by hand below
+
+
+def grpo_advantages(rewards, mask, group_ids, scale_by_std=True, eps=1e-6):
+    """The registry's ``grpo`` estimator, as GRPO calls it."""
+    inputs = AdvantageInputs(rewards, mask, group_ids)
+    return compute_advantages("grpo", inputs, scale_by_std=scale_by_std, eps=eps).advantages
+
+
+def reinforce_advantages(
+    rewards, mask, baseline="none", group_ids=None, kl=None, kl_coef=0.0, gamma=1.0
+):
+    """The registry's REINFORCE estimators, chosen by baseline name as REINFORCE does
+    (no group ids = every row its own group)."""
+    if group_ids is None:
+        group_ids = torch.arange(len(rewards))
+    name = BASELINE_ESTIMATORS.get(baseline, baseline)
+    inputs = AdvantageInputs(rewards, mask, group_ids, kl=kl, kl_coef=kl_coef)
+    return compute_advantages(name, inputs, gamma=gamma).advantages
 
 
 def t(values):
@@ -279,3 +301,41 @@ def test_advantages_carry_no_graph():
     values = torch.zeros(1, 5, requires_grad=True)
     adv, ret = gae_advantages(REWARDS_1x5, values, MASK_1x5)
     assert not adv.requires_grad and not ret.requires_grad
+
+
+def test_registry_lists_every_estimator():
+    assert set(ADVANTAGE_ESTIMATORS) >= {
+        "grpo", "rloo", "reinforce", "reinforce_batch_mean", "reinforce++", "gae",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="unknown advantage estimator 'nope'"):
+        compute_advantages("nope", AdvantageInputs(R6, ONES_6x1, GROUPS))
+
+
+@pytest.mark.parametrize(
+    "rewards",
+    [[0.1] * 8, [0.46] * 5, [1 / 3] * 7, [0.7] * 3],
+    ids=["8x0.1", "5x0.46", "7x1/3", "3x0.7"],
+)
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_flat_group_gets_exactly_zero(rewards, estimator):
+    # A float32 mean of equal values is not always that value (8 x 0.1 sums to 0.80000001),
+    # so r - mean used to leave -0.0074 (GRPO, after dividing by std + eps) on every token.
+    n = len(rewards)
+    inputs = AdvantageInputs(t(rewards), torch.ones(n, 3), torch.zeros(n, dtype=torch.long))
+    adv = compute_advantages(estimator, inputs).advantages
+    assert torch.equal(adv, torch.zeros(n, 3))
+
+
+def test_gae_estimator_needs_values():
+    with pytest.raises(ValueError, match="critic's values"):
+        compute_advantages("gae", AdvantageInputs(R6, ONES_6x1, GROUPS))
+
+
+def test_gae_estimator_whitens_the_recursion():
+    values = t([[0.5, 0.25, 0.0, 0.0, 0.0]])
+    inputs = AdvantageInputs(t([1.0]), MASK_1x5, torch.zeros(1, dtype=torch.long), values=values)
+    raw, returns = gae(token_level_rewards(t([1.0]), MASK_1x5), values, MASK_1x5)
+    out = compute_advantages("gae", inputs, whiten=True)
+    close(out.advantages, masked_whiten(raw, MASK_1x5).tolist())
+    close(out.returns, returns.tolist())
+    assert torch.equal(compute_advantages("gae", inputs, whiten=False).advantages, raw)

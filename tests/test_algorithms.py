@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from algorithms import scoring
+from algorithms.buffer import Trajectory, collate
 from algorithms.config import TrainConfig
 from algorithms.policy import LoraSettings, load_policy
 from algorithms.registry import available_algorithms, make_algorithm
 from algorithms.scoring import score_batch, trim_padding
-from algorithms.buffer import Trajectory, collate
 
 ALGOS = ["grpo", "ppo", "reinforce"]
 
@@ -99,7 +99,7 @@ def test_observation_tokens_get_exactly_zero_gradient(algo_name, tmp_path, monke
             captured.append((args[1], scores))
         return scores
 
-    monkeypatch.setattr("algorithms.base.score_tokens", spy)
+    monkeypatch.setattr("algorithms.trainer.update.score_tokens", spy)
     overrides = {"grpo.kl_coef": 0.1, "ppo.kl_coef": 0.1, "reinforce.kl_coef": 0.1}
     algo = make_algorithm(algo_name, policy(), None, config(algo_name, tmp_path, **overrides))
     algo.learn_from(two_groups())
@@ -208,7 +208,7 @@ def test_truncated_episodes_are_masked_out_of_the_loss(tmp_path, monkeypatch):
         seen.append(batch.loss_mask.sum(-1))
         return real(model, batch, **kwargs)
 
-    monkeypatch.setattr("algorithms.base.score_tokens", spy)
+    monkeypatch.setattr("algorithms.trainer.update.score_tokens", spy)
     cfg = config("grpo", tmp_path, **{"trainer.filter_truncated": True})
     metrics = make_algorithm("grpo", policy(), None, cfg).learn_from(trajectories)
     assert metrics["filter/truncated_episodes"] == 1
@@ -273,7 +273,7 @@ def test_logged_names_follow_cleanrl(tmp_path):
 
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=4)])
 def test_scores_match_a_plain_forward_pass(lora):
-    from algorithms.losses import token_logprobs
+    from algorithms.objectives.ops import token_logprobs
 
     p = policy(lora=lora)
     trajectories = two_groups()
@@ -451,11 +451,12 @@ def test_shipped_configs_load():
 
 
 def test_lr_schedule_by_hand(tmp_path):
-    algo = make_algorithm("reinforce", policy(), None, config("reinforce", tmp_path, **{
-        "optim.warmup_steps": 2, "optim.schedule": "linear", "trainer.steps": 6,
-        "optim.min_lr_ratio": 0.5,
-    }))  # fmt: skip
-    factors = [algo._lr_factor(s) for s in range(7)]
+    from algorithms.trainer.optim import lr_factor
+
+    cfg = config("reinforce", tmp_path, **{
+        "optim.warmup_steps": 2, "optim.schedule": "linear", "optim.min_lr_ratio": 0.5,
+    })  # fmt: skip
+    factors = [lr_factor(s, cfg.optim, total_steps=6) for s in range(7)]
     # warmup 1/2, 2/2; then linear from 1 to 0.5 over the 4 remaining steps
     assert factors == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5])
 
@@ -464,3 +465,50 @@ def test_registry_lists_and_rejects_names():
     assert available_algorithms() == ["grpo", "ppo", "reinforce", "sft"]
     with pytest.raises(ValueError, match="unknown algorithm 'dpo'"):
         make_algorithm("dpo", None)
+
+
+# ---------------------------------------------------------------- statistics and devices
+
+
+@pytest.mark.parametrize("algo_name", ["sft", "grpo"])
+def test_logged_losses_do_not_depend_on_micro_batching(algo_name, tmp_path):
+    # Each loss statistic is already divided by the whole minibatch's denominator, so its
+    # micro-batch values add up; SFT's nll used to be averaged instead (about 4x too small
+    # with 4 micro-batches of one episode).
+    logged = []
+    for micro in (4, 1):
+        torch.manual_seed(0)
+        cfg = config(algo_name, tmp_path / str(micro), **{"trainer.micro_batch_size": micro})
+        algo = make_algorithm(algo_name, policy(), None, cfg)
+        logged.append(algo.learn_from(two_groups()))
+    whole, split = logged
+    for key in ("train/loss", "train/entropy", "train/entropy_loss"):
+        assert split[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
+    if algo_name == "sft":
+        assert split["train/nll"] == pytest.approx(whole["train/nll"], rel=1e-4)
+        assert whole["train/nll"] == pytest.approx(whole["train/loss"], rel=1e-6)
+        assert whole["train/nll"] > 5.0  # -log(1/vocab) is about 10 for a random tiny model
+
+
+@pytest.mark.parametrize("algo_name", ALGOS)
+def test_update_creates_every_tensor_on_the_policy_device(algo_name, tmp_path):
+    # With torch's default device set to "meta", any tensor the update creates without
+    # following the policy's device lands on meta: mixing it with the CPU policy's tensors
+    # raises, and reading it fails. On a CUDA machine the same bug is a device mismatch.
+    algo = make_algorithm(algo_name, policy(), None, config(algo_name, tmp_path))
+    before = {k: v.clone() for k, v in algo.policy.model.state_dict().items()}
+    trajectories = two_groups()
+    torch.set_default_device("meta")
+    try:
+        metrics = algo.learn_from(trajectories)
+    finally:
+        torch.set_default_device("cpu")
+    assert metrics["train/optimizer_steps"] == 1
+    after = algo.policy.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_collate_puts_the_batch_on_the_requested_device():
+    batch = collate(two_groups(), pad_id=0, device="meta")
+    tensors = [v for v in vars(batch).values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "meta" for t in tensors)

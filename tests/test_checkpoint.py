@@ -6,12 +6,12 @@ import pytest
 import torch
 from test_algorithms import config, two_groups
 
-from algorithms import checkpoint as ckpt
 from algorithms.config import TrainConfig
 from algorithms.grpo import GRPO
 from algorithms.policy import LoraSettings, load_policy
 from algorithms.ppo import PPO
 from algorithms.registry import make_algorithm
+from algorithms.trainer import checkpoint as ckpt
 
 
 def _state(algo):

@@ -9,14 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch")  # algorithms need the `train` extra
 
-from algorithms.losses import (  # noqa: E402
+from algorithms.objectives.losses import (  # noqa: E402
     aggregate_loss,
     clipped_policy_loss,
     clipped_value_loss,
-    entropy_from_logits,
     kl_penalty,
-    token_logprobs,
 )
+from algorithms.objectives.ops import entropy_from_logits, token_logprobs  # noqa: E402
 
 MODES = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 LN2 = math.log(2)

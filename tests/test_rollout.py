@@ -4,9 +4,9 @@ import pytest
 import torch
 from world import SAMPLES, KeywordRetriever
 
+from algorithms.buffer import collate
 from algorithms.policy import load_policy
 from algorithms.rollout import RolloutEngine, SamplingSettings
-from algorithms.buffer import collate
 
 
 @pytest.fixture(scope="module")

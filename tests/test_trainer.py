@@ -13,10 +13,10 @@ import json
 import pytest
 import torch
 
-from algorithms import checkpoint as ckpt
 from algorithms.config import TrainConfig
 from algorithms.policy import load_policy
 from algorithms.registry import algorithm_class, make_algorithm
+from algorithms.trainer import checkpoint as ckpt
 from research_env.data.types import QASample
 from research_env.templates import PromptTemplate
 

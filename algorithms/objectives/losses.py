@@ -1,44 +1,64 @@
-"""Losses for policy-gradient training of language models, as pure tensor functions.
+"""Loss terms for policy-gradient training of language models, as pure tensor functions.
 
-Same conventions as ``advantages.py``: token tensors are ``(batch, seq_len)`` over response
-tokens, and ``mask`` is 1 on generated tokens, 0 on observation (retrieved ``<result>``)
-and padding tokens. Mask-0 tokens contribute exactly zero loss *and* zero gradient, even if
-their inputs hold garbage (inf/NaN): the losses select with ``torch.where`` before any
-exp/square, so no NaN can leak back through a masked position (``kl_penalty`` does so
-when given its optional ``mask``).
-
-Every loss returned here is a quantity to **minimize**. Stats are detached 0-d tensors
-(call ``.item()`` when logging, once per step, to avoid a device sync per value).
-
+Same conventions as ``ops.py``. Mask-0 tokens contribute exactly zero loss *and* zero
+gradient, even if their inputs hold garbage (inf/NaN): the losses select with
+``torch.where`` before any exp/square. Every loss here is a quantity to **minimize**.
 Names follow CleanRL / the papers: ``pg_loss``, ``v_loss``, ``approx_kl``, ``clipfrac``.
+
+Two registries make the choices ablatable by name: :data:`LOSS_AGGREGATIONS` (how a
+``(batch, seq_len)`` loss matrix becomes one number) and :data:`KL_ESTIMATORS`.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from algorithms.advantages import masked_mean
-
-AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-KLEstimator = Literal["k1", "k2", "k3", "low_var_kl"]
-
-
-def _zero_where_masked(x: Tensor, mask: Tensor) -> Tensor:
-    return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
-
+from algorithms.objectives.ops import masked_mean, zero_where_masked
 
 # --------------------------------------------------------------------------------------
 # Aggregation: how a (batch, seq_len) loss matrix becomes one number
 # --------------------------------------------------------------------------------------
 
+# fn(masked_loss, keep, norm_len, denominator) -> scalar; masked_loss is 0 where keep is False.
+Aggregation = Callable[[Tensor, Tensor, "int | None", "float | Tensor | None"], Tensor]
+
+
+def _token_mean(masked: Tensor, keep: Tensor, norm_len, denominator) -> Tensor:
+    count = keep.sum().clamp_min(1) if denominator is None else denominator
+    return masked.sum() / count
+
+
+def _seq_mean(seq_losses: Tensor, denominator) -> Tensor:
+    count = seq_losses.shape[0] if denominator is None else denominator
+    return seq_losses.sum() / count
+
+
+def _seq_mean_token_mean(masked: Tensor, keep: Tensor, norm_len, denominator) -> Tensor:
+    return _seq_mean(masked.sum(-1) / keep.sum(-1).clamp_min(1), denominator)
+
+
+def _seq_mean_token_sum_norm(masked: Tensor, keep: Tensor, norm_len, denominator) -> Tensor:
+    if norm_len is None:
+        raise ValueError("loss aggregation 'seq-mean-token-sum-norm' needs a constant norm_len")
+    return _seq_mean(masked.sum(-1) / norm_len, denominator)
+
+
+LOSS_AGGREGATIONS: dict[str, Aggregation] = {
+    "token-mean": _token_mean,
+    "seq-mean-token-mean": _seq_mean_token_mean,
+    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+}
+# What a micro-batch's denominator counts under each aggregation: tokens or sequences.
+COUNTS_TOKENS = {"token-mean": True, "seq-mean-token-mean": False, "seq-mean-token-sum-norm": False}
+
 
 def aggregate_loss(
     loss_mat: Tensor,
     mask: Tensor,
-    mode: AggMode = "token-mean",
+    mode: str = "token-mean",
     norm_len: int | None = None,
     denominator: float | Tensor | None = None,
 ) -> Tensor:
@@ -58,22 +78,12 @@ def aggregate_loss(
     when a batch is split into micro-batches for gradient accumulation: pass the count of
     the *whole* batch so that the summed micro-batch losses equal the full-batch loss.
     """
+    if mode not in LOSS_AGGREGATIONS:
+        raise ValueError(
+            f"unknown loss aggregation {mode!r}; choose one of {sorted(LOSS_AGGREGATIONS)}"
+        )
     keep = mask.bool()
-    masked = _zero_where_masked(loss_mat, keep)
-    if mode == "token-mean":
-        count = keep.sum().clamp_min(1) if denominator is None else denominator
-        return masked.sum() / count
-
-    if mode == "seq-mean-token-mean":
-        seq_losses = masked.sum(-1) / keep.sum(-1).clamp_min(1)
-    elif mode == "seq-mean-token-sum-norm":
-        if norm_len is None:
-            raise ValueError("mode 'seq-mean-token-sum-norm' needs a constant norm_len")
-        seq_losses = masked.sum(-1) / norm_len
-    else:
-        raise ValueError(f"unknown loss aggregation mode {mode!r}; expected {get_args(AggMode)}")
-    count = seq_losses.shape[0] if denominator is None else denominator
-    return seq_losses.sum() / count
+    return LOSS_AGGREGATIONS[mode](zero_where_masked(loss_mat, keep), keep, norm_len, denominator)
 
 
 # --------------------------------------------------------------------------------------
@@ -88,7 +98,7 @@ def clipped_policy_loss(
     mask: Tensor,
     clip_low: float = 0.2,
     clip_high: float | None = None,
-    agg_mode: AggMode = "token-mean",
+    agg_mode: str = "token-mean",
     norm_len: int | None = None,
     denominator: float | Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -103,7 +113,7 @@ def clipped_policy_loss(
     1, nothing is clipped, and the gradient is the vanilla policy gradient ``-A * grad logp``
     (this is how GRPO with one epoch and REINFORCE use this same function).
 
-    Returns ``(pg_loss, stats)`` with stats:
+    Returns ``(pg_loss, stats)``; the stats are token means over generated tokens:
 
     * ``clipfrac``: fraction of generated tokens where the clipped term was selected, i.e.
       clipping actually cut the gradient (a ratio outside the range whose advantage sign
@@ -115,9 +125,9 @@ def clipped_policy_loss(
     clip_high = clip_low if clip_high is None else clip_high
     keep = mask.bool()
     # Clamp as verl does: a stale token with |log ratio| > 20 would overflow exp to inf.
-    log_ratio = _zero_where_masked(logprobs - old_logprobs, keep).clamp(-20.0, 20.0)
+    log_ratio = zero_where_masked(logprobs - old_logprobs, keep).clamp(-20.0, 20.0)
     ratio = torch.exp(log_ratio)
-    advantages = _zero_where_masked(advantages, keep)
+    advantages = zero_where_masked(advantages, keep)
 
     pg_losses_unclipped = -advantages * ratio
     pg_losses_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
@@ -139,10 +149,23 @@ def clipped_policy_loss(
 # --------------------------------------------------------------------------------------
 
 
+def _k3(log_r: Tensor) -> Tensor:
+    log_r = log_r.clamp(-20.0, 20.0)
+    return (torch.exp(log_r) - log_r - 1).clamp(-10.0, 10.0)
+
+
+KL_ESTIMATORS: dict[str, Callable[[Tensor], Tensor]] = {
+    "k1": lambda log_r: -log_r,
+    "k2": lambda log_r: 0.5 * log_r.square(),
+    "k3": _k3,
+    "low_var_kl": _k3,
+}
+
+
 def kl_penalty(
     logprobs: Tensor,
     ref_logprobs: Tensor,
-    estimator: KLEstimator = "k3",
+    estimator: str = "k3",
     mask: Tensor | None = None,
 ) -> Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) from the log-probs of sampled tokens.
@@ -162,17 +185,14 @@ def kl_penalty(
     ``mask`` when mask-0 log-probs may be non-finite: those tokens then read 0 and get zero
     gradient (aggregation alone cannot stop a NaN gradient from a k2 square, say).
     """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(
+            f"unknown KL estimator {estimator!r}; choose one of {sorted(KL_ESTIMATORS)}"
+        )
     log_r = ref_logprobs - logprobs
     if mask is not None:
-        log_r = _zero_where_masked(log_r, mask)
-    if estimator == "k1":
-        return -log_r
-    if estimator == "k2":
-        return 0.5 * log_r.square()
-    if estimator in ("k3", "low_var_kl"):
-        log_r = log_r.clamp(-20.0, 20.0)
-        return (torch.exp(log_r) - log_r - 1).clamp(-10.0, 10.0)
-    raise ValueError(f"unknown KL estimator {estimator!r}; expected {get_args(KLEstimator)}")
+        log_r = zero_where_masked(log_r, mask)
+    return KL_ESTIMATORS[estimator](log_r)
 
 
 # --------------------------------------------------------------------------------------
@@ -186,7 +206,7 @@ def clipped_value_loss(
     returns: Tensor,
     mask: Tensor,
     clip_range: float | None = 0.2,
-    agg_mode: AggMode = "token-mean",
+    agg_mode: str = "token-mean",
     norm_len: int | None = None,
     denominator: float | Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -194,77 +214,24 @@ def clipped_value_loss(
 
     Clipping keeps the critic from moving more than ``c`` away from the values the
     advantages were computed with; ``clip_range=None`` gives the plain ``0.5 * (v - R)^2``.
-    Returns ``(v_loss, vf_clipfrac)``, where ``vf_clipfrac`` is the fraction of generated
-    tokens where the clipped term was the larger one.
+    The value itself is clamped (not ``v_old + clamp(v - v_old)``): inside the range the
+    clipped value is then exactly ``v``, so float rounding cannot make an unclipped token
+    count as clipped. Returns ``(v_loss, vf_clipfrac)``, where ``vf_clipfrac`` is the
+    fraction of generated tokens where the clipped term was the larger one.
     """
     keep = mask.bool()
-    values = _zero_where_masked(values, keep)
-    returns = _zero_where_masked(returns, keep)
+    values = zero_where_masked(values, keep)
+    returns = zero_where_masked(returns, keep)
     v_losses_unclipped = (values - returns).square()
     if clip_range is None:
         v_losses = v_losses_unclipped
         vf_clipfrac = torch.zeros((), device=values.device)
     else:
-        old_values = _zero_where_masked(old_values, keep)
-        values_clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
+        old_values = zero_where_masked(old_values, keep)
+        values_clipped = torch.clamp(values, old_values - clip_range, old_values + clip_range)
         v_losses_clipped = (values_clipped - returns).square()
         v_losses = torch.maximum(v_losses_unclipped, v_losses_clipped)
         with torch.no_grad():
             vf_clipfrac = masked_mean((v_losses_clipped > v_losses_unclipped).float(), keep)
     v_loss = 0.5 * aggregate_loss(v_losses, keep, agg_mode, norm_len, denominator)
     return v_loss, vf_clipfrac
-
-
-# --------------------------------------------------------------------------------------
-# Log-probs and entropy from logits
-# --------------------------------------------------------------------------------------
-
-
-def _row_chunks(logits: Tensor, chunk_size: int | None):
-    """Flatten (..., vocab) logits into row chunks, so float32 copies are made per chunk."""
-    flat = logits.reshape(-1, logits.shape[-1])
-    return flat.split(chunk_size) if chunk_size else (flat,)
-
-
-def token_logprobs(
-    logits: Tensor, token_ids: Tensor, temperature: float = 1.0, chunk_size: int | None = None
-) -> Tensor:
-    """``log softmax(logits / temperature)[token_ids]``, gathered then normalized.
-
-    Computed as ``logit[token] - logsumexp(logits)`` in float32 (bf16 logsumexp over a 150k
-    vocabulary loses too much precision for importance ratios). ``logits`` must already be
-    aligned with ``token_ids``: the logits at position t-1 predict token t, so a caller
-    holding full-sequence logits passes ``logits[:, :-1]`` and ``input_ids[:, 1:]``.
-    ``temperature`` must match the sampling temperature, or the ratios are off.
-    Memory: unchunked, the float32 copy plus logsumexp's internal temporary cost as much as
-    ``log_softmax(...).gather`` (measured: 506 vs 502 MB extra for bf16 logits of 4x512x32k).
-    ``chunk_size`` (rows of batch*seq_len, e.g. 1024) is what saves memory: 69 MB with 256
-    rows, at equal speed for 512-2048 rows. It pays in the no-grad passes (old and reference
-    log-probs); under autograd each chunk's float32 copy is kept for backward anyway.
-    """
-    ids = token_ids.reshape(-1, 1)
-    pieces = []
-    start = 0
-    for chunk in _row_chunks(logits, chunk_size):
-        chunk = chunk.float() / temperature if temperature != 1.0 else chunk.float()
-        chosen = chunk.gather(-1, ids[start : start + len(chunk)]).squeeze(-1)
-        pieces.append(chosen - torch.logsumexp(chunk, dim=-1))
-        start += len(chunk)
-    return torch.cat(pieces).reshape(token_ids.shape)
-
-
-def entropy_from_logits(
-    logits: Tensor, temperature: float = 1.0, chunk_size: int | None = None
-) -> Tensor:
-    """Per-token entropy ``H = logsumexp(z) - sum(softmax(z) * z)`` of ``z = logits / T``.
-
-    This identity needs one softmax and no log-softmax tensor. Returns ``(batch, seq_len)``;
-    average it over generated tokens with ``masked_mean(entropy, mask)`` or
-    :func:`aggregate_loss` (an entropy bonus is ``-coef * that``, to minimize).
-    """
-    pieces = []
-    for chunk in _row_chunks(logits, chunk_size):
-        chunk = chunk.float() / temperature if temperature != 1.0 else chunk.float()
-        probs = torch.softmax(chunk, dim=-1)
-        pieces.append(torch.logsumexp(chunk, dim=-1) - (probs * chunk).sum(-1))
-    return torch.cat(pieces).reshape(logits.shape[:-1])

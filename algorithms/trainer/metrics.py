@@ -1,0 +1,123 @@
+"""Per-step metrics: what the episodes did (:func:`episode_metrics`) and where the numbers
+go (:class:`MetricsLogger`: the console, ``<output_dir>/metrics.jsonl`` and wandb)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from algorithms.buffer import Trajectory
+from algorithms.config import TrainConfig
+
+TRUNCATED_REASONS = frozenset({"turn_budget", "token_budget", "truncated", "length"})
+
+
+def is_truncated(trajectory: Trajectory) -> bool:
+    """An episode that ran out of turns or tokens instead of ending by itself."""
+    termination = trajectory.info.get("termination")
+    return trajectory.finish_reason in TRUNCATED_REASONS or termination in TRUNCATED_REASONS
+
+
+def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Reward, EM, F1, format rate, searches, lengths and truncation over a batch."""
+    if not trajectories:
+        return {}
+
+    def mean(values: Sequence[float]) -> float:
+        return float(np.mean(values)) if len(values) else float("nan")
+
+    infos = [t.info for t in trajectories]
+    rewards = [t.reward for t in trajectories]
+    metrics = {
+        "episode/reward": mean(rewards),
+        "episode/reward_std": float(np.std(rewards)),
+        "episode/em": mean([float(i.get("em", 0.0)) for i in infos]),
+        "episode/f1": mean([float(i.get("f1", 0.0)) for i in infos]),
+        "episode/format_valid": mean([float(bool(i.get("format_valid", False))) for i in infos]),
+        "episode/searches": mean([float(i.get("searches", 0)) for i in infos]),
+        "episode/turns": mean([float(len(t.turn_spans)) for t in trajectories]),
+        "episode/truncated": mean([float(is_truncated(t)) for t in trajectories]),
+        "response/generated_tokens": mean([float(t.n_generated) for t in trajectories]),
+        "response/total_tokens": mean([float(len(t.response_ids)) for t in trajectories]),
+    }
+    return {k: v for k, v in metrics.items() if not math.isnan(v)}
+
+
+class MetricsLogger:
+    """Metrics to the console, ``<output_dir>/metrics.jsonl`` and (if enabled) wandb.
+
+    wandb runs offline when there is no API key and is off with ``WANDB_MODE=disabled``
+    (what the tests set) or ``logging.wandb: false``.
+    """
+
+    CONSOLE_KEYS = (
+        "episode/reward", "episode/em", "episode/f1", "episode/format_valid",
+        "episode/searches", "response/generated_tokens", "train/pg_loss", "train/kl",
+        "train/entropy", "train/clipfrac", "train/v_loss", "train/grad_norm", "time/step",
+        "eval/reward",
+    )  # fmt: skip
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.output_dir / "metrics.jsonl"
+        self.wandb_run: Any = None
+        if config.logging.wandb and os.environ.get("WANDB_MODE") != "disabled":
+            self.wandb_run = _start_wandb(config)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+        every = self.config.logging.every
+        if every and step % every == 0:
+            shown = " ".join(
+                f"{k.split('/', 1)[1]}={metrics[k]:.4g}" for k in self.CONSOLE_KEYS if k in metrics
+            )
+            print(f"[{self.config.algo} step {step}] {shown}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def _start_wandb(config: TrainConfig) -> Any:
+    try:
+        import wandb
+    except ImportError:
+        return None
+    mode = os.environ.get("WANDB_MODE") or (
+        "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    )
+    name = config.logging.run_name or Path(config.output_dir).name
+    return wandb.init(
+        project=config.logging.wandb_project,
+        name=name,
+        dir=str(config.output_dir),
+        config=config.to_dict(),
+        mode=mode,  # type: ignore[arg-type]
+    )
+
+
+def _plain(value: Any) -> Any:
+    return float(value) if isinstance(value, (Tensor, np.floating, np.integer)) else value
+
+
+def progress_bar(initial: int, total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)

@@ -1,0 +1,230 @@
+"""The update half of a training step: the no-grad passes, then minibatch updates.
+
+    prepare_update(batch)     pi_old, the reference and the critic's values (no grad)
+    run_update(data)          for epoch: for minibatch: for micro-batch:
+                                  loss, stats = objective(micro, scores); loss.backward()
+                              clip grads; skip the step if anything is non-finite; step
+
+Loss micro-batching: every micro-batch loss is divided by the token (or sequence) count of
+its whole *minibatch*, so the summed micro-batch gradients equal the full minibatch's.
+Each statistic carries its own reduction (:class:`~algorithms.objectives.Stat`): losses are
+summed over micro-batches, means are token-weighted. Statistics stay tensors on the
+policy's device and are read once per optimizer step, so a GPU update does not stop for a
+host round-trip per value.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from algorithms.buffer import Batch, UpdateBatch
+from algorithms.config import TrainConfig
+from algorithms.objectives import Stat
+from algorithms.objectives.losses import COUNTS_TOKENS
+from algorithms.policy import Policy
+from algorithms.scoring import (
+    TokenScores,
+    autocast,
+    critic_values,
+    reference_logprobs,
+    score_batch,
+    score_tokens,
+    score_values,
+    trim_padding,
+)
+
+Objective = Callable[[UpdateBatch, TokenScores, float], tuple[Tensor, dict[str, Stat]]]
+
+
+@dataclass
+class Models:
+    """What an update touches: the policy (maybe with a shared value head), a separate
+    critic (PPO with ``critic: separate``), and the frozen KL reference."""
+
+    policy: Policy
+    critic: Policy | None = None
+    reference: Any = None
+
+    @property
+    def shared_values(self) -> bool:
+        return self.critic is None and self.policy.value_head is not None
+
+
+# --------------------------------------------------------------------------------------
+# The no-grad passes
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def prepare_update(
+    batch: Batch,
+    models: Models,
+    config: TrainConfig,
+    *,
+    recompute_old: bool,
+    with_reference: bool,
+) -> UpdateBatch:
+    """The no-grad passes before an update, as an :class:`UpdateBatch`.
+
+    ``recompute_old``: score pi_old with the training model (needed when the update takes
+    several optimizer steps or the KL sits in the reward); otherwise pi_old is the current
+    policy, detached (ratio 1, no extra pass), or the sampler's log-probs when
+    ``trainer.old_logprobs: rollout``. ``with_reference``: score the KL reference.
+    """
+    cfg = config.trainer
+    data = UpdateBatch(batch)
+    scoring: dict[str, Any] = dict(
+        temperature=config.rollout.temperature,
+        micro_batch_size=cfg.micro_batch_size,
+        chunk_size=cfg.logprob_chunk_size,
+        share_prompts=cfg.share_prompts,
+    )
+    with autocast(models.policy.model, cfg.autocast_dtype):
+        if recompute_old or models.shared_values:
+            head = models.policy.value_head if models.shared_values else None
+            old = score_batch(models.policy.model, batch, value_head=head, **scoring)
+            if recompute_old:
+                data.old_logprobs = old.logprobs
+            data.old_values = old.values
+        if cfg.old_logprobs == "rollout":
+            data.old_logprobs = batch.sample_logprobs
+        if models.critic is not None:
+            assert models.critic.value_head is not None
+            data.old_values = critic_values(
+                models.critic.model,
+                models.critic.value_head,
+                batch,
+                cfg.micro_batch_size,
+                cfg.share_prompts,
+            )
+        if with_reference:
+            data.ref_logprobs = reference_logprobs(
+                models.policy.model, batch, reference_model=models.reference, **scoring
+            )
+    return data
+
+
+# --------------------------------------------------------------------------------------
+# Minibatch updates
+# --------------------------------------------------------------------------------------
+
+
+def run_update(
+    data: UpdateBatch,
+    models: Models,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    objective: Objective,
+    *,
+    loss_agg: str,
+    entropy_grad: bool,
+) -> dict[str, float]:
+    """Epochs of minibatch updates with gradient accumulation, clipping and skipping."""
+    cfg = config.trainer
+    n = data.batch.rewards.shape[0]
+    minibatch = cfg.minibatch_size or n
+    lengths = data.batch.attention_mask.sum(-1)
+    # Order inside a minibatch: by group (so a group's shared prompt runs once per
+    # micro-batch), then by length (so micro-batches carry little padding).
+    order_key = (data.batch.group_ids * (lengths.max() + 1) + lengths).cpu()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = config.optim.max_grad_norm
+    totals: dict[str, float] = defaultdict(float)
+    updates = skipped = 0
+    tokens_seen = 0
+    models.policy.model.train()
+    for _ in range(cfg.epochs):
+        for rows in torch.randperm(n, device="cpu").split(minibatch):
+            rows = rows[torch.argsort(order_key[rows], stable=True)]  # sums ignore order
+            mb = data.rows(rows, trim=trim_padding)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(models.policy.model, cfg.autocast_dtype):
+                stats, finite = _accumulate_gradients(
+                    mb, models, config, objective, _denominator(mb, loss_agg), entropy_grad
+                )
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, max_norm if max_norm is not None else float("inf")
+            )
+            # The one host read of this optimizer step: finiteness, grad norm and stats.
+            if not bool(finite & torch.isfinite(grad_norm)):
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            optimizer.step()
+            updates += 1
+            tokens_seen += int(mb.batch.attention_mask.sum())
+            stats["grad_norm"] = grad_norm
+            for k, v in stats.items():
+                totals[k] += float(v)
+    optimizer.zero_grad(set_to_none=True)
+    models.policy.model.eval()
+    metrics = {f"train/{k}": v / max(updates, 1) for k, v in totals.items()}
+    metrics["train/optimizer_steps"] = float(updates)
+    metrics["train/skipped_updates"] = float(skipped)
+    metrics["perf/update_tokens"] = float(tokens_seen)
+    return metrics
+
+
+def _denominator(data: UpdateBatch, loss_agg: str) -> float:
+    """The whole minibatch's count that each micro-batch loss is divided by."""
+    if COUNTS_TOKENS.get(loss_agg, True):
+        return float(data.mask.sum().clamp_min(1))
+    return float(data.mask.shape[0])
+
+
+def _accumulate_gradients(
+    mb: UpdateBatch,
+    models: Models,
+    config: TrainConfig,
+    objective: Objective,
+    denominator: float,
+    entropy_grad: bool,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Backward over the micro-batches of one minibatch; return the reduced statistics and
+    whether every micro-batch loss was finite (both as tensors: nothing is read here)."""
+    cfg = config.trainer
+    device = mb.mask.device
+    sums: dict[str, Tensor] = {}
+    mean_weights: dict[str, Tensor] = {}
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    n = mb.batch.rewards.shape[0]
+    for start in range(0, n, cfg.micro_batch_size):
+        index = torch.arange(start, min(start + cfg.micro_batch_size, n), device=device)
+        micro = mb.rows(index, trim=trim_padding)
+        scores = score_tokens(
+            models.policy.model,
+            micro.batch,
+            temperature=config.rollout.temperature,
+            value_head=models.policy.value_head if models.shared_values else None,
+            with_entropy=True,
+            entropy_grad=entropy_grad,
+            chunk_size=cfg.logprob_chunk_size,
+            share_prompts=cfg.share_prompts,
+        )
+        if models.critic is not None:
+            assert models.critic.value_head is not None
+            scores.values = score_values(
+                models.critic.model, models.critic.value_head, micro.batch, cfg.share_prompts
+            )
+        loss, stats = objective(micro, scores, denominator)
+        finite = finite & torch.isfinite(loss)
+        loss.backward()
+        weight = micro.mask.sum()
+        for name, stat in stats.items():
+            value = stat.value.double()
+            if stat.reduction == "sum":
+                sums[name] = sums.get(name, 0.0) + value
+            else:
+                sums[name] = sums.get(name, 0.0) + value * weight
+                mean_weights[name] = mean_weights.get(name, 0.0) + weight
+    reduced = {
+        name: total / mean_weights[name].clamp_min(1) if name in mean_weights else total
+        for name, total in sums.items()
+    }
+    return reduced, finite
