@@ -304,3 +304,17 @@ def test_masked_tokens_get_zero_gradient_value_loss(mode):
     assert torch.isfinite(v_loss)
     v_loss.backward()
     _assert_grad_only_on_generated(values.grad)
+
+
+def test_value_clipfrac_counts_no_unclipped_token():
+    # Each value is within 0.2 of its old value, so nothing is clipped. The old form
+    # old + clamp(v - old, -c, c) rounds back to a float next to v for these numbers, and
+    # its squared error then came out larger: each token was counted as clipped.
+    values = t([-0.03854792192578316, -0.011763528920710087, -0.030547795817255974])
+    old = t([-0.21141628921031952, -0.1313048154115677, -0.14156299829483032])
+    returns = t([-0.07062557339668274, -0.37496286630630493, 1.3822836875915527])
+    assert bool(((values - old).abs() < 0.2).all())
+    mask = torch.ones(1, 3)
+    v_loss, clipfrac = clipped_value_loss(values[None], old[None], returns[None], mask, 0.2)
+    assert float(clipfrac) == 0.0
+    assert float(v_loss) == pytest.approx(0.5 * float(((values - returns) ** 2).mean()))
