@@ -69,12 +69,6 @@ class ValueHead(nn.Module):
 
 
 @dataclass
-class PolicyOutput:
-    logits: torch.Tensor  # [batch, seq, vocab]
-    values: torch.Tensor | None  # [batch, seq], only with a value head
-
-
-@dataclass
 class Policy:
     """A loaded policy: the model (possibly LoRA-wrapped), its tokenizer and an optional critic."""
 
@@ -84,30 +78,6 @@ class Policy:
     device: torch.device
     value_head: ValueHead | None = None
     lora: LoraSettings | None = field(default=None)
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> PolicyOutput:
-        """Logits and (with a value head) per-token values from one pass through the trunk.
-
-        Running the decoder once and applying both heads to its last hidden state is what makes
-        a shared-trunk actor-critic cheap: the value costs one small matmul, not a second forward.
-        """
-        decoder = self.model.get_decoder()
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.model.get_output_embeddings()(hidden)
-        values = self.value_head(hidden) if self.value_head is not None else None
-        return PolicyOutput(logits=logits, values=values)
-
-    def values(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Per-token values ``[batch, seq]``: the value of the state after reading token t."""
-        if self.value_head is None:
-            raise ValueError("this policy has no value head; load it with value_head=True")
-        decoder = self.model.get_decoder()
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.value_head(hidden)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]

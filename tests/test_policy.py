@@ -37,17 +37,30 @@ def test_dtype_option():
         load_policy("tiny-random", dtype="float8")
 
 
-def test_value_head_gives_one_value_per_token_from_the_shared_trunk():
+def _batch(policy, prompt=(1, 2, 3), response=(4, 5)):
+    from algorithms.buffer import Trajectory, collate
+
+    t = Trajectory(prompt_ids=list(prompt))
+    t.add_model_tokens(list(response), [0.0] * len(response))
+    return collate([t, t], policy.tokenizer.pad_token_id)
+
+
+def test_value_head_gives_one_value_per_response_token_from_the_shared_trunk():
+    from algorithms.scoring import score_tokens
+
     policy = load_policy("tiny-random", device="cpu", value_head=True)
-    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
-    mask = torch.ones_like(ids)
-    out = policy.forward(ids, mask)
-    assert out.values is not None and out.values.shape == (2, 4)
-    assert out.values.dtype == torch.float32
+    batch = _batch(policy)
+    scores = score_tokens(policy.model, batch, value_head=policy.value_head)
+    assert scores.values is not None and scores.values.shape == (2, 2)
+    assert scores.values.dtype == torch.float32
     with torch.no_grad():
-        reference = policy.model(input_ids=ids, attention_mask=mask).logits
-    assert torch.allclose(out.logits, reference, atol=1e-5)
-    assert torch.allclose(policy.values(ids, mask), out.values)
+        hidden = policy.model.get_decoder()(input_ids=batch.input_ids).last_hidden_state
+        logits = policy.model(input_ids=batch.input_ids).logits
+    # The values come from the same trunk pass as the log-probs (one forward, two heads).
+    expected = policy.value_head(hidden[:, 2:4])
+    assert torch.allclose(scores.values, expected, atol=1e-5)
+    logprobs = torch.log_softmax(logits[:, 2:4], -1).gather(-1, batch.input_ids[:, 3:5, None])
+    assert torch.allclose(scores.logprobs, logprobs[..., 0], atol=1e-5)
 
 
 def test_value_head_is_a_linear_map_of_the_hidden_state():
@@ -60,12 +73,6 @@ def test_value_head_is_a_linear_map_of_the_hidden_state():
     assert head(hidden).tolist() == [[3.25]]
 
 
-def test_policy_without_value_head_refuses_values():
-    policy = load_policy("tiny-random", device="cpu")
-    with pytest.raises(ValueError, match="value head"):
-        policy.values(torch.tensor([[1, 2]]))
-
-
 def test_lora_trains_only_adapters_and_the_value_head():
     policy = load_policy("tiny-random", device="cpu", lora=LoraSettings(r=4), value_head=True)
     trainable = {n for n, p in policy.model.named_parameters() if p.requires_grad}
@@ -73,9 +80,10 @@ def test_lora_trains_only_adapters_and_the_value_head():
     assert any("q_proj" in n for n in trainable)
     params = policy.trainable_parameters()
     assert len(params) == len(trainable) + 2  # + value head weight and bias
-    ids = torch.tensor([[1, 2, 3]])
-    out = policy.forward(ids)
-    (out.logits.sum() + out.values.sum()).backward()
+    from algorithms.scoring import score_tokens
+
+    scores = score_tokens(policy.model, _batch(policy), value_head=policy.value_head)
+    (scores.logprobs.sum() + scores.values.sum()).backward()
     assert all(p.grad is not None for p in params)
 
 
