@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from research_env.data.jsonl import (
     write_qa_jsonl,
 )
 from research_env.data.types import Document, QASample
+from research_env.storage import atomic_directory, cache_root
 
 __all__ = [
     "DATASETS",
@@ -63,16 +62,7 @@ __all__ = [
     "write_qa_jsonl",
 ]
 
-CACHE_ENV_VAR = "RESEARCH_GYM_CACHE"
 PathArg = str | os.PathLike[str]
-
-
-def cache_root(cache_dir: PathArg | None = None) -> Path:
-    """``cache_dir`` if given, else ``$RESEARCH_GYM_CACHE``, else ``~/.cache/research-gym``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env) if env else Path.home() / ".cache" / "research-gym"
 
 
 def default_world_dir(cache_dir: PathArg | None = None) -> Path:
@@ -92,18 +82,8 @@ def default_world_dir(cache_dir: PathArg | None = None) -> Path:
     final = cache_root(cache_dir) / "synthetic" / f"world-v{synthetic.GENERATOR_VERSION}-{digest}"
     if (final / "world.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        synthetic.write_world(synthetic.generate(config), tmp)
-        tmp.chmod(0o755)  # mkdtemp makes the directory private
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "world.json").exists():
-                raise  # not a lost race: something else is in the way
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed
+    with atomic_directory(final, if_exists="keep") as staging:
+        synthetic.write_world(synthetic.generate(config), staging)
     return final
 
 
