@@ -64,8 +64,7 @@ def undecodable(text: str) -> str | None:
         return None
     byte = ord(bad.group()) - 0xDC00
     return (
-        f"not UTF-8 text (byte 0x{byte:02x} at column {bad.start() + 1}); "
-        "re-save the file as UTF-8"
+        f"not UTF-8 text (byte 0x{byte:02x} at column {bad.start() + 1}); re-save the file as UTF-8"
     )
 
 
