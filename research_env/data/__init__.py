@@ -141,6 +141,7 @@ def load_split(
     ``format`` (``"auto"``, ``"hotpotqa"``, ``"musique"``, ``"2wiki"``, ``"bamboogle"``,
     ``"flashrag"``) overrides detection. ``on_error="skip"`` leaves malformed records
     out; the returned :class:`Records` counts them in ``.skipped`` / ``.errors``.
+    A source with no questions is an error (``ValueError`` naming it).
     """
     named = _named(name_or_path)
     if named is not None:
@@ -148,7 +149,12 @@ def load_split(
             raise ValueError(
                 f"dataset {name_or_path!r} has no split {split!r}; choose one of {named.splits}"
             )
-        return named.load_split(split, Path(cache_dir) if cache_dir is not None else None)
+        samples = named.load_split(split, Path(cache_dir) if cache_dir is not None else None)
+        if not samples:
+            # Caught here, where the dataset is named: an env over no questions would
+            # only fail at reset(), far from the cause.
+            raise ValueError(f"dataset {name_or_path!r} split {split!r} has no questions")
+        return samples
     from research_env.data import formats
 
     if not str(name_or_path).startswith(formats.HUB_PREFIX) and not Path(name_or_path).exists():

@@ -151,9 +151,20 @@ def _parse_located(
             continue
         seen.add(record.sample.id)
         records.append(record)
+    if not records:
+        raise RecordFormatError(where, None, _no_records(records))
     if records.skipped:
         warnings.warn(
             f"{where}: skipped {records.skipped} malformed record(s); first: {records.errors[0]}",
             stacklevel=3,
         )
     return ReadResult(records, fmt.name, where, split)
+
+
+def _no_records(records: Records[ParsedRecord]) -> str:
+    if records.skipped:
+        return (
+            f"no valid records: all {records.skipped} were malformed; "
+            f"first: {records.errors[0]}"
+        )
+    return "no records (a header row or blank lines only): a split needs at least one question"
