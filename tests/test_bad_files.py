@@ -153,7 +153,7 @@ def test_header_only_sheet_is_an_error_at_gym_make(tmp_path):
     path = tmp_path / "bamboogle.csv"
     path.write_text("Question,Answer\r\n")
     with pytest.raises(ValueError, match=r"bamboogle\.csv: no records"):
-        gym.make("ReSearch-MultiHop-v0", dataset=str(path), corpus=str(tmp_path / "c.jsonl"))
+        gym.make("ReSearch-MultiHop-v0", dataset=str(path), cache_dir=tmp_path / "cache")
 
 
 def test_header_only_sheet_does_not_convert_to_an_empty_split(tmp_path, capsys):
@@ -218,7 +218,9 @@ def test_gym_make_reports_a_bad_corpus_file(tmp_path):
     qa = write_lines(tmp_path / "dev.jsonl", jsonl_bytes(QA))
     path = corpus_file(tmp_path, [*jsonl_bytes(DOCS), b'{"id": "x", "title": 3, "text": "t"}\n'])
     with pytest.raises(DataFormatError, match=r"corpus\.jsonl, line 4: 'title' and 'text'"):
-        gym.make("ReSearch-MultiHop-v0", dataset=str(qa), corpus=str(path))
+        gym.make(
+            "ReSearch-MultiHop-v0", dataset=str(qa), corpus=str(path), cache_dir=tmp_path / "c"
+        )
 
 
 # --------------------------------------------------------------------------- Bamboogle

@@ -50,8 +50,10 @@ logger = logging.getLogger(__name__)
 
 Backend = Literal["auto", "numba", "numpy"]
 
-# Bump when the on-disk layout or the text analysis changes: old caches are then rebuilt.
-INDEX_FORMAT_VERSION = 2
+# Bump when the on-disk layout, the text analysis or the corpus checks change: old caches
+# are then rebuilt. 3: corpora read with the dataset reader's checks (an index built by
+# an older version may hold duplicate ids or records it now refuses).
+INDEX_FORMAT_VERSION = 3
 _META_FILE = "research_env_bm25.json"
 
 # A policy sometimes pastes its whole reasoning into <search>; cap the work per query.

@@ -163,8 +163,5 @@ def _parse_located(
 
 def _no_records(records: Records[ParsedRecord]) -> str:
     if records.skipped:
-        return (
-            f"no valid records: all {records.skipped} were malformed; "
-            f"first: {records.errors[0]}"
-        )
+        return f"no valid records: all {records.skipped} were malformed; first: {records.errors[0]}"
     return "no records (a header row or blank lines only): a split needs at least one question"
