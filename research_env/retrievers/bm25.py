@@ -41,7 +41,7 @@ from bm25s.stopwords import STOPWORDS_EN
 from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
 from research_env.retrievers.docstore import DocumentStore, InMemoryDocuments, MappedDocuments
-from research_env.retrievers.index_dir import CorpusIndexCache, read_meta, write_meta
+from research_env.retrievers.index_dir import CorpusIndexCache, IndexFormat
 from research_env.storage import cache_root
 
 __all__ = ["BM25Retriever", "bm25_for_corpus", "clear_bm25_cache"]
@@ -53,8 +53,7 @@ Backend = Literal["auto", "numba", "numpy"]
 # Bump when the on-disk layout, the text analysis or the corpus checks change: old caches
 # are then rebuilt. 3: corpora read with the dataset reader's checks (an index built by
 # an older version may hold duplicate ids or records it now refuses).
-INDEX_FORMAT_VERSION = 3
-_META_FILE = "research_env_bm25.json"
+INDEX_FORMAT = IndexFormat("research_env_bm25.json", version=3)
 
 # A policy sometimes pastes its whole reasoning into <search>; cap the work per query.
 DEFAULT_MAX_QUERY_TERMS = 64
@@ -246,13 +245,12 @@ class BM25Retriever:
         directory.mkdir(parents=True, exist_ok=True)
         self._model.save(directory, corpus=None, show_progress=False)
         MappedDocuments.write(self._documents, directory)
-        meta = {
-            "format_version": INDEX_FORMAT_VERSION,
-            "num_documents": self._num_docs,
-            "analyzer": {"language": self._analyzer.language, "stopwords": "bm25s:en"},
-            "bm25s_version": bm25s.__version__,
-        }
-        write_meta(directory, _META_FILE, meta)
+        INDEX_FORMAT.write_meta(
+            directory,
+            num_documents=self._num_docs,
+            analyzer={"language": self._analyzer.language, "stopwords": "bm25s:en"},
+            bm25s_version=bm25s.__version__,
+        )
 
     @classmethod
     def load(
@@ -267,7 +265,7 @@ class BM25Retriever:
     ) -> BM25Retriever:
         """Open a :meth:`save` directory; with ``mmap`` nothing big is read up front."""
         directory = Path(directory)
-        meta = read_meta(directory, _META_FILE, INDEX_FORMAT_VERSION)
+        meta = INDEX_FORMAT.read_meta(directory)
         model = bm25s.BM25.load(
             directory,
             mmap=mmap,
@@ -358,7 +356,7 @@ class BM25Retriever:
 
 
 # ------------------------------------------------------------------ cached construction
-_indexes: CorpusIndexCache[BM25Retriever] = CorpusIndexCache(_META_FILE)
+_indexes: CorpusIndexCache[BM25Retriever] = CorpusIndexCache(INDEX_FORMAT)
 
 
 def clear_bm25_cache() -> None:
@@ -390,7 +388,7 @@ def bm25_for_corpus(
     root = cache_root(cache_dir) / "bm25"
     return _indexes.get(
         corpus_path,
-        index_dir=lambda sha: root / f"{sha}-v{INDEX_FORMAT_VERSION}",
+        index_dir=lambda sha: root / f"{sha}-v{INDEX_FORMAT.version}",
         options=(backend, n_threads),
         build=_build_and_save,
         load=lambda directory: BM25Retriever.load(

@@ -42,7 +42,7 @@ import numpy as np
 from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
 from research_env.retrievers.docstore import DocumentStore, InMemoryDocuments, MappedDocuments
-from research_env.retrievers.index_dir import CorpusIndexCache, read_meta, write_meta
+from research_env.retrievers.index_dir import CorpusIndexCache, IndexFormat
 from research_env.storage import cache_root
 
 __all__ = [
@@ -72,8 +72,7 @@ _BUNDLED_ALIASES = {
 
 # Bump when the on-disk layout changes: old caches are then rebuilt.
 # 2: documents in the shared blob store (research_env.retrievers.docstore).
-INDEX_FORMAT_VERSION = 2
-_META_FILE = "research_env_dense.json"
+INDEX_FORMAT = IndexFormat("research_env_dense.json", version=2)
 _INDEX_FILE = "index.faiss"
 
 # A policy sometimes pastes its whole reasoning into <search>; the encoder truncates to
@@ -417,16 +416,15 @@ class DenseRetriever:
             if hasattr(self.encoder, "config")
             else {"model": self.encoder.name}
         )
-        meta = {
-            "format_version": INDEX_FORMAT_VERSION,
-            "index": self.kind,
-            "params": self.params,
-            "dim": int(self.index.d),
-            "num_documents": int(self.index.ntotal),
-            "encoder": encoder_config,
-            "faiss_version": faiss.__version__,
-        }
-        write_meta(directory, _META_FILE, meta)
+        INDEX_FORMAT.write_meta(
+            directory,
+            index=self.kind,
+            params=self.params,
+            dim=int(self.index.d),
+            num_documents=int(self.index.ntotal),
+            encoder=encoder_config,
+            faiss_version=faiss.__version__,
+        )
 
     @classmethod
     def load(
@@ -440,7 +438,7 @@ class DenseRetriever:
         """Open a :meth:`save` directory. The encoder is rebuilt from the saved config
         unless one is given; with ``mmap`` the index and corpus are memory-mapped."""
         directory = Path(directory)
-        meta = read_meta(directory, _META_FILE, INDEX_FORMAT_VERSION)
+        meta = INDEX_FORMAT.read_meta(directory)
         if encoder is None:
             encoder = SentenceEncoder.from_config(meta["encoder"], device=device)
         index = _read_index(directory / _INDEX_FILE, meta["index"], mmap)
@@ -511,7 +509,7 @@ class DenseRetriever:
 
 
 # ------------------------------------------------------------------ cached construction
-_indexes: CorpusIndexCache[DenseRetriever] = CorpusIndexCache(_META_FILE)
+_indexes: CorpusIndexCache[DenseRetriever] = CorpusIndexCache(INDEX_FORMAT)
 
 
 def clear_dense_cache() -> None:
@@ -571,7 +569,7 @@ def dense_for_corpus(
 
     return _indexes.get(
         corpus_path,
-        index_dir=lambda sha: root / f"dense-{sha[:32]}-{config_hash}-v{INDEX_FORMAT_VERSION}",
+        index_dir=lambda sha: root / f"dense-{sha[:32]}-{config_hash}-v{INDEX_FORMAT.version}",
         options=(config_key, device),
         build=build,
         load=lambda directory: DenseRetriever.load(directory, encoder(), mmap=True),

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -25,32 +26,44 @@ from research_env.data.jsonl import read_corpus_jsonl
 from research_env.data.types import Document
 from research_env.storage import atomic_directory, file_sha256
 
-__all__ = ["CorpusIndexCache", "read_meta", "write_meta"]
+__all__ = ["CorpusIndexCache", "IndexFormat"]
 
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
 
-def write_meta(directory: Path, meta_file: str, meta: dict[str, Any]) -> None:
-    """Write the index's metadata; its presence marks a finished index."""
-    (directory / meta_file).write_text(json.dumps(meta, indent=2) + "\n")
+@dataclass(frozen=True)
+class IndexFormat:
+    """A kind of saved index: the metadata file that marks a finished one, and the
+    on-disk format version (bumped when the layout or what goes in changes, so old
+    caches are rebuilt rather than misread)."""
 
+    meta_file: str
+    version: int
 
-def read_meta(directory: str | os.PathLike[str], meta_file: str, version: int) -> dict[str, Any]:
-    """The metadata of a saved index, refusing a directory that is none or of another
-    on-disk format ``version`` (rebuilding is then the fix)."""
-    directory = Path(directory)
-    meta_path = directory / meta_file
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{directory} is not a saved index (no {meta_file})")
-    meta: dict[str, Any] = json.loads(meta_path.read_text())
-    if meta.get("format_version") != version:
-        raise ValueError(
-            f"{directory} has index format {meta.get('format_version')}, this code reads "
-            f"{version}: rebuild the index (delete the directory)"
-        )
-    return meta
+    def write_meta(self, directory: Path, **fields: Any) -> None:
+        """Write the metadata (last: its presence marks the index finished)."""
+        meta = {"format_version": self.version, **fields}
+        (directory / self.meta_file).write_text(json.dumps(meta, indent=2) + "\n")
+
+    def read_meta(self, directory: str | os.PathLike[str]) -> dict[str, Any]:
+        """The metadata of a saved index, refusing a directory that is none or of another
+        format version (rebuilding is then the fix)."""
+        directory = Path(directory)
+        meta_path = directory / self.meta_file
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{directory} is not a saved index (no {self.meta_file})")
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if meta.get("format_version") != self.version:
+            raise ValueError(
+                f"{directory} has index format {meta.get('format_version')}, this code reads "
+                f"{self.version}: rebuild the index (delete the directory)"
+            )
+        return meta
+
+    def is_saved_in(self, directory: Path) -> bool:
+        return (directory / self.meta_file).exists()
 
 
 def read_corpus_for_index(corpus_path: Path) -> list[Document]:
@@ -66,13 +79,11 @@ def read_corpus_for_index(corpus_path: Path) -> list[Document]:
 
 
 class CorpusIndexCache(Generic[R]):
-    """Indexes of corpus files, built at most once per corpus content and options.
+    """Indexes of corpus files (saved in ``format``), built at most once per corpus
+    content and options."""
 
-    ``meta_file`` is the file whose presence marks a finished index directory.
-    """
-
-    def __init__(self, meta_file: str) -> None:
-        self.meta_file = meta_file
+    def __init__(self, format: IndexFormat) -> None:
+        self.format = format
         self._loaded: dict[tuple[Hashable, ...], R] = {}
         # Held while building, so other threads wait for the index instead of building
         # a second copy.
@@ -106,7 +117,7 @@ class CorpusIndexCache(Generic[R]):
             if loaded is not None:
                 return loaded
             directory = index_dir(file_sha256(corpus_path))
-            if not (directory / self.meta_file).exists():
+            if not self.format.is_saved_in(directory):
                 start = time.perf_counter()
                 with atomic_directory(directory, if_exists="keep") as staging:
                     build(read_corpus_for_index(corpus_path), staging)
