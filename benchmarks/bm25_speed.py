@@ -57,6 +57,7 @@ from benchmarks.corpus import SyntheticQuery, sample_queries, zipf_passages
 from benchmarks.results import load_average, publish
 from research_env.data.types import Document
 from research_env.retrievers.bm25 import BM25Retriever, TextAnalyzer
+from research_env.retrievers.docstore import STORE_FILES
 
 SECTION_HEADING = "## BM25 retrieval"
 
@@ -186,9 +187,8 @@ def run_size(n_docs: int, args: argparse.Namespace, workdir: Path) -> SizeResult
     start = time.perf_counter()
     built.save(index_dir)
     result.figures["save_s"] = time.perf_counter() - start
-    corpus_files = ["corpus.blob", "corpus.starts.npy", "corpus.id_lengths.npy"]
     result.figures["disk_total_mb"] = directory_mb(index_dir)
-    result.figures["disk_corpus_mb"] = directory_mb(index_dir, corpus_files)
+    result.figures["disk_corpus_mb"] = directory_mb(index_dir, STORE_FILES)
     result.figures["disk_index_mb"] = (
         result.figures["disk_total_mb"] - result.figures["disk_corpus_mb"]
     )
