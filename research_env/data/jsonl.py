@@ -15,34 +15,32 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
 from research_env.data.errors import DataFormatError
+from research_env.data.records import OnError, RecordCollector, Records
 from research_env.data.textfile import decode_json, is_gzip, numbered_lines, open_text
 from research_env.data.types import Document, QASample
 from research_env.storage import atomic_file
 
 T = TypeVar("T")
-OnError = Literal["raise", "skip"]
 PathLike = str | os.PathLike[str]
 
-
-class Records(list[T], Generic[T]):
-    """The records read from a file: a plain list, plus what was skipped and why.
-
-    ``skipped`` is always 0 when reading with ``on_error="raise"``.
-    """
-
-    skipped: int
-    errors: list[DataFormatError]
-
-    def __init__(self, items: Iterable[T] = ()) -> None:
-        super().__init__(items)
-        self.skipped = 0
-        self.errors = []
+__all__ = [
+    "DataFormatError",
+    "OnError",
+    "Records",
+    "document_from_json",
+    "document_to_json",
+    "iter_jsonl",
+    "qa_sample_from_json",
+    "read_corpus_jsonl",
+    "read_qa_jsonl",
+    "write_corpus_jsonl",
+    "write_qa_jsonl",
+]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -136,34 +134,16 @@ def document_to_json(doc: Document) -> dict[str, str]:
 def _read_records(
     path: PathLike, build: Callable[[Any], T], key: Callable[[T], str], on_error: OnError
 ) -> Records[T]:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
-    records: Records[T] = Records()
-    seen: set[str] = set()
+    collector: RecordCollector[T] = RecordCollector(key, on_error)
     for line_no, line in numbered_lines(path):
-        if not line.strip():
-            continue  # blank lines (e.g. a trailing newline) carry no record
-        try:
-            record = build(decode_json(line))
-            record_id = key(record)
-            if record_id in seen:
-                raise ValueError(f"duplicate id {record_id!r}")
-        except ValueError as err:
-            error = DataFormatError(path, line_no, str(err))
-            if on_error == "raise":
-                raise error from None
-            records.skipped += 1
-            records.errors.append(error)
-            continue
-        seen.add(record_id)
-        records.append(record)
-    if records.skipped:
-        warnings.warn(
-            f"{path}: skipped {records.skipped} malformed line(s); first: {records.errors[0]}",
-            stacklevel=3,
-        )
-    return records
+        if line.strip():  # blank lines (e.g. a trailing newline) carry no record
+            # add() calls both at once, so the loop variables are the current line's.
+            collector.add(
+                lambda: build(decode_json(line)),  # noqa: B023
+                lambda err: DataFormatError(path, line_no, str(err)),  # noqa: B023
+            )
+    return collector.finish(str(path), unit="line")
 
 
 def read_qa_jsonl(path: PathLike, on_error: OnError = "raise") -> Records[QASample]:

@@ -9,18 +9,23 @@ all is an error: an empty split would only fail later, far from its cause.
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from research_env.data.formats._base import FieldError, ParsedRecord, PathArg, RecordFormatError
+from research_env.data.formats._base import (
+    FieldError,
+    Format,
+    ParsedRecord,
+    PathArg,
+    RecordFormatError,
+)
 from research_env.data.formats._files import Located, _Undecodable, container_of, iter_located
 from research_env.data.formats.detect import detect
 from research_env.data.formats.registry import resolve_format
 from research_env.data.formats.splits import split_file, split_from_name
-from research_env.data.jsonl import OnError, Records
+from research_env.data.records import OnError, RecordCollector, Records, check_on_error
 from research_env.data.types import Document, QASample
 
 __all__ = ["HUB_PREFIX", "ReadResult", "read_records"]
@@ -61,8 +66,7 @@ def read_records(
 ) -> ReadResult:
     """Parse every record of ``source``: a file, a directory (``split`` picks the file
     or the saved split), or ``hf:NAME[:CONFIG]`` (``config`` overrides the name's)."""
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_on_error(on_error)  # before reading anything
     if format != "auto":
         resolve_format(format)  # fail on a bad name before reading anything
     text = str(source)
@@ -125,40 +129,25 @@ def _parse_located(
         fmt = resolve_format(detect(decoded, where))
     else:
         fmt = resolve_format(format)
-    records: Records[ParsedRecord] = Records()
-    seen: set[str] = set()
+    collector: RecordCollector[ParsedRecord] = RecordCollector(lambda r: r.sample.id, on_error)
     for item in itertools.chain(head, located):
-        try:
-            try:
-                if isinstance(item.obj, _Undecodable):
-                    raise ValueError(item.obj.reason)
-                record = fmt.parse(item.obj, item.position)
-            except FieldError as err:
-                raise RecordFormatError(
-                    where, item.line, str(err), item.record, err.field
-                ) from None
-            except ValueError as err:
-                raise RecordFormatError(where, item.line, str(err), item.record) from None
-            if record.sample.id in seen:
-                raise RecordFormatError(
-                    where, item.line, f"duplicate id {record.sample.id!r}", item.record
-                )
-        except RecordFormatError as error:
-            if on_error == "raise":
-                raise
-            records.skipped += 1
-            records.errors.append(error)
-            continue
-        seen.add(record.sample.id)
-        records.append(record)
+        # add() calls both at once, so ``item`` is the current record's.
+        collector.add(lambda: _parse(fmt, item), lambda err: _locate(err, where, item))  # noqa: B023
+    records = collector.finish(where, stacklevel=4)
     if not records:
         raise RecordFormatError(where, None, _no_records(records))
-    if records.skipped:
-        warnings.warn(
-            f"{where}: skipped {records.skipped} malformed record(s); first: {records.errors[0]}",
-            stacklevel=3,
-        )
     return ReadResult(records, fmt.name, where, split)
+
+
+def _parse(fmt: Format, item: Located) -> ParsedRecord:
+    if isinstance(item.obj, _Undecodable):
+        raise ValueError(item.obj.reason)
+    return fmt.parse(item.obj, item.position)
+
+
+def _locate(error: ValueError, where: str, item: Located) -> RecordFormatError:
+    field = error.field if isinstance(error, FieldError) else None
+    return RecordFormatError(where, item.line, str(error), item.record, field)
 
 
 def _no_records(records: Records[ParsedRecord]) -> str:
