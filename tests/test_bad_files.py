@@ -260,6 +260,6 @@ def test_bamboogle_sheet_as_released_converts(tmp_path, capsys):
 
 def test_headerless_row_without_an_answer_names_the_cell(tmp_path):
     path = tmp_path / "bamboogle.csv"
-    path.write_bytes(b"Who was it?,,,,,,\r\n")
-    with pytest.raises(DataFormatError, match=r"line 1: field 'Answer': is empty \(cell 5\)"):
+    path.write_bytes(b",,,,,,\r\nWho was it?,,,,,,\r\n")  # a blank row first
+    with pytest.raises(DataFormatError, match=r"line 2: field 'Answer': is empty \(cell 5\)"):
         read_records(path)

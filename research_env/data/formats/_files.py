@@ -154,20 +154,21 @@ def _iter_json_list(path: Path) -> Iterator[Located]:
 def _iter_csv(path: Path, delimiter: str) -> Iterator[Located]:
     with located_gzip_errors(path), open_text(path) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        first = next(reader, None)
+        # (line where the row ends, its cells)
+        rows: Iterator[tuple[int, list[str]]] = ((reader.line_num, row) for row in reader)
+        first = next(rows, None)
         if first is None:
             raise RecordFormatError(path, 1, "empty file: expected a header row and records")
-        header = first if _is_header(first) else None
-        first_line = reader.line_num
-        rows = reader if header else itertools.chain([first], reader)
+        header = first[1] if _is_header(first[1]) else None
+        if header is None:
+            rows = itertools.chain([first], rows)
         position = 0
-        for row in rows:
-            line = first_line if position == 0 and header is None else reader.line_num
+        for line, row in rows:
             if not any(cell.strip() for cell in row):
                 continue
-            reason = undecodable(delimiter.join(row))
+            bad_bytes = undecodable(delimiter.join(row))
             obj: Any = row if header is None else dict(zip(header, row, strict=False))
-            yield Located(_Undecodable(reason) if reason else obj, position, line, None)
+            yield Located(_Undecodable(bad_bytes) if bad_bytes else obj, position, line, None)
             position += 1
 
 
