@@ -133,10 +133,9 @@ def _parse_located(
     for item in itertools.chain(head, located):
         # add() calls both at once, so ``item`` is the current record's.
         collector.add(lambda: _parse(fmt, item), lambda err: _locate(err, where, item))  # noqa: B023
-    records = collector.finish(where, stacklevel=4)
-    if not records:
-        raise RecordFormatError(where, None, _no_records(records))
-    return ReadResult(records, fmt.name, where, split)
+    if not collector.records:
+        raise RecordFormatError(where, None, _no_records(collector.records))
+    return ReadResult(collector.finish(where, stacklevel=4), fmt.name, where, split)
 
 
 def _parse(fmt: Format, item: Located) -> ParsedRecord:
