@@ -12,8 +12,9 @@ Why this shape:
   can write anything, and bm25s's tokenizer either grows its vocabulary with every
   unseen query word or needs a placeholder token for empty queries. Ours is stateless
   at query time, so one index can serve many threads and processes unchanged.
-* The saved index (bm25s's ``.npy`` score matrix) and the corpus (a UTF-8 blob with a
-  byte-offset table) are memory-mapped on load: loading is fast at any size and
+* The saved index (bm25s's ``.npy`` score matrix) and the corpus (the document store of
+  :mod:`research_env.retrievers.docstore`, shared with the dense index) are
+  memory-mapped on load: loading is fast at any size and
   processes that load the same directory share one copy of the pages.
 * Numba compiles the retrieval kernel on first use (5-10 s on a 2-core CPU). We pay
   that at build/load time with one warm-up query, and turn on numba's on-disk cache for
