@@ -41,7 +41,7 @@ import numpy as np
 
 from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
-from research_env.retrievers.docstore import DocumentStore, InMemoryDocuments, MappedDocuments
+from research_env.retrievers.docstore import DocumentStore, MappedDocuments, as_store
 from research_env.retrievers.index_dir import CorpusIndexCache, IndexFormat
 from research_env.storage import cache_root
 
@@ -342,7 +342,7 @@ class DenseRetriever:
     def __init__(
         self,
         index: Any,
-        documents: DocumentStore,
+        documents: DocumentStore | Sequence[Document],
         encoder: Encoder,
         *,
         kind: IndexKind,
@@ -362,7 +362,7 @@ class DenseRetriever:
         self.encoder = encoder
         self.kind = kind
         self.params = dict(params or {})
-        self._documents = documents
+        self._documents = as_store(documents)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -399,9 +399,7 @@ class DenseRetriever:
         elif len(embeddings) != len(documents):
             raise ValueError(f"{len(embeddings)} embeddings for {len(documents)} documents")
         faiss_index = build_faiss_index(embeddings, index, **index_params)
-        return cls(
-            faiss_index, InMemoryDocuments(documents), encoder, kind=index, params=index_params
-        )
+        return cls(faiss_index, documents, encoder, kind=index, params=index_params)
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write the index, the corpus and the config to ``directory`` (created if missing)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from research_env.data.types import Document
 
-__all__ = ["STORE_FILES", "DocumentStore", "InMemoryDocuments", "MappedDocuments"]
+__all__ = ["STORE_FILES", "DocumentStore", "InMemoryDocuments", "MappedDocuments", "as_store"]
 
 _BLOB_FILE = "corpus.blob"
 _STARTS_FILE = "corpus.starts.npy"
@@ -53,6 +53,13 @@ class InMemoryDocuments:
     def take(self, indices: np.ndarray) -> list[Document]:
         documents = self._documents
         return [documents[i] for i in indices.tolist()]
+
+
+def as_store(documents: DocumentStore | Sequence[Document]) -> DocumentStore:
+    """A store as is; a plain sequence of documents wrapped in :class:`InMemoryDocuments`."""
+    if isinstance(documents, Sequence):
+        return InMemoryDocuments(documents)
+    return documents
 
 
 class MappedDocuments:
