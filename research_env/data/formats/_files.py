@@ -96,13 +96,13 @@ def _iter_jsonl(path: Path) -> Iterator[Located]:
             obj = decode_json(line)
         except ValueError as err:
             # Yield the failure so the caller can skip it: the next line is intact.
-            obj = _Undecodable(str(err))
+            obj = Undecodable(str(err))
         yield Located(obj, position, line_no, None)
         position += 1
 
 
 @dataclass(frozen=True)
-class _Undecodable:
+class Undecodable:
     """A jsonl line that is not JSON; the parser turns it into a located error."""
 
     reason: str
@@ -139,7 +139,7 @@ def _iter_json_list(path: Path) -> Iterator[Located]:
                 path, line, "invalid JSON (nested too deeply to read)", record=index
             ) from None
         bad_bytes = undecodable(text[start:pos])
-        yield Located(_Undecodable(bad_bytes) if bad_bytes else obj, index, line, index)
+        yield Located(Undecodable(bad_bytes) if bad_bytes else obj, index, line, index)
         index += 1
         pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
         if text.startswith(",", pos):
@@ -168,7 +168,7 @@ def _iter_csv(path: Path, delimiter: str) -> Iterator[Located]:
                 continue
             bad_bytes = undecodable(delimiter.join(row))
             obj: Any = row if header is None else dict(zip(header, row, strict=False))
-            yield Located(_Undecodable(bad_bytes) if bad_bytes else obj, position, line, None)
+            yield Located(Undecodable(bad_bytes) if bad_bytes else obj, position, line, None)
             position += 1
 
 
@@ -186,7 +186,7 @@ def peek_first(path: Path, container: str | None = None) -> Any | None:
     container = container or container_of(path)
     if container != "json":
         for located in iter_located(path, container):
-            if not isinstance(located.obj, _Undecodable):
+            if not isinstance(located.obj, Undecodable):
                 return located.obj
         return None
     decoder = json.JSONDecoder()

@@ -21,7 +21,7 @@ from research_env.data.formats._base import (
     PathArg,
     RecordFormatError,
 )
-from research_env.data.formats._files import Located, _Undecodable, container_of, iter_located
+from research_env.data.formats._files import Located, Undecodable, container_of, iter_located
 from research_env.data.formats.detect import detect
 from research_env.data.formats.registry import resolve_format
 from research_env.data.formats.splits import split_file, split_from_name
@@ -120,10 +120,10 @@ def _parse_located(
     head: list[Located] = []
     for item in located:
         head.append(item)
-        if not isinstance(item.obj, _Undecodable):
+        if not isinstance(item.obj, Undecodable):
             break
     if format == "auto":
-        decoded = head[-1].obj if head and not isinstance(head[-1].obj, _Undecodable) else None
+        decoded = head[-1].obj if head and not isinstance(head[-1].obj, Undecodable) else None
         if decoded is None and head:
             raise RecordFormatError(where, head[0].line, head[0].obj.reason, head[0].record)
         fmt = resolve_format(detect(decoded, where))
@@ -139,7 +139,7 @@ def _parse_located(
 
 
 def _parse(fmt: Format, item: Located) -> ParsedRecord:
-    if isinstance(item.obj, _Undecodable):
+    if isinstance(item.obj, Undecodable):
         raise ValueError(item.obj.reason)
     return fmt.parse(item.obj, item.position)
 
