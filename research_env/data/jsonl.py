@@ -107,7 +107,8 @@ def qa_sample_from_json(obj: Any) -> QASample:
 
 
 def document_from_json(obj: Any) -> Document:
-    """Build a :class:`Document` from ``id`` + ``contents`` or ``id`` + ``title`` + ``text``."""
+    """Build a :class:`Document` from ``id`` + ``contents``, ``id`` + ``title`` + ``text``,
+    or ``id`` + ``text`` alone (an untitled passage: the contents are the text)."""
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     doc_id = _id_field(obj)
@@ -119,6 +120,8 @@ def document_from_json(obj: Any) -> Document:
     title, text = obj.get("title"), obj.get("text")
     if title is None and text is None:
         raise ValueError("missing field 'contents' (or 'title' and 'text')")
+    if title is None and isinstance(text, str):
+        return Document(id=doc_id, contents=text)  # untitled passages (some DPR-style dumps)
     if not isinstance(title, str) or not isinstance(text, str):
         raise ValueError("'title' and 'text' must both be strings when 'contents' is absent")
     return Document(id=doc_id, contents=f'"{title}"\n{text}')
