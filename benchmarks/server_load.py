@@ -50,8 +50,8 @@ import numpy as np
 import psutil
 
 from benchmarks.corpus import iter_jsonl_lines, sample_queries, zipf_passages
+from benchmarks.results import load_average, publish
 
-RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 SECTION_HEADING = "## Retrieval server"
 HOST = "127.0.0.1"
 
@@ -433,27 +433,6 @@ def markdown(args, results, batched_rate, single_rate) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(subsection: str, path: Path = RESULTS_PATH) -> None:
-    """Put ``subsection`` (a ``### ...`` block) into our ``##`` section, replacing the one
-    with the same heading; leave every other section of the file as it is."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section_re = re.compile(rf"^{re.escape(SECTION_HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    match = section_re.search(text)
-    section = match.group(0) if match else SECTION_HEADING + "\n"
-    heading = subsection.split("\n", 1)[0]
-    sub_re = re.compile(rf"^{re.escape(heading)}\n.*?(?=^##+ |\Z)", re.M | re.S)
-    if sub_re.search(section):
-        section = sub_re.sub(lambda _: subsection + "\n", section, count=1)
-    else:
-        section = section.rstrip("\n") + "\n\n" + subsection
-    section = section.rstrip("\n") + "\n"
-    if match:
-        text = text[: match.start()] + section + "\n" + text[match.end() :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.server_load",
@@ -482,14 +461,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    args.load_at_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    args.load_at_start = load_average()
     results, batched_rate, single_rate, _ = measure(args)
     section = markdown(args, results, batched_rate, single_rate)
-    print()
-    print(section)
-    if not args.no_write:
-        write_section(section)
-        print(f"wrote the '{SECTION_HEADING}' section of {RESULTS_PATH}")
+    publish(section, within=SECTION_HEADING, write=not args.no_write)
 
 
 if __name__ == "__main__":

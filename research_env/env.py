@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -16,6 +15,7 @@ from research_env.retrievers.base import Retriever
 from research_env.rewards import RewardFn, get_reward
 from research_env.sources import resolve_dataset, resolve_retriever
 from research_env.spaces import FreeText
+from research_env.storage import cache_root
 from research_env.templates import PromptTemplate, get_template
 
 
@@ -132,7 +132,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         )
         self.reward_fn = get_reward(reward)
         self.template = get_template(template)
-        cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        cache = cache_root(cache_dir)
         self.samples, bundled_corpus = resolve_dataset(dataset, split, cache)
         self.retriever = resolve_retriever(
             retriever, corpus or bundled_corpus, cache, retriever_kwargs
@@ -231,11 +231,6 @@ class MultiHopSearchEnv(gym.Env[str, str]):
 
 def _unpack(outcome: TurnOutcome) -> tuple[str, float, bool, bool, dict[str, Any]]:
     return outcome.observation, outcome.reward, outcome.terminated, outcome.truncated, outcome.info
-
-
-def _default_cache_dir() -> Path:
-    root = os.environ.get("RESEARCH_GYM_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "research-gym"
 
 
 class SearchVectorEnv(gym.vector.SyncVectorEnv):

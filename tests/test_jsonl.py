@@ -92,6 +92,11 @@ def test_title_and_text_build_contents(tmp_path):
     assert (doc.title, doc.text) == ("T", "b")
 
 
+def test_text_without_a_title_is_an_untitled_passage(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [json.dumps({"id": "p1", "text": "Just text."})])
+    assert list(read_corpus_jsonl(path)) == [Document("p1", "Just text.")]
+
+
 def test_blank_lines_are_ignored_but_still_counted(tmp_path):
     path = write_lines(tmp_path / "qa.jsonl", [qa_line(id="a"), "", "   ", "{oops"])
     with pytest.raises(DataFormatError) as info:

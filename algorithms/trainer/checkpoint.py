@@ -24,7 +24,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 
 from algorithms.config import TrainConfig
 from algorithms.policy import VALUE_HEAD_FILE, LoraSettings, Policy, load_policy
+from research_env import storage
 
 CHECKPOINTS_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -54,23 +54,8 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     An existing ``target`` is replaced only after the new one is complete. On an exception
     the temporary directory is deleted and ``target`` is left as it was.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)
-        if target.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with storage.atomic_directory(target, if_exists="replace") as staging:
+        yield staging
 
 
 # --------------------------------------------------------------------------------------

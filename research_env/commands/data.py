@@ -54,7 +54,25 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _action(
+    actions: Any, name: str, handler: Any, *, help: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """A ``research-env data NAME`` parser whose epilog (examples) keeps its line breaks."""
+    parser: argparse.ArgumentParser = actions.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 # --------------------------------------------------------------------------- synth
+
+# The world's size knobs: SyntheticConfig.n_<size>, each a --n-<size> option.
+SYNTH_SIZES = ("questions", "people", "cities", "countries", "orgs", "works")
 
 
 def _parse_hop_weights(text: str) -> dict[int, float]:
@@ -75,19 +93,19 @@ def _add_synth(actions: Any) -> None:
     from research_env.data.synthetic import SyntheticConfig
 
     default = SyntheticConfig()
-    parser = actions.add_parser(
+    parser = _action(
+        actions,
         "synth",
+        run_synth,
         help="write a seeded synthetic multi-hop QA world",
         description="Generate a contamination-free multi-hop QA world: invented people, "
         "places, organisations and works, one document per entity, and questions of 1-4 "
         "hops with their decompositions.",
         epilog=SYNTH_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--seed", type=int, default=default.seed, help="world seed (default: 0)")
-    sizes = ("questions", "people", "cities", "countries", "orgs", "works")
-    for size in sizes:
+    for size in SYNTH_SIZES:
         value = getattr(default, f"n_{size}")
         parser.add_argument(
             f"--n-{size}", type=int, default=value, metavar="N", help=f"default: {value}"
@@ -108,7 +126,6 @@ def _add_synth(actions: Any) -> None:
         help="fraction of entities named after another one, as retrieval distractors "
         f"(default: {default.near_miss_fraction})",
     )
-    parser.set_defaults(handler=run_synth)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -116,14 +133,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
     config = SyntheticConfig(
         seed=args.seed,
-        n_questions=args.n_questions,
-        n_people=args.n_people,
-        n_cities=args.n_cities,
-        n_countries=args.n_countries,
-        n_orgs=args.n_orgs,
-        n_works=args.n_works,
         hop_weights=args.hop_weights,
         near_miss_fraction=args.near_miss,
+        **{f"n_{size}": getattr(args, f"n_{size}") for size in SYNTH_SIZES},
     )
     start = time.perf_counter()
     world = generate(config)
@@ -138,12 +150,13 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def _add_show(actions: Any) -> None:
-    parser = actions.add_parser(
+    parser = _action(
+        actions,
         "show",
+        run_show,
         help="pretty-print the first records of a QA or corpus file",
         description="Print records of a QA split or a corpus in readable form.",
         epilog=SHOW_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", metavar="SOURCE", help="jsonl file, directory or dataset name")
     parser.add_argument("--n", type=int, default=5, help="how many records (default: 5)")
@@ -151,7 +164,6 @@ def _add_show(actions: Any) -> None:
     parser.add_argument(
         "--split", default="train", help="split, for a directory or dataset name (default: train)"
     )
-    parser.set_defaults(handler=run_show)
 
 
 def _format_sample(sample: Any) -> str:
@@ -286,13 +298,14 @@ def _add_source_options(parser: argparse.ArgumentParser, split_help: str) -> Non
 
 
 def _add_convert(actions: Any) -> None:
-    parser = actions.add_parser(
+    parser = _action(
+        actions,
         "convert",
+        run_convert,
         help="convert a HotpotQA/MuSiQue/2Wiki/Bamboogle file to FlashRAG jsonl + corpus",
         description="Convert a QA dataset in its original release format to FlashRAG jsonl, "
         "building a closed corpus from the paragraphs it ships.",
         epilog=CONVERT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_source_options(
         parser,
@@ -300,7 +313,6 @@ def _add_convert(actions: Any) -> None:
         "name, e.g. 'dev' for hotpot_dev_distractor_v1.json; needed for directories and hf:)",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.set_defaults(handler=run_convert)
 
 
 def _print_skipped(errors: list[Any], limit: int = 5) -> None:
@@ -346,13 +358,14 @@ def _source(text: str) -> str:
 
 
 def _add_stats(actions: Any) -> None:
-    parser = actions.add_parser(
+    parser = _action(
+        actions,
         "stats",
+        run_stats,
         help="count questions, answer types, hops and question types of a split",
         description="Summarize a QA split: counts, answer types, hops, question types and "
         "supporting documents.",
         epilog=STATS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_source_options(
         parser,
@@ -360,7 +373,6 @@ def _add_stats(actions: Any) -> None:
         "the split in the file name otherwise)",
     )
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    parser.set_defaults(handler=run_stats)
 
 
 def run_stats(args: argparse.Namespace) -> int:

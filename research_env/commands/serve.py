@@ -157,12 +157,9 @@ def build_retriever(args: argparse.Namespace) -> Any:
     if factory is None:
         choices = sorted({*RETRIEVERS, "dense", "hybrid"} - {"http"})
         raise ValueError(f"unknown retriever {name!r}; choose one of {choices}")
-    cache_dir = args.index_dir
-    if cache_dir is None:
-        from research_env.env import _default_cache_dir
+    from research_env.storage import cache_root
 
-        cache_dir = _default_cache_dir()
-    return factory(args.corpus, cache_dir=cache_dir, **kwargs)
+    return factory(args.corpus, cache_dir=cache_root(args.index_dir), **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:

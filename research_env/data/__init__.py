@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from research_env.data.jsonl import (
     write_qa_jsonl,
 )
 from research_env.data.types import Document, QASample
+from research_env.storage import atomic_directory, cache_root
 
 __all__ = [
     "DATASETS",
@@ -63,16 +62,7 @@ __all__ = [
     "write_qa_jsonl",
 ]
 
-CACHE_ENV_VAR = "RESEARCH_GYM_CACHE"
 PathArg = str | os.PathLike[str]
-
-
-def cache_root(cache_dir: PathArg | None = None) -> Path:
-    """``cache_dir`` if given, else ``$RESEARCH_GYM_CACHE``, else ``~/.cache/research-gym``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env) if env else Path.home() / ".cache" / "research-gym"
 
 
 def default_world_dir(cache_dir: PathArg | None = None) -> Path:
@@ -92,18 +82,8 @@ def default_world_dir(cache_dir: PathArg | None = None) -> Path:
     final = cache_root(cache_dir) / "synthetic" / f"world-v{synthetic.GENERATOR_VERSION}-{digest}"
     if (final / "world.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        synthetic.write_world(synthetic.generate(config), tmp)
-        tmp.chmod(0o755)  # mkdtemp makes the directory private
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "world.json").exists():
-                raise  # not a lost race: something else is in the way
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed
+    with atomic_directory(final, if_exists="keep") as staging:
+        synthetic.write_world(synthetic.generate(config), staging)
     return final
 
 
@@ -161,6 +141,7 @@ def load_split(
     ``format`` (``"auto"``, ``"hotpotqa"``, ``"musique"``, ``"2wiki"``, ``"bamboogle"``,
     ``"flashrag"``) overrides detection. ``on_error="skip"`` leaves malformed records
     out; the returned :class:`Records` counts them in ``.skipped`` / ``.errors``.
+    A source with no questions is an error (``ValueError`` naming it).
     """
     named = _named(name_or_path)
     if named is not None:
@@ -168,7 +149,12 @@ def load_split(
             raise ValueError(
                 f"dataset {name_or_path!r} has no split {split!r}; choose one of {named.splits}"
             )
-        return named.load_split(split, Path(cache_dir) if cache_dir is not None else None)
+        samples = named.load_split(split, Path(cache_dir) if cache_dir is not None else None)
+        if not samples:
+            # Caught here, where the dataset is named: an env over no questions would
+            # only fail at reset(), far from the cause.
+            raise ValueError(f"dataset {name_or_path!r} split {split!r} has no questions")
+        return samples
     from research_env.data import formats
 
     if not str(name_or_path).startswith(formats.HUB_PREFIX) and not Path(name_or_path).exists():

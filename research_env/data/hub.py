@@ -107,13 +107,13 @@ def is_local_dataset_dir(path: PathArg) -> bool:
 
 
 def _pick_split(available: list[str], split: str | None, where: Path) -> str:
-    from research_env.data.formats import _SPLIT_SYNONYMS
+    from research_env.data.formats import SPLIT_SYNONYMS
 
     if split is None:
         if len(available) == 1:
             return available[0]
         raise ValueError(f"{where} holds splits {available}: pass the split to read")
-    for candidate in _SPLIT_SYNONYMS.get(split, (split,)):
+    for candidate in SPLIT_SYNONYMS.get(split, (split,)):
         if candidate in available:
             return candidate
     raise ValueError(f"{where} has no split {split!r}; splits there: {available}")

@@ -13,45 +13,34 @@ carries the count of skipped lines and their errors; a warning states the count.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
+from research_env.data.errors import DataFormatError
+from research_env.data.records import OnError, RecordCollector, Records
+from research_env.data.textfile import decode_json, is_gzip, numbered_lines, open_text
 from research_env.data.types import Document, QASample
+from research_env.storage import atomic_file
 
 T = TypeVar("T")
-OnError = Literal["raise", "skip"]
 PathLike = str | os.PathLike[str]
 
-
-class DataFormatError(ValueError):
-    """A record that does not have the expected shape, located by file and line."""
-
-    def __init__(self, path: PathLike, line: int, reason: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{self.path}, line {line}: {reason}")
-
-
-class Records(list[T], Generic[T]):
-    """The records read from a file: a plain list, plus what was skipped and why.
-
-    ``skipped`` is always 0 when reading with ``on_error="raise"``.
-    """
-
-    skipped: int
-    errors: list[DataFormatError]
-
-    def __init__(self, items: Iterable[T] = ()) -> None:
-        super().__init__(items)
-        self.skipped = 0
-        self.errors = []
+__all__ = [
+    "DataFormatError",
+    "OnError",
+    "Records",
+    "document_from_json",
+    "document_to_json",
+    "iter_jsonl",
+    "qa_sample_from_json",
+    "read_corpus_jsonl",
+    "read_qa_jsonl",
+    "write_corpus_jsonl",
+    "write_qa_jsonl",
+]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -118,7 +107,8 @@ def qa_sample_from_json(obj: Any) -> QASample:
 
 
 def document_from_json(obj: Any) -> Document:
-    """Build a :class:`Document` from ``id`` + ``contents`` or ``id`` + ``title`` + ``text``."""
+    """Build a :class:`Document` from ``id`` + ``contents``, ``id`` + ``title`` + ``text``,
+    or ``id`` + ``text`` alone (an untitled passage: the contents are the text)."""
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     doc_id = _id_field(obj)
@@ -130,6 +120,8 @@ def document_from_json(obj: Any) -> Document:
     title, text = obj.get("title"), obj.get("text")
     if title is None and text is None:
         raise ValueError("missing field 'contents' (or 'title' and 'text')")
+    if title is None and isinstance(text, str):
+        return Document(id=doc_id, contents=text)  # untitled passages (some DPR-style dumps)
     if not isinstance(title, str) or not isinstance(text, str):
         raise ValueError("'title' and 'text' must both be strings when 'contents' is absent")
     return Document(id=doc_id, contents=f'"{title}"\n{text}')
@@ -142,50 +134,19 @@ def document_to_json(doc: Document) -> dict[str, str]:
 # --------------------------------------------------------------------------- reading
 
 
-def _open_text(path: Path, mode: str, compressed: bool | None = None) -> IO[str]:
-    if compressed is None:
-        compressed = path.suffix == ".gz"
-    if compressed:
-        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, mode, encoding="utf-8")
-
-
 def _read_records(
     path: PathLike, build: Callable[[Any], T], key: Callable[[T], str], on_error: OnError
 ) -> Records[T]:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
-    records: Records[T] = Records()
-    seen: set[str] = set()
-    with _open_text(path, "r") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing newline) carry no record
-            try:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"invalid JSON ({err.msg} at column {err.colno})") from None
-                record = build(obj)
-                record_id = key(record)
-                if record_id in seen:
-                    raise ValueError(f"duplicate id {record_id!r}")
-            except ValueError as err:
-                error = DataFormatError(path, line_no, str(err))
-                if on_error == "raise":
-                    raise error from None
-                records.skipped += 1
-                records.errors.append(error)
-                continue
-            seen.add(record_id)
-            records.append(record)
-    if records.skipped:
-        warnings.warn(
-            f"{path}: skipped {records.skipped} malformed line(s); first: {records.errors[0]}",
-            stacklevel=3,
-        )
-    return records
+    collector: RecordCollector[T] = RecordCollector(key, on_error)
+    for line_no, line in numbered_lines(path):
+        if line.strip():  # blank lines (e.g. a trailing newline) carry no record
+            # add() calls both at once, so the loop variables are the current line's.
+            collector.add(
+                lambda: build(decode_json(line)),  # noqa: B023
+                lambda err: DataFormatError(path, line_no, str(err)),  # noqa: B023
+            )
+    return collector.finish(str(path), unit="line")
 
 
 def read_qa_jsonl(path: PathLike, on_error: OnError = "raise") -> Records[QASample]:
@@ -206,28 +167,16 @@ def read_corpus_jsonl(path: PathLike, on_error: OnError = "raise") -> Records[Do
 
 
 def _write_lines(path: PathLike, objects: Iterable[dict[str, Any]]) -> int:
-    """Write one JSON object per line to a temp file, then rename it into place.
-
-    Readers never see a half-written file, even if the writer dies mid-way or two
-    processes write the same path at once (the last rename wins, whole).
-    """
+    """Write one JSON object per line, atomically (see :func:`research_env.storage.atomic_file`):
+    readers never see a half-written file, even if the writer dies mid-way."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; data files are meant to be shared
     count = 0
-    try:
-        with _open_text(tmp, "w", compressed=path.suffix == ".gz") as out:
-            for obj in objects:
-                out.write(json.dumps(obj, ensure_ascii=False))
-                out.write("\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # The staging name ends in .tmp: compress by the final name's suffix.
+    with atomic_file(path) as staging, open_text(staging, "w", compressed=is_gzip(path)) as out:
+        for obj in objects:
+            out.write(json.dumps(obj, ensure_ascii=False))
+            out.write("\n")
+            count += 1
     return count
 
 
@@ -245,10 +194,9 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, decoded_object)`` for each non-blank line; for peeking at
     files of unknown kind (e.g. ``research-env data show``)."""
     path = Path(path)
-    with _open_text(path, "r") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield line_no, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataFormatError(path, line_no, f"invalid JSON ({err.msg})") from None
+    for line_no, line in numbered_lines(path):
+        if line.strip():
+            try:
+                yield line_no, decode_json(line)
+            except ValueError as err:
+                raise DataFormatError(path, line_no, str(err)) from None

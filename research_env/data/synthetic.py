@@ -41,6 +41,7 @@ from typing import Any
 
 from research_env.data.jsonl import write_corpus_jsonl, write_qa_jsonl
 from research_env.data.types import Document, QASample
+from research_env.storage import atomic_file
 
 # Bump when the same config would produce a different world; it invalidates caches.
 GENERATOR_VERSION = 2
@@ -981,7 +982,6 @@ def write_world(world: SyntheticWorld, out_dir: str | Path) -> Path:
         "documents": len(world.corpus),
         "questions": {split: len(samples) for split, samples in world.splits.items()},
     }
-    tmp = out / ".world.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "world.json")
+    with atomic_file(out / "world.json") as staging:
+        staging.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return out

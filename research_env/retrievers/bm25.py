@@ -12,8 +12,9 @@ Why this shape:
   can write anything, and bm25s's tokenizer either grows its vocabulary with every
   unseen query word or needs a placeholder token for empty queries. Ours is stateless
   at query time, so one index can serve many threads and processes unchanged.
-* The saved index (bm25s's ``.npy`` score matrix) and the corpus (a UTF-8 blob with a
-  byte-offset table) are memory-mapped on load: loading is fast at any size and
+* The saved index (bm25s's ``.npy`` score matrix) and the corpus (the document store of
+  :mod:`research_env.retrievers.docstore`, shared with the dense index) are
+  memory-mapped on load: loading is fast at any size and
   processes that load the same directory share one copy of the pages.
 * Numba compiles the retrieval kernel on first use (5-10 s on a 2-core CPU). We pay
   that at build/load time with one warm-up query, and turn on numba's on-disk cache for
@@ -25,14 +26,9 @@ in-process cache, so the many env instances of one process share one index.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import mmap as mmap_module
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -40,25 +36,25 @@ from pathlib import Path
 from typing import Literal
 
 import bm25s
-import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
+from research_env.retrievers.docstore import DocumentStore, InMemoryDocuments, MappedDocuments
+from research_env.retrievers.index_dir import CorpusIndexCache, IndexFormat
+from research_env.storage import cache_root
 
-__all__ = ["BM25Retriever", "bm25_for_corpus", "clear_bm25_cache", "default_cache_dir"]
+__all__ = ["BM25Retriever", "bm25_for_corpus", "clear_bm25_cache"]
 
 logger = logging.getLogger(__name__)
 
 Backend = Literal["auto", "numba", "numpy"]
 
-# Bump when the on-disk layout or the text analysis changes: old caches are then rebuilt.
-INDEX_FORMAT_VERSION = 2
-_META_FILE = "research_env_bm25.json"
-_BLOB_FILE = "corpus.blob"
-_STARTS_FILE = "corpus.starts.npy"
-_ID_LENGTHS_FILE = "corpus.id_lengths.npy"
+# Bump when the on-disk layout, the text analysis or the corpus checks change: old caches
+# are then rebuilt. 3: corpora read with the dataset reader's checks (an index built by
+# an older version may hold duplicate ids or records it now refuses).
+INDEX_FORMAT = IndexFormat("research_env_bm25.json", version=3)
 
 # A policy sometimes pastes its whole reasoning into <search>; cap the work per query.
 DEFAULT_MAX_QUERY_TERMS = 64
@@ -118,80 +114,6 @@ class TextAnalyzer:
                 ids.append(term_id)
             corpus_ids.append(ids)
         return corpus_ids, vocabulary
-
-
-class _MappedCorpus:
-    """Read-only documents stored as one UTF-8 blob plus two small offset tables.
-
-    Record ``i`` is ``blob[starts[i]:starts[i+1]]``: the id's bytes (``id_lengths[i]``
-    long) followed by the contents. Slicing and decoding is several times cheaper than
-    parsing a JSON line, which matters because every hit materialises a document. With
-    ``use_mmap`` the blob is memory-mapped (shared between processes, paged in on
-    demand); otherwise it is read into memory once.
-    """
-
-    def __init__(self, directory: Path, use_mmap: bool) -> None:
-        # The tables are 12 bytes per document: read them, index them cheaply.
-        self._starts = np.load(directory / _STARTS_FILE)
-        self._id_lengths = np.load(directory / _ID_LENGTHS_FILE)
-        self._blob: bytes | mmap_module.mmap
-        with open(directory / _BLOB_FILE, "rb") as handle:
-            if use_mmap and os.fstat(handle.fileno()).st_size > 0:
-                self._blob = mmap_module.mmap(handle.fileno(), 0, access=mmap_module.ACCESS_READ)
-            else:
-                self._blob = handle.read()
-
-    def __len__(self) -> int:
-        return len(self._id_lengths)
-
-    def __getitem__(self, index: int) -> Document:
-        return self.take(np.array([index]))[0]
-
-    def take(self, indices: np.ndarray) -> list[Document]:
-        """Documents at ``indices``; the table lookups are vectorised over the batch."""
-        starts = self._starts[indices].tolist()
-        ends = self._starts[indices + 1].tolist()
-        id_lengths = self._id_lengths[indices].tolist()
-        blob = self._blob
-        documents = []
-        for start, end, id_length in zip(starts, ends, id_lengths, strict=True):
-            record = blob[start:end]
-            documents.append(Document(record[:id_length].decode(), record[id_length:].decode()))
-        return documents
-
-
-class _InMemoryCorpus:
-    """The documents a retriever was built from, behind the same interface."""
-
-    def __init__(self, documents: Sequence[Document]) -> None:
-        self._documents = list(documents)
-
-    def __len__(self) -> int:
-        return len(self._documents)
-
-    def __getitem__(self, index: int) -> Document:
-        return self._documents[index]
-
-    def take(self, indices: np.ndarray) -> list[Document]:
-        documents = self._documents
-        return [documents[i] for i in indices.tolist()]
-
-
-def _write_corpus(documents: _InMemoryCorpus | _MappedCorpus, directory: Path) -> None:
-    starts = np.empty(len(documents) + 1, dtype=np.int64)
-    id_lengths = np.empty(len(documents), dtype=np.int32)
-    position = 0
-    with open(directory / _BLOB_FILE, "wb") as handle:
-        for i in range(len(documents)):
-            document = documents[i]
-            doc_id, contents = document.id.encode(), document.contents.encode()
-            starts[i], id_lengths[i] = position, len(doc_id)
-            handle.write(doc_id)
-            handle.write(contents)
-            position += len(doc_id) + len(contents)
-    starts[-1] = position
-    np.save(directory / _STARTS_FILE, starts)
-    np.save(directory / _ID_LENGTHS_FILE, id_lengths)
 
 
 def _resolve_backend(backend: str) -> str:
@@ -258,7 +180,7 @@ class BM25Retriever:
     def __init__(
         self,
         model: bm25s.BM25,
-        documents: _InMemoryCorpus | _MappedCorpus,
+        documents: DocumentStore,
         analyzer: TextAnalyzer,
         *,
         n_threads: int = 1,
@@ -311,7 +233,7 @@ class BM25Retriever:
         model.index((corpus_ids, vocabulary), create_empty_token=False, show_progress=show_progress)
         return cls(
             model,
-            _InMemoryCorpus(documents),
+            InMemoryDocuments(documents),
             analyzer,
             n_threads=n_threads,
             max_query_terms=max_query_terms,
@@ -323,14 +245,13 @@ class BM25Retriever:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._model.save(directory, corpus=None, show_progress=False)
-        _write_corpus(self._documents, directory)
-        meta = {
-            "format_version": INDEX_FORMAT_VERSION,
-            "num_documents": self._num_docs,
-            "analyzer": {"language": self._analyzer.language, "stopwords": "bm25s:en"},
-            "bm25s_version": bm25s.__version__,
-        }
-        (directory / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        MappedDocuments.write(self._documents, directory)
+        INDEX_FORMAT.write_meta(
+            directory,
+            num_documents=self._num_docs,
+            analyzer={"language": self._analyzer.language, "stopwords": "bm25s:en"},
+            bm25s_version=bm25s.__version__,
+        )
 
     @classmethod
     def load(
@@ -345,15 +266,7 @@ class BM25Retriever:
     ) -> BM25Retriever:
         """Open a :meth:`save` directory; with ``mmap`` nothing big is read up front."""
         directory = Path(directory)
-        meta_path = directory / _META_FILE
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{directory} is not a BM25Retriever index (no {_META_FILE})")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != INDEX_FORMAT_VERSION:
-            raise ValueError(
-                f"{directory} has index format {meta.get('format_version')}, this code reads "
-                f"{INDEX_FORMAT_VERSION}: rebuild the index"
-            )
+        meta = INDEX_FORMAT.read_meta(directory)
         model = bm25s.BM25.load(
             directory,
             mmap=mmap,
@@ -365,7 +278,7 @@ class BM25Retriever:
         analyzer = TextAnalyzer(meta["analyzer"]["language"])
         return cls(
             model,
-            _MappedCorpus(directory, use_mmap=mmap),
+            MappedDocuments(directory, use_mmap=mmap),
             analyzer,
             n_threads=n_threads,
             max_query_terms=max_query_terms,
@@ -444,50 +357,16 @@ class BM25Retriever:
 
 
 # ------------------------------------------------------------------ cached construction
-def default_cache_dir() -> Path:
-    """The library's cache root: ``$RESEARCH_GYM_CACHE``, else ``~/.cache/research-gym``."""
-    root = os.environ.get("RESEARCH_GYM_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "research-gym"
-
-
-def read_corpus_jsonl(path: str | os.PathLike[str]) -> list[Document]:
-    """Read a FlashRAG corpus: one ``{"id", "contents"}`` object per line.
-
-    Lines with ``title`` and ``text`` instead of ``contents`` are accepted too (as in
-    DPR-style dumps) and become ``'"title"\\ntext'``.
-    """
-    documents = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            contents = record.get("contents")
-            if contents is None:
-                if "text" not in record:
-                    raise ValueError(f"{path}:{line_number}: no 'contents' or 'text' field")
-                title = record.get("title")
-                contents = f'"{title}"\n{record["text"]}' if title else record["text"]
-            documents.append(Document(id=str(record.get("id", line_number - 1)), contents=contents))
-    return documents
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_process_cache: dict[tuple[object, ...], BM25Retriever] = {}
-_process_cache_lock = threading.Lock()
+_indexes: CorpusIndexCache[BM25Retriever] = CorpusIndexCache(INDEX_FORMAT)
 
 
 def clear_bm25_cache() -> None:
     """Forget the in-process indexes of :func:`bm25_for_corpus` (the disk cache stays)."""
-    with _process_cache_lock:
-        _process_cache.clear()
+    _indexes.clear()
+
+
+def _build_and_save(documents: Sequence[Document], directory: Path) -> None:
+    BM25Retriever.build(documents, warmup=False).save(directory)
 
 
 def bm25_for_corpus(
@@ -499,47 +378,21 @@ def bm25_for_corpus(
 ) -> BM25Retriever:
     """A BM25 index of a FlashRAG jsonl corpus, built at most once per corpus content.
 
-    Within a process, calls for the same file (same path, size and mtime) return the
-    same object, so 16 env instances share one index. On disk the index lives in
-    ``cache_dir/bm25/<sha256 of the file>-v<format>`` (``cache_dir`` defaults to
-    :func:`default_cache_dir`, the env's cache root); it is built in a temporary directory
-    and renamed into place, so concurrent processes never see a half-written index (if
-    two build at once, one rename wins and the other's copy is discarded). A build holds
-    this module's lock, so other threads asking for an index wait for it rather than
-    building a second copy.
+    The corpus is read with the dataset reader's checks (a bad line, a wrong field type
+    or a duplicate id is an error naming the file and line). Within a process, calls for
+    the same file (same path, size and mtime) return the same object, so 16 env
+    instances share one index. On disk the index lives in
+    ``cache_dir/bm25/<sha256 of the file>-v<format>`` (``cache_dir`` defaults to the
+    library's cache root, :func:`research_env.storage.cache_root`), built in a staging
+    directory and renamed into place (see :mod:`research_env.retrievers.index_dir`).
     """
-    corpus_path = Path(corpus_path).resolve()
-    stat = corpus_path.stat()
-    key = (str(corpus_path), stat.st_size, stat.st_mtime_ns, backend, n_threads)
-    with _process_cache_lock:
-        cached = _process_cache.get(key)
-        if cached is not None:
-            return cached
-        cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        index_dir = cache_root / "bm25" / f"{_file_sha256(corpus_path)}-v{INDEX_FORMAT_VERSION}"
-        if not (index_dir / _META_FILE).exists():
-            _build_into(index_dir, corpus_path)
-        retriever = BM25Retriever.load(index_dir, mmap=True, backend=backend, n_threads=n_threads)
-        _process_cache[key] = retriever
-        return retriever
-
-
-def _build_into(index_dir: Path, corpus_path: Path) -> None:
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
-    try:
-        retriever = BM25Retriever.build(read_corpus_jsonl(corpus_path), warmup=False)
-        retriever.save(staging)
-        try:
-            os.rename(staging, index_dir)
-        except OSError:
-            if not (index_dir / _META_FILE).exists():
-                raise
-            # Another process finished the same index first; theirs is as good as ours.
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    logger.info(
-        "built BM25 index of %s in %.1fs -> %s", corpus_path, time.perf_counter() - start, index_dir
+    root = cache_root(cache_dir) / "bm25"
+    return _indexes.get(
+        corpus_path,
+        index_dir=lambda sha: root / f"{sha}-v{INDEX_FORMAT.version}",
+        options=(backend, n_threads),
+        build=_build_and_save,
+        load=lambda directory: BM25Retriever.load(
+            directory, mmap=True, backend=backend, n_threads=n_threads
+        ),
     )

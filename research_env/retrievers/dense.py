@@ -15,8 +15,8 @@ Why this shape:
   switched on automatically when the model name contains ``e5`` and are configurable.
 * torch, sentence-transformers and faiss are imported inside functions: importing
   ``research_env`` must stay free of torch.
-* A saved index is a directory (faiss index + corpus jsonl with a byte-offset table +
-  ``research_env_dense.json``). :meth:`DenseRetriever.load` memory-maps the index and
+* A saved index is a directory (faiss index + the shared document store of
+  :mod:`research_env.retrievers.docstore` + ``research_env_dense.json``). :meth:`DenseRetriever.load` memory-maps the index and
   the corpus, so many processes serving one index share its pages.
 
 :func:`dense_for_corpus` adds a disk cache keyed by the corpus content and the index
@@ -25,14 +25,12 @@ configuration, plus an in-process cache, like :func:`~research_env.retrievers.bm
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
-import mmap as mmap_module
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -43,6 +41,9 @@ import numpy as np
 
 from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
+from research_env.retrievers.docstore import DocumentStore, MappedDocuments, as_store
+from research_env.retrievers.index_dir import CorpusIndexCache, IndexFormat
+from research_env.storage import cache_root
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -70,11 +71,9 @@ _BUNDLED_ALIASES = {
 }
 
 # Bump when the on-disk layout changes: old caches are then rebuilt.
-INDEX_FORMAT_VERSION = 1
-_META_FILE = "research_env_dense.json"
+# 2: documents in the shared blob store (research_env.retrievers.docstore).
+INDEX_FORMAT = IndexFormat("research_env_dense.json", version=2)
 _INDEX_FILE = "index.faiss"
-_CORPUS_FILE = "corpus.jsonl"
-_OFFSETS_FILE = "corpus.offsets.npy"
 
 # A policy sometimes pastes its whole reasoning into <search>; the encoder truncates to
 # its max sequence length anyway, so there is no point tokenizing more than this.
@@ -323,42 +322,6 @@ def _read_index(path: Path, kind: str, use_mmap: bool) -> Any:
     return faiss.read_index(str(path), flags)
 
 
-# ------------------------------------------------------------------------ document store
-class _DocumentStore:
-    """Read-only documents in a jsonl file with a byte-offset table; one line per lookup."""
-
-    def __init__(self, directory: Path, use_mmap: bool) -> None:
-        self._offsets = np.load(directory / _OFFSETS_FILE, mmap_mode="r" if use_mmap else None)
-        self._buffer: bytes | mmap_module.mmap
-        with open(directory / _CORPUS_FILE, "rb") as handle:
-            if use_mmap and os.fstat(handle.fileno()).st_size > 0:
-                self._buffer = mmap_module.mmap(handle.fileno(), 0, access=mmap_module.ACCESS_READ)
-            else:
-                self._buffer = handle.read()
-
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
-
-    def __getitem__(self, index: int) -> Document:
-        start, end = int(self._offsets[index]), int(self._offsets[index + 1])
-        record = json.loads(self._buffer[start:end])
-        return Document(id=str(record["id"]), contents=record["contents"])
-
-    @staticmethod
-    def write(documents: Sequence[Document], directory: Path) -> None:
-        offsets = np.empty(len(documents) + 1, dtype=np.int64)
-        position = 0
-        with open(directory / _CORPUS_FILE, "wb") as handle:
-            for i, document in enumerate(documents):
-                offsets[i] = position
-                record = {"id": document.id, "contents": document.contents}
-                line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-                handle.write(line)
-                position += len(line)
-        offsets[-1] = position
-        np.save(directory / _OFFSETS_FILE, offsets)
-
-
 # ---------------------------------------------------------------------------- retriever
 class DenseRetriever:
     """Cosine-similarity retrieval over a fixed corpus; implements ``Retriever``.
@@ -379,7 +342,7 @@ class DenseRetriever:
     def __init__(
         self,
         index: Any,
-        documents: Sequence[Document] | _DocumentStore,
+        documents: DocumentStore | Sequence[Document],
         encoder: Encoder,
         *,
         kind: IndexKind,
@@ -399,7 +362,7 @@ class DenseRetriever:
         self.encoder = encoder
         self.kind = kind
         self.params = dict(params or {})
-        self._documents = documents
+        self._documents = as_store(documents)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -445,25 +408,21 @@ class DenseRetriever:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(directory / _INDEX_FILE))
-        docs = self._documents
-        if isinstance(docs, _DocumentStore):
-            docs = [docs[i] for i in range(len(docs))]
-        _DocumentStore.write(docs, directory)
+        MappedDocuments.write(self._documents, directory)
         encoder_config = (
             self.encoder.config()
             if hasattr(self.encoder, "config")
             else {"model": self.encoder.name}
         )
-        meta = {
-            "format_version": INDEX_FORMAT_VERSION,
-            "index": self.kind,
-            "params": self.params,
-            "dim": int(self.index.d),
-            "num_documents": int(self.index.ntotal),
-            "encoder": encoder_config,
-            "faiss_version": faiss.__version__,
-        }
-        (directory / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        INDEX_FORMAT.write_meta(
+            directory,
+            index=self.kind,
+            params=self.params,
+            dim=int(self.index.d),
+            num_documents=int(self.index.ntotal),
+            encoder=encoder_config,
+            faiss_version=faiss.__version__,
+        )
 
     @classmethod
     def load(
@@ -477,21 +436,13 @@ class DenseRetriever:
         """Open a :meth:`save` directory. The encoder is rebuilt from the saved config
         unless one is given; with ``mmap`` the index and corpus are memory-mapped."""
         directory = Path(directory)
-        meta_path = directory / _META_FILE
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{directory} is not a DenseRetriever index (no {_META_FILE})")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != INDEX_FORMAT_VERSION:
-            raise ValueError(
-                f"{directory} has dense index format {meta.get('format_version')}, this code "
-                f"reads {INDEX_FORMAT_VERSION}: rebuild the index"
-            )
+        meta = INDEX_FORMAT.read_meta(directory)
         if encoder is None:
             encoder = SentenceEncoder.from_config(meta["encoder"], device=device)
         index = _read_index(directory / _INDEX_FILE, meta["index"], mmap)
         retriever = cls(
             index,
-            _DocumentStore(directory, use_mmap=mmap),
+            MappedDocuments(directory, use_mmap=mmap),
             encoder,
             kind=meta["index"],
             params=meta.get("params", {}),
@@ -544,44 +495,24 @@ class DenseRetriever:
         if not queries or k == 0:
             return [[] for _ in queries]
         scores, positions = self.search_vectors(self.encoder.encode_queries(list(queries)), k)
-        results = []
-        for row_scores, row_positions in zip(scores.tolist(), positions.tolist(), strict=True):
-            results.append(
-                [
-                    SearchHit(self._documents[p], float(s))
-                    for s, p in zip(row_scores, row_positions, strict=True)
-                    if p >= 0
-                ]
-            )
-        return results
+        found = positions >= 0  # faiss pads rows it cannot fill with -1
+        documents = iter(self._documents.take(positions[found]))
+        return [
+            [SearchHit(next(documents), float(s)) for s in row_scores[row_found].tolist()]
+            for row_scores, row_found in zip(scores, found, strict=True)
+        ]
 
     def __repr__(self) -> str:
         return f"DenseRetriever({len(self)} docs, index={self.kind!r}, encoder={self.encoder!r})"
 
 
 # ------------------------------------------------------------------ cached construction
-def default_cache_dir() -> Path:
-    """``$RESEARCH_GYM_CACHE/dense`` if set, else ``~/.cache/research-gym/dense``."""
-    root = os.environ.get("RESEARCH_GYM_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "research-gym") / "dense"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_process_cache: dict[tuple[object, ...], DenseRetriever] = {}
-_process_cache_lock = threading.Lock()
+_indexes: CorpusIndexCache[DenseRetriever] = CorpusIndexCache(INDEX_FORMAT)
 
 
 def clear_dense_cache() -> None:
     """Forget the in-process indexes of :func:`dense_for_corpus` (the disk cache stays)."""
-    with _process_cache_lock:
-        _process_cache.clear()
+    _indexes.clear()
 
 
 def dense_for_corpus(
@@ -600,34 +531,26 @@ def dense_for_corpus(
 ) -> DenseRetriever:
     """A dense index of a FlashRAG jsonl corpus, built at most once per corpus and config.
 
-    The index lives in ``cache_dir/dense-<corpus sha256>-<config hash>`` (default
-    :func:`default_cache_dir`); it is built in a temporary directory and renamed into
-    place, so concurrent processes never see half an index. Within a process, calls
-    with the same file (path, size, mtime) and config return the same object.
+    The index lives in ``cache_dir/dense-<corpus sha256>-<config hash>`` (default: the
+    ``dense`` folder of :func:`research_env.storage.cache_root`), built in a staging
+    directory and renamed into place (see :mod:`research_env.retrievers.index_dir`).
+    Within a process, calls with the same file (path, size, mtime) and config return the
+    same object. The corpus is read with the dataset reader's checks.
     """
-    from research_env.data.jsonl import read_corpus_jsonl
-
-    corpus_path = Path(corpus_path).resolve()
-    stat = corpus_path.stat()
-    encoder_kwargs = {"query_prefix": query_prefix, "passage_prefix": passage_prefix}
     config = {
         "model": DEFAULT_MODEL if model is None else str(model),
         "index": index,
         "params": index_params,
-        **encoder_kwargs,
+        "query_prefix": query_prefix,
+        "passage_prefix": passage_prefix,
     }
     config_key = json.dumps(config, sort_keys=True, default=str)
-    key = (str(corpus_path), stat.st_size, stat.st_mtime_ns, config_key, device)
-    with _process_cache_lock:
-        cached = _process_cache.get(key)
-        if cached is not None:
-            return cached
-        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        config_hash = hashlib.sha256(config_key.encode()).hexdigest()[:12]
-        index_dir = root / (
-            f"dense-{_file_sha256(corpus_path)[:32]}-{config_hash}-v{INDEX_FORMAT_VERSION}"
-        )
-        encoder = SentenceEncoder(
+    config_hash = hashlib.sha256(config_key.encode()).hexdigest()[:12]
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "dense"
+
+    @functools.cache
+    def encoder() -> SentenceEncoder:  # only on a miss: an index loaded here has one
+        return SentenceEncoder(
             model,
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
@@ -635,29 +558,20 @@ def dense_for_corpus(
             batch_size=batch_size,
             num_threads=num_threads,
         )
-        if not (index_dir / _META_FILE).exists():
-            root.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=root))
-            try:
-                built = DenseRetriever.build(
-                    read_corpus_jsonl(corpus_path),
-                    encoder,
-                    index,
-                    show_progress=show_progress,
-                    **index_params,
-                )
-                built.save(staging)
-                try:
-                    os.rename(staging, index_dir)
-                except OSError:
-                    if not (index_dir / _META_FILE).exists():
-                        raise
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, ignore_errors=True)
-        retriever = DenseRetriever.load(index_dir, encoder, mmap=True)
-        _process_cache[key] = retriever
-        return retriever
+
+    def build(documents: Sequence[Document], directory: Path) -> None:
+        built = DenseRetriever.build(
+            documents, encoder(), index, show_progress=show_progress, **index_params
+        )
+        built.save(directory)
+
+    return _indexes.get(
+        corpus_path,
+        index_dir=lambda sha: root / f"dense-{sha[:32]}-{config_hash}-v{INDEX_FORMAT.version}",
+        options=(config_key, device),
+        build=build,
+        load=lambda directory: DenseRetriever.load(directory, encoder(), mmap=True),
+    )
 
 
 def dense_factory(

@@ -54,7 +54,8 @@ class RecordFormatError(DataFormatError):
 
     ``line`` is 1-based in the file (for a JSON list it is where the record starts;
     a one-line JSON file puts every record on line 1, so ``record`` (0-based index in
-    the list) is what finds it). ``field`` names the offending field when known.
+    the list) is what finds it); both are ``None`` for a fault of the whole source (no
+    records at all). ``field`` names the offending field when known.
     """
 
     def __init__(
@@ -66,17 +67,19 @@ class RecordFormatError(DataFormatError):
         field_name: str | None = None,
     ) -> None:
         self.path = str(path)
-        self.line = line if line is not None else 0
+        self.line = line
         self.record = record
         self.field = field_name
         self.reason = reason
         if record is not None and line is not None:
-            location = f"record {record} (line {line})"
+            location = f", record {record} (line {line})"
         elif record is not None:
-            location = f"record {record}"
+            location = f", record {record}"
+        elif line is not None:
+            location = f", line {line}"
         else:
-            location = f"line {line}"
-        ValueError.__init__(self, f"{self.path}, {location}: {reason}")
+            location = ""
+        ValueError.__init__(self, f"{self.path}{location}: {reason}")
 
 
 # --------------------------------------------------------------------------- checks

@@ -1,22 +1,36 @@
 """Records out of files: jsonl, a JSON list, CSV/TSV; each record with where it sits.
 
 Located records let every error say ``file, line N`` (jsonl, CSV) or ``file, record K
-(line N)`` (a JSON list, whose records may all sit on line 1). Gzip files (``.gz``) are
-read transparently; a UTF-8 byte-order mark (spreadsheet exports) is ignored.
+(line N)`` (a JSON list, whose records may all sit on line 1). Files are read through
+:mod:`research_env.data.textfile`: gzip transparently, a byte-order mark ignored, a
+record with bytes that are not UTF-8 reported as one bad record, a corrupt ``.gz``
+located.
+
+A CSV/TSV sheet has a header row when its first row names a ``question`` column;
+otherwise (a spreadsheet exported as released, Bamboogle's) every row is a record and
+reaches the format's parser as a list of cells.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
+import itertools
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from research_env.data.formats._base import RecordFormatError
+from research_env.data.textfile import (
+    decode_json,
+    located_gzip_errors,
+    numbered_lines,
+    open_text,
+    read_text,
+    undecodable,
+)
 
 CONTAINERS = ("jsonl", "json", "csv", "tsv")
 _WHITESPACE = re.compile(r"\s*")
@@ -41,12 +55,6 @@ def base_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def open_text(path: Path) -> IO[str]:
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")  # type: ignore[return-value]
-    return open(path, encoding="utf-8-sig", newline="")
-
-
 def container_of(path: Path) -> str:
     """How records are stored: by extension, else by the first character of the file."""
     suffix = base_suffix(path)
@@ -54,8 +62,7 @@ def container_of(path: Path) -> str:
         return suffix[1:]
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
-    with open_text(path) as handle:
-        head = handle.read(4096).lstrip()
+    head = read_text(path, 4096).lstrip()
     if head.startswith("["):
         return "json"
     if head.startswith("{"):
@@ -81,21 +88,21 @@ def iter_located(path: Path, container: str | None = None) -> Iterator[Located]:
 
 def _iter_jsonl(path: Path) -> Iterator[Located]:
     position = 0
-    with open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                # Yield the failure so the caller can skip it: the next line is intact.
-                obj = _Undecodable(f"invalid JSON ({err.msg} at column {err.colno})")
-            yield Located(obj, position, line_no, None)
-            position += 1
+    for line_no, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        obj: Any
+        try:
+            obj = decode_json(line)
+        except ValueError as err:
+            # Yield the failure so the caller can skip it: the next line is intact.
+            obj = Undecodable(str(err))
+        yield Located(obj, position, line_no, None)
+        position += 1
 
 
 @dataclass(frozen=True)
-class _Undecodable:
+class Undecodable:
     """A jsonl line that is not JSON; the parser turns it into a located error."""
 
     reason: str
@@ -107,8 +114,7 @@ def _iter_json_list(path: Path) -> Iterator[Located]:
     A syntax error inside the list ends the read even with ``on_error="skip"``: there
     is no telling where the next record begins.
     """
-    with open_text(path) as handle:
-        text = handle.read()
+    text = read_text(path)
     decoder = json.JSONDecoder()
     pos = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
     if not text.startswith("[", pos):
@@ -121,13 +127,19 @@ def _iter_json_list(path: Path) -> Iterator[Located]:
             return
         line += text.count("\n", counted_to, pos)
         counted_to = pos
+        start = pos
         try:
             obj, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
+            syntax = f"invalid JSON ({err.msg} at column {err.colno})"
+            bad_bytes = undecodable(text[pos : err.pos + 1])
+            raise RecordFormatError(path, err.lineno, bad_bytes or syntax, record=index) from None
+        except RecursionError:
             raise RecordFormatError(
-                path, err.lineno, f"invalid JSON ({err.msg} at column {err.colno})", record=index
+                path, line, "invalid JSON (nested too deeply to read)", record=index
             ) from None
-        yield Located(obj, index, line, index)
+        bad_bytes = undecodable(text[start:pos])
+        yield Located(Undecodable(bad_bytes) if bad_bytes else obj, index, line, index)
         index += 1
         pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
         if text.startswith(",", pos):
@@ -140,16 +152,29 @@ def _iter_json_list(path: Path) -> Iterator[Located]:
 
 
 def _iter_csv(path: Path, delimiter: str) -> Iterator[Located]:
-    with open_text(path) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise RecordFormatError(path, 1, "empty file: expected a header row")
+    with located_gzip_errors(path), open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        # (line where the row ends, its cells)
+        rows: Iterator[tuple[int, list[str]]] = ((reader.line_num, row) for row in reader)
+        first = next(rows, None)
+        if first is None:
+            raise RecordFormatError(path, 1, "empty file: expected a header row and records")
+        header = first[1] if _is_header(first[1]) else None
+        if header is None:
+            rows = itertools.chain([first], rows)
         position = 0
-        for row in reader:
-            if not any((v or "").strip() for k, v in row.items() if k is not None):
+        for line, row in rows:
+            if not any(cell.strip() for cell in row):
                 continue
-            yield Located(row, position, reader.line_num, None)
+            bad_bytes = undecodable(delimiter.join(row))
+            obj: Any = row if header is None else dict(zip(header, row, strict=False))
+            yield Located(Undecodable(bad_bytes) if bad_bytes else obj, position, line, None)
             position += 1
+
+
+def _is_header(row: list[str]) -> bool:
+    """A header row names the question column; a record row holds a question."""
+    return any(cell.strip().lower() == "question" for cell in row)
 
 
 def peek_first(path: Path, container: str | None = None) -> Any | None:
@@ -161,11 +186,11 @@ def peek_first(path: Path, container: str | None = None) -> Any | None:
     container = container or container_of(path)
     if container != "json":
         for located in iter_located(path, container):
-            if not isinstance(located.obj, _Undecodable):
+            if not isinstance(located.obj, Undecodable):
                 return located.obj
         return None
     decoder = json.JSONDecoder()
-    with open_text(path) as handle:
+    with located_gzip_errors(path), open_text(path) as handle:
         text = ""
         while True:
             chunk = handle.read(_PEEK_CHUNK)
@@ -178,3 +203,7 @@ def peek_first(path: Path, container: str | None = None) -> Any | None:
             except json.JSONDecodeError:
                 if not chunk:
                     raise RecordFormatError(path, 1, "invalid JSON in the first record") from None
+            except RecursionError:
+                raise RecordFormatError(
+                    path, 1, "invalid JSON (the first record is nested too deeply to read)"
+                ) from None
