@@ -127,6 +127,15 @@ def test_parse_matches_reference_on_long_text(head, tail, padding):
     assert as_tuple(parse_turn(text)) == ref_parse(text)
 
 
+@settings(max_examples=200, deadline=None)
+@given(soup, st.integers(0, 80), soup)
+def test_parse_matches_reference_with_many_blocks(head, n, tail):
+    # Past a few dozen blocks the parser switches from str.find jumps to the regex.
+    blocks = "".join(f"<answer>{i % 3}</answer>x<search>{i}</search>" for i in range(n))
+    for text in (head + blocks + tail, head + blocks.replace("answer", "search") + tail):
+        assert as_tuple(parse_turn(text)) == ref_parse(text)
+
+
 @settings(max_examples=300, deadline=None)
 @given(soup)
 def test_format_check_matches_reference(text):
