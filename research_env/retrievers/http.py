@@ -24,7 +24,9 @@ A training run must never hang on a dead, slow or broken server:
   request past it (a per-read timeout, what HTTP clients offer, can: one byte every
   0.4 s held a search for 28.8 s against a 3.3 s budget). The deadline is enforced in the
   network stream under httpcore's connection pool (httpx's own engine), where every read
-  and write sees the time left.
+  and write sees the time left. Talking to httpcore directly also means the
+  ``HTTP(S)_PROXY`` environment variables are not consulted: the server is reached
+  directly, as a cluster-local retrieval server should be.
 * failures (connection errors, timeouts, HTTP 408/429/5xx) are retried ``retries`` times
   with exponential backoff, and then :class:`RetrievalError` names the URL and the last
   failure. The worst-case time of one request batch is
