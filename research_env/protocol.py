@@ -91,15 +91,19 @@ def last_boxed(text: str) -> str | None:
     ``\\boxed{a} \\boxed{b`` gives ``"a"``. Returns None when no box is complete.
     Linear in ``len(text)``.
     """
-    if BOXED_OPEN not in text:
+    start = text.rfind(BOXED_OPEN)
+    if start == -1:
         return None
+    body = start + len(BOXED_OPEN)
+    close = text.find("}", body)
+    if close != -1 and text.find("{", body, close) == -1:
+        return text[body:close]  # the common case: the last box holds no braces
     if len(text) > _VECTORISE_ABOVE_CHARS:
         return _last_boxed_vectorised(text)
     # Walk the boxes from the last one back. A box that never closes also stops every
     # earlier box from closing after it (its brace stays open), so each earlier box need
     # only be scanned up to the later box's start: no character is scanned twice.
     limit = len(text)
-    start = text.rfind(BOXED_OPEN)
     while start != -1:
         body = start + len(BOXED_OPEN)
         close = _closing_brace(text, body, limit)
