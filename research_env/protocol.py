@@ -6,7 +6,10 @@ be wrapped in ``\\boxed{...}`` (the ReSearch convention). The environment answer
 search with ``<result>\\n...documents...\\n</result>``.
 
 Everything here is a pure function of strings and never raises on any input: a policy
-can emit anything, and a malformed turn is a fact to reward, not an error.
+can emit anything, and a malformed turn is a fact to reward, not an error. Every function
+also runs in time linear in its input, for the same reason: a policy that emits
+``"<answer>" * 100_000`` or ``"\\boxed{" * 100_000`` must cost the trainer a few
+milliseconds, not minutes (``benchmarks/hostile_inputs.py`` measures this).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 SEARCH_OPEN, SEARCH_CLOSE = "<search>", "</search>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
@@ -26,8 +31,12 @@ STOP_STRINGS: tuple[str, ...] = (SEARCH_CLOSE, ANSWER_CLOSE)
 # Queries longer than this are cut: a retriever gains nothing from megabytes of text.
 MAX_QUERY_CHARS = 1024
 
+# The lazy ``.*?`` is only linear when every opening tag it starts from has a closing
+# tag after it; ``_complete_blocks`` guarantees that by never searching past the last one.
 _SEARCH_RE = re.compile(r"<search>(.*?)</search>", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_BLOCK_TAGS = {_SEARCH_RE: (SEARCH_OPEN, SEARCH_CLOSE), _ANSWER_RE: (ANSWER_OPEN, ANSWER_CLOSE)}
+_FEW_BLOCKS = 32  # up to this many blocks, _complete_blocks jumps with str.find
 _WHITESPACE_RE = re.compile(r"\s+")
 
 TurnKind = Literal["search", "answer", "invalid"]
@@ -68,26 +77,122 @@ def clean_text(text: str) -> str:
     return text
 
 
+BOXED_OPEN = "\\boxed{"
+
+# Below this length the plain scan is cheaper than numpy's per-call overhead; above it the
+# vectorised scan keeps brace-dense text at C speed (see ``benchmarks/hostile_inputs.py``).
+_VECTORISE_ABOVE_CHARS = 2048
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` in ``text`` with nested braces balanced.
 
-    Returns None when there is no complete boxed expression.
+    A box counts when its opening brace has a matching ``}``: the last such box wins, so
+    ``\\boxed{a} \\boxed{b`` gives ``"a"``. Returns None when no box is complete.
+    Linear in ``len(text)``.
     """
-    start = text.rfind("\\boxed{")
+    start = text.rfind(BOXED_OPEN)
+    if start == -1:
+        return None
+    body = start + len(BOXED_OPEN)
+    close = text.find("}", body)
+    if close != -1 and text.find("{", body, close) == -1:
+        return text[body:close]  # the common case: the last box holds no braces
+    if len(text) > _VECTORISE_ABOVE_CHARS:
+        return _last_boxed_vectorised(text)
+    # Walk the boxes from the last one back. A box that never closes also stops every
+    # earlier box from closing after it (its brace stays open), so each earlier box need
+    # only be scanned up to the later box's start: no character is scanned twice.
+    limit = len(text)
     while start != -1:
-        depth = 0
-        body_start = start + len("\\boxed{")
-        for i in range(body_start, len(text)):
-            char = text[i]
-            if char == "{":
-                depth += 1
-            elif char == "}":
-                if depth == 0:
-                    return text[body_start:i]
-                depth -= 1
-        # Unclosed: look for an earlier complete one.
-        start = text.rfind("\\boxed{", 0, start)
+        body = start + len(BOXED_OPEN)
+        close = _closing_brace(text, body, limit)
+        if close is not None:
+            return text[body:close]
+        limit = start
+        start = text.rfind(BOXED_OPEN, 0, start)
     return None
+
+
+def _closing_brace(text: str, pos: int, limit: int) -> int | None:
+    """Index of the ``}`` in ``text[pos:limit]`` that closes a brace opened just before
+    ``pos``, or None. Steps from one ``}`` to the next, counting ``{`` in between."""
+    depth = 0
+    while True:
+        close = text.find("}", pos, limit)
+        if close == -1:
+            return None
+        depth += text.count("{", pos, close)
+        if depth == 0:
+            return close
+        depth -= 1
+        pos = close + 1
+
+
+_BOXED_CODES = np.array([ord(c) for c in BOXED_OPEN], dtype=np.uint32)
+
+
+def _last_boxed_vectorised(text: str) -> str | None:
+    """``last_boxed`` for long text, with the brace matching done by numpy.
+
+    With ``depth[i]`` the running count of ``{`` minus ``}`` up to and including ``i``,
+    the brace at ``j`` is closed by the first ``i > j`` where ``depth[i] < depth[j]``; it
+    is closed at all when the minimum of ``depth`` after ``j`` is below ``depth[j]``.
+    """
+    # UTF-32 keeps one array element per character, so array indices are string indices;
+    # surrogatepass because this public function may see unclean text.
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    n, width = len(codes), len(_BOXED_CODES)
+    is_box = np.ones(n - width + 1, dtype=bool)
+    for offset, code in enumerate(_BOXED_CODES):
+        is_box &= codes[offset : n - width + 1 + offset] == code
+    braces = np.flatnonzero(is_box) + width - 1  # index of each box's opening brace
+    steps = (codes == ord("{")).astype(np.int32) - (codes == ord("}"))
+    depth = np.cumsum(steps)
+    # The last box usually closes: one look at what follows it settles the common case.
+    last = int(braces[-1])
+    below = depth[last + 1 :] < depth[last]
+    if not below.any():
+        # min_after[j] = min(depth[j + 1:]); a brace at the very end has nothing after it.
+        min_after = np.empty(n, dtype=depth.dtype)
+        min_after[:-1] = np.minimum.accumulate(depth[::-1])[::-1][1:]
+        min_after[-1] = np.iinfo(depth.dtype).max
+        closed = braces[min_after[braces] < depth[braces]]
+        if closed.size == 0:
+            return None
+        last = int(closed[-1])
+        below = depth[last + 1 :] < depth[last]
+    close = last + 1 + int(np.argmax(below))
+    return text[last + 1 : close]
+
+
+def _complete_blocks(pattern: re.Pattern[str], text: str) -> list[str]:
+    """Contents of the complete blocks ``pattern`` (one of the block regexes) finds, left
+    to right: the same list as ``pattern.findall(text)``, in linear time.
+
+    Searching the whole text, every opening tag after the last closing tag would start a
+    lazy match that scans to the end of the text and fails: quadratic in the number of
+    such tags. Every match ends at or before the last closing tag, so the search stops
+    there. With few blocks, ``str.find`` jumps from tag to tag at C speed, where the lazy
+    regex tries to match the closing tag at every character (40x slower on one 1 MB
+    block); with many, the regex's per-block cost is the lower.
+    """
+    open_tag, close_tag = _BLOCK_TAGS[pattern]
+    last_close = text.rfind(close_tag)
+    if last_close == -1:
+        return []
+    end = last_close + len(close_tag)
+    if text.count(close_tag, 0, end) > _FEW_BLOCKS:
+        return pattern.findall(text, 0, end)
+    blocks, pos = [], 0
+    while (start := text.find(open_tag, pos, end)) != -1:
+        body = start + len(open_tag)
+        close = text.find(close_tag, body, end)
+        if close == -1:
+            break
+        blocks.append(text[body:close])
+        pos = close + len(close_tag)
+    return blocks
 
 
 def _normalize_query(query: str) -> str:
@@ -107,25 +212,27 @@ def parse_turn(text: str) -> Turn:
         return Turn(kind="invalid")
     text = clean_text(text)
 
-    answers = _ANSWER_RE.findall(text)
+    answers = _complete_blocks(_ANSWER_RE, text)
     if not answers:
         # A turn cut off by a token budget inside its answer still answered.
         open_at = text.rfind(ANSWER_OPEN)
         if open_at != -1:
             answers = [text[open_at + len(ANSWER_OPEN) :]]
     if answers:
-        extracted = [_extract_answer(a) for a in answers]
-        final, boxed = extracted[-1]
-        distinct = {a for a, _ in extracted}
+        final, boxed = _extract_answer(answers[-1])
+        # Identical blocks extract identically, so each distinct block is extracted once.
+        others = set(answers)
+        others.discard(answers[-1])
+        conflicting = any(_extract_answer(a)[0] != final for a in others)
         return Turn(
             kind="answer",
             answer=final,
             boxed=boxed,
             n_answers=len(answers),
-            conflicting_answers=len(distinct) > 1,
+            conflicting_answers=conflicting,
         )
 
-    queries = _SEARCH_RE.findall(text)
+    queries = _complete_blocks(_SEARCH_RE, text)
     if queries:
         return Turn(kind="search", query=_normalize_query(queries[-1]))
     return Turn(kind="invalid")
@@ -147,7 +254,7 @@ def is_valid_format(response: str, mode: FormatMode = "strict", result_tag: str 
     result_open, result_close = f"<{result_tag}>", f"</{result_tag}>"
     if not isinstance(response, str):
         return False
-    answers = _ANSWER_RE.findall(response)
+    answers = _complete_blocks(_ANSWER_RE, response)
     if len(answers) != 1 or response.count(ANSWER_OPEN) != 1:
         return False
     if mode == "loose":

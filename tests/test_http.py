@@ -253,3 +253,157 @@ def test_serve_command_pieces_serve_a_bm25_corpus_end_to_end(tmp_path):
         env.reset(options={"index": 1})
         observation, *_ = env.step("who</think><search>The Glass Tide author</search>")
     assert "Tamsy Orr" in observation
+
+
+# ---------------------------------------------------------- slow and broken answers
+class TricklingServer:
+    """Answers each request with a valid Search-R1 response sent one byte at a time.
+
+    ``head_at_once``: send the status line and headers promptly and trickle the body
+    only. The server stops by itself after ``connections`` connections or when a
+    client hangs up.
+    """
+
+    ANSWER = json.dumps(
+        {"result": [[{"document": {"id": "x", "contents": "X" * 40}, "score": 1.0}]]}
+    ).encode()
+
+    def __init__(self, head_at_once: bool, interval: float = 0.1, connections: int = 2):
+        import threading
+
+        self.head_at_once = head_at_once
+        self.interval = interval
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, args=(connections,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, connections):
+        with self.listener:
+            for _ in range(connections):
+                try:
+                    conn, _ = self.listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    self._answer(conn)
+
+    def _answer(self, conn):
+        conn.settimeout(10)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(self.ANSWER)
+        )
+        slow = self.ANSWER
+        try:
+            if self.head_at_once:
+                conn.sendall(head)
+            else:
+                slow = head + slow
+            for i in range(len(slow)):
+                conn.sendall(slow[i : i + 1])
+                time.sleep(self.interval)
+        except OSError:
+            return  # the client gave up: what the tests want
+
+
+@pytest.mark.parametrize("head_at_once", [False, True], ids=["whole-answer", "body-only"])
+def test_a_trickling_server_cannot_stretch_a_request_past_its_timeout(head_at_once):
+    # The answer takes ~10 s (100+ bytes at 0.1 s each) and every read is quick, so only
+    # a deadline on the whole request stops it; without one the search would succeed.
+    server = TricklingServer(head_at_once)
+    client = HttpRetriever(server.url, "search-r1", timeout=0.5, retries=1, backoff=0.01)
+    with pytest.raises(RetrievalError, match=r"timed out: no whole answer within 0\.5s"):
+        client.search(["q"], 1)
+    client.close()
+
+
+def raw_answer_app(body: bytes, status: int = 200) -> FastAPI:
+    from fastapi.responses import Response
+
+    app = FastAPI()
+
+    async def answer():
+        return Response(body, status_code=status, media_type="application/json")
+
+    for path in ("/retrieve", "/search", "/batch_search"):
+        app.add_api_route(path, answer, methods=["POST"])
+    return app
+
+
+def test_deeply_nested_json_is_a_retrieval_error():
+    nested = b"[" * 100_000 + b"]" * 100_000
+    with BackgroundServer(app=raw_answer_app(nested)) as running:
+        client = HttpRetriever(running.url, "search-r1", retries=0)
+        with pytest.raises(RetrievalError, match="nests too deeply"):
+            client.search(["q"], 1)
+
+
+def doc(**fields):
+    return {"document": fields, "score": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("answer", "queries", "message"),
+    [
+        (b"", 1, "empty body"),
+        (b"null", 1, "expected an object with 'result', got null"),
+        (b"[]", 1, "expected an object with 'result', got a list"),
+        (b"{}", 1, "expected an object with 'result'"),
+        (b'{"result": "none"}', 1, "one list per query (1), got a string"),
+        (b'{"result": [[]]}', 2, "one list per query (2), got 1 lists"),
+        (b'{"result": [[], {"a": 1}]}', 2, "result[1]: expected a list of hits, got an object"),
+        (json.dumps({"result": [[doc(id="x")]]}).encode(), 1, "needs 'contents'"),
+        (json.dumps({"result": [[doc(id="x", contents=5)]]}).encode(), 1, "must be a string"),
+        (json.dumps({"result": [[doc(id=[1], contents="c")]]}).encode(), 1, "document id"),
+        (
+            json.dumps({"result": [[{"document": {"contents": "c"}, "score": "high"}]]}).encode(),
+            1,
+            "a score must be a number, got a string",
+        ),
+        (json.dumps({"result": [[7]]}).encode(), 1, "must be an object or a string"),
+    ],
+)
+def test_malformed_search_r1_answers_say_what_was_wrong(answer, queries, message):
+    with BackgroundServer(app=raw_answer_app(answer)) as running:
+        client = HttpRetriever(running.url, "search-r1", retries=0)
+        with pytest.raises(RetrievalError) as error:
+            client.search(["q"] * queries, 1)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "queries", "message"),
+    [
+        (b"{}", 1, "expected a list of documents, got an object"),
+        (b"[]", 3, "expected 3 result lists, got 0"),
+        (b"[[], []]", 3, "expected 3 result lists, got 2"),
+        (b'[[{"id": "x", "contents": "c"}], [{"id": "y"}], []]', 3, "answer[1]: a document"),
+        (b'{"docs": []}', 2, "expected a list of result lists, got an object"),
+    ],
+)
+def test_malformed_flashrag_answers_say_what_was_wrong(answer, queries, message):
+    with BackgroundServer(app=raw_answer_app(answer)) as running:
+        client = HttpRetriever(running.url, "flashrag", retries=0)
+        with pytest.raises(RetrievalError) as error:
+            client.search([f"q{i}" for i in range(queries)], 1)
+    assert message in str(error.value)
+
+
+def test_custom_headers_reach_the_server():
+    app = FastAPI()
+    seen = {}
+
+    @app.post("/retrieve")
+    async def retrieve(request: Request):
+        seen["token"] = request.headers.get("authorization")
+        return {"result": [[]]}
+
+    with BackgroundServer(app=app) as running:
+        client = HttpRetriever(running.url, "search-r1", headers={"Authorization": "Bearer t"})
+        assert client.search(["q"], 1) == [[]]
+    assert seen["token"] == "Bearer t"

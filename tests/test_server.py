@@ -303,3 +303,28 @@ def test_fastapi_routes_answer_like_the_fast_path_and_are_documented(server):
     assert slow.json() == fast.json()
     assert bad.status_code == 422 and "'top_n' must be between" in bad.json()["detail"]
     assert {"/retrieve", "/search", "/batch_search", "/health"} <= set(paths)
+
+
+def test_serve_accepts_a_dataset_name_as_corpus(tmp_path):
+    # Every other command takes the name 'synthetic'; serve serves that world's corpus.
+    import argparse
+
+    from research_env import data
+    from research_env.commands.serve import add_arguments, build_retriever
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--corpus", "synthetic", "--index-dir", str(tmp_path)])
+    retriever = build_retriever(args)
+    corpus = data.load_corpus("synthetic", cache_dir=tmp_path)
+    assert len(retriever) == len(corpus)
+    top = retriever.search([corpus[0].contents], 1)[0][0]
+    assert top.document.id == corpus[0].id
+
+
+def test_serve_names_the_choices_for_an_unknown_corpus(tmp_path, capsys):
+    from research_env.commands.serve import main
+
+    assert main(["--corpus", "no-such-dataset", "--index-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "does not exist" in error and "synthetic" in error

@@ -21,11 +21,18 @@ line) over HTTP, in the protocols RL stacks already speak:
 Concurrent requests are answered together: their queries are gathered into one
 retriever call (micro-batching), which is what makes a single CPU process keep up
 with many rollout workers. The index is built on first use and cached in --index-dir.
+
+No client can hold the server's memory or connections: bodies over --max-body-mb are
+refused (413) before they are read, a request must arrive whole within
+--request-timeout seconds (408), idle kept-alive connections close after
+--keep-alive-timeout seconds, and beyond --max-connections open connections requests
+get 503.
 """
 
 EPILOG = """\
 examples:
   research-env serve --retriever bm25 --corpus wiki.jsonl --port 8000
+  research-env serve --corpus synthetic        # the embedded world's corpus
   research-env serve --retriever dense --corpus wiki.jsonl --index-kind hnsw \\
       --index-dir ~/indexes
   # then, in training:
@@ -58,7 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bm25 (default), dense, hybrid, or another registered retriever name",
     )
     what.add_argument(
-        "--corpus", type=Path, required=True, help="corpus jsonl (FlashRAG: id + contents)"
+        "--corpus",
+        type=Path,
+        required=True,
+        help="corpus jsonl (FlashRAG: id + contents), a dataset directory holding a "
+        "corpus.jsonl, or a dataset name: 'synthetic' serves the embedded world's corpus",
     )
     what.add_argument(
         "--index-dir",
@@ -131,13 +142,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest batch one request may send (default: 1024)",
     )
 
+    conn = parser.add_argument_group("connections (what one slow or hostile client may hold)")
+    conn.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=16.0,
+        help="largest request body in MiB; a larger Content-Length gets 413 before the body "
+        "is read, a chunked body as soon as it grows past it (default: 16)",
+    )
+    conn.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a whole request from its first byte (a new "
+        "connection: from connecting); then 408 and the connection closes. Stops idle and "
+        "trickling clients (default: 30)",
+    )
+    conn.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=5.0,
+        help="seconds an idle kept-alive connection stays open between requests (default: 5)",
+    )
+    conn.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="open connections served at once; requests beyond get 503. Keep it below "
+        "`ulimit -n` (default: 1024)",
+    )
+
 
 def build_retriever(args: argparse.Namespace) -> Any:
     """The retriever named by ``--retriever`` over ``--corpus``."""
     from research_env.sources import RETRIEVERS
 
-    if not args.corpus.exists():
-        raise FileNotFoundError(f"corpus file {args.corpus} does not exist")
     name = args.retriever
     kwargs: dict[str, Any] = {}
     dense_kwargs = {"model": args.model, "index": args.index_kind}
@@ -159,7 +198,30 @@ def build_retriever(args: argparse.Namespace) -> Any:
         raise ValueError(f"unknown retriever {name!r}; choose one of {choices}")
     from research_env.storage import cache_root
 
-    return factory(args.corpus, cache_dir=cache_root(args.index_dir), **kwargs)
+    cache_dir = cache_root(args.index_dir)
+    return factory(corpus_file(args.corpus, cache_dir), cache_dir=cache_dir, **kwargs)
+
+
+def corpus_file(corpus: Path, cache_dir: Path) -> Path:
+    """The jsonl that ``--corpus`` names: a file, a dataset directory's ``corpus.jsonl``,
+    or a named dataset's own corpus (``synthetic``: generated into ``cache_dir`` on first
+    use), as every other command and ``gym.make(dataset=...)`` resolve it."""
+    from research_env import data
+
+    if corpus.is_file():
+        return corpus
+    if (corpus / "corpus.jsonl").is_file():
+        return corpus / "corpus.jsonl"
+    name = str(corpus)
+    if name in data.DATASETS:
+        found = data.corpus_path(name, cache_dir)
+        if found is None:
+            raise FileNotFoundError(f"dataset {name!r} comes without a corpus to serve")
+        return found
+    raise FileNotFoundError(
+        f"corpus file {corpus} does not exist, and {name!r} is not a dataset name "
+        f"({', '.join(sorted(data.DATASETS))}) or a directory with a corpus.jsonl"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,6 +229,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_batch < 1 or args.max_topk < 1 or not 1 <= args.default_topk <= args.max_topk:
         raise ValueError("need --max-batch >= 1 and 1 <= --default-topk <= --max-topk")
+    # Built before the index so that a bad limit fails at once (ServerLimits checks them).
+    limits = ServerLimits(
+        default_topk=args.default_topk,
+        max_topk=args.max_topk,
+        max_queries_per_request=args.max_queries_per_request,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        request_timeout=args.request_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        max_connections=args.max_connections,
+    )
     print(f"loading {args.retriever} index of {args.corpus} ...", file=sys.stderr, flush=True)
     retriever = build_retriever(args)
     size = len(retriever) if hasattr(retriever, "__len__") else "?"
@@ -188,11 +260,7 @@ def run(args: argparse.Namespace) -> int:
         batching=not args.no_batching,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
-        limits=ServerLimits(
-            default_topk=args.default_topk,
-            max_topk=args.max_topk,
-            max_queries_per_request=args.max_queries_per_request,
-        ),
+        limits=limits,
     )
     return 0
 

@@ -32,6 +32,22 @@ a thread pool, as a plain FastAPI endpoint would (the benchmark's baseline).
 Requests are validated (``topk`` in 1..``max_topk``, query length, queries per request)
 and rejected with a 4xx whose ``detail`` says what is wrong. The server binds
 127.0.0.1 unless told otherwise.
+
+A client cannot hold the server's memory or connections hostage (all in
+:class:`ServerLimits`, and ``research-env serve --help``):
+
+* ``max_body_bytes`` (16 MiB): a body whose ``Content-Length`` is larger gets 413 before
+  a byte of it is read; a chunked body gets 413 as soon as it grows past the limit.
+  Either way the connection is closed, so the rest is never read.
+* ``request_timeout`` (30 s): a connection must deliver a whole request, head and body,
+  within this many seconds of its first byte (a new connection, of being opened), or it
+  gets 408 and is closed. This is what stops idle and trickling ("slowloris") clients;
+  uvicorn has no such timeout of its own.
+* ``keep_alive_timeout`` (5 s): an idle kept-alive connection is closed after this long
+  (uvicorn's ``timeout_keep_alive``).
+* ``max_connections`` (1024): beyond this many open connections, requests get 503 at
+  once and their connection is closed (uvicorn's ``limit_concurrency``); keep it below
+  the open-file limit (``ulimit -n``).
 """
 
 from __future__ import annotations
@@ -62,6 +78,7 @@ __all__ = [
     "ServerLimits",
     "create_app",
     "serve",
+    "uvicorn_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +97,20 @@ class ServerLimits:
     # Queries waiting in the batching queue beyond this are refused with 503 (retryable),
     # so an overloaded server sheds load instead of growing its latency without bound.
     max_pending_queries: int = 100_000
+    # Connection-level limits (see the module docstring): what a slow, idle or hostile
+    # client may hold. They apply where uvicorn runs the app (serve, BackgroundServer).
+    max_body_bytes: int = 16 * 1024 * 1024
+    request_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        for name in ("request_timeout", "keep_alive_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, not {getattr(self, name)}")
 
 
 class RequestError(Exception):
@@ -312,7 +343,6 @@ def _search_r1_items(hits: Sequence[SearchHit], with_scores: bool) -> list[dict[
 
 # ---------------------------------------------------------------------------- the app
 _ROUTES = {"/retrieve": "retrieve", "/search": "search_one", "/batch_search": "search_batch"}
-_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 class RetrievalService:
@@ -350,8 +380,8 @@ class RetrievalService:
     async def answer(self, path: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
         """``(status, media type, body)`` for a POST to ``path``; errors carry a detail."""
         try:
-            if len(body) > _MAX_BODY_BYTES:
-                raise RequestError(413, f"the body is over {_MAX_BODY_BYTES} bytes")
+            if len(body) > self.limits.max_body_bytes:
+                raise RequestError(413, self.body_too_large())
             payload, as_msgpack = _decode_body(body, content_type)
             result = await getattr(self, _ROUTES[path])(payload, as_msgpack)
         except RequestError as error:
@@ -364,6 +394,15 @@ class RetrievalService:
 
             return 200, "application/msgpack", msgpack.packb(result, use_bin_type=True)
         return 200, "application/json", _json_bytes(result)
+
+    def body_too_large(self, declared: int | None = None) -> str:
+        """The 413 detail for a body over the limit (``declared``: its Content-Length)."""
+        what = f"declares {declared} bytes" if declared is not None else "is larger than that"
+        return (
+            f"the body limit is {self.limits.max_body_bytes} bytes and this request body "
+            f"{what} (ServerLimits.max_body_bytes, research-env serve --max-body-mb): "
+            "send fewer queries per request"
+        )
 
     async def run_search(self, queries: list[str], k: int) -> list[list[SearchHit]]:
         if self.batcher is not None:
@@ -466,27 +505,56 @@ class _FastPath:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _ROUTES:
             await self.app(scope, receive, send)
             return
-        chunks = []
-        more = True
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        body = await self._read_body(headers.get(b"content-length"), receive, send)
+        if body is None:
+            return
+        status, media_type, answer = await self.service.answer(scope["path"], body, content_type)
+        await _respond(send, status, media_type, answer)
+
+    async def _read_body(
+        self, content_length: bytes | None, receive: Any, send: Any
+    ) -> bytes | None:
+        """The request body, or None when the client left or the body is too large (then
+        413 is sent, with ``connection: close`` so the server reads no more of it)."""
+        service = self.service
+        limit = service.limits.max_body_bytes
+        # uvicorn has already rejected a malformed Content-Length with 400.
+        if content_length is not None and int(content_length) > limit:
+            detail = service.body_too_large(declared=int(content_length))
+            await _respond_error(send, 413, detail, close=True)
+            return None
+        chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # a chunked body (no Content-Length) grew past the limit
+                await _respond_error(send, 413, service.body_too_large(), close=True)
+                return None
+            chunks.append(chunk)
             more = message.get("more_body", False)
-        content_type = ""
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-        status, media_type, body = await self.service.answer(
-            scope["path"], b"".join(chunks), content_type
-        )
-        headers = [
-            (b"content-type", media_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        return b"".join(chunks)
+
+
+async def _respond(
+    send: Any, status: int, media_type: str, body: bytes, close: bool = False
+) -> None:
+    headers = [
+        (b"content-type", media_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_error(send: Any, status: int, detail: str, close: bool = False) -> None:
+    await _respond(send, status, "application/json", _json_bytes({"detail": detail}), close)
 
 
 def create_app(
@@ -567,6 +635,8 @@ def serve(
     ``http``/``loop`` pick uvicorn's HTTP parser (``h11``, ``httptools``) and event loop
     (``asyncio``, ``uvloop``); ``"auto"`` takes the C implementations when installed
     (``pip install uvicorn[standard]``), which roughly double the requests a CPU serves.
+    ``app_kwargs`` go to :func:`create_app`; its ``limits`` also set the connection
+    limits (timeouts, connection cap) described in the module docstring.
     """
     import uvicorn
 
@@ -577,15 +647,128 @@ def serve(
     # (p99 latency 86 -> 22 ms at 64 clients in benchmarks/server_load.py).
     gc.collect()
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn_config(
         app,
+        app_kwargs.get("limits"),
+        http=http,
         host=host,
         port=port,
         log_level=log_level,
         access_log=access_log,
-        http=http,  # type: ignore[arg-type]
-        loop=loop,  # type: ignore[arg-type]
+        loop=loop,
     )
+    uvicorn.Server(config).run()
+
+
+def uvicorn_config(
+    app: Any, limits: ServerLimits | None = None, *, http: str = "auto", **config_kwargs: Any
+) -> Any:
+    """A ``uvicorn.Config`` for ``app`` that enforces the connection limits of ``limits``.
+
+    uvicorn's own knobs cover the kept-alive idle time (``timeout_keep_alive``) and the
+    connection cap (``limit_concurrency``); the request timeout is added to its HTTP
+    protocol class (``http``: ``"auto"``, ``"h11"`` or ``"httptools"``), see
+    :class:`_RequestDeadline`.
+    """
+    import uvicorn
+
+    limits = limits or ServerLimits()
+    return uvicorn.Config(
+        app,
+        http=_protocol_with_deadline(http, limits.request_timeout),
+        # uvicorn annotates this as int but only hands it to loop.call_later.
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]
+        # uvicorn answers 503 once open connections (the asking one included) reach its
+        # limit; + 1 lets exactly max_connections connections be served.
+        limit_concurrency=limits.max_connections + 1,
+        **config_kwargs,
+    )
+
+
+class _RequestDeadline(asyncio.Protocol):
+    """Mixed into a uvicorn HTTP protocol class: each request must arrive whole, head and
+    body, within ``request_timeout`` seconds of its first byte (a new connection's first
+    request, of the connection opening), else the client gets 408 and is disconnected.
+
+    uvicorn only times out kept-alive connections between requests, so a client that
+    connects and stays silent, or sends half a request and stops, would hold its
+    connection (and a slot under ``limit_concurrency``) forever. Both of uvicorn's HTTP/1
+    protocols (h11, httptools) keep the request being read in ``self.cycle``, whose
+    ``more_body`` turns False when its body is complete; that is all this relies on (the
+    tests pin it).
+    """
+
+    request_timeout: float
+    cycle: Any
+    transport: Any
+    _deadline: asyncio.TimerHandle | None = None
+    _cycle_before: Any = None  # the request already read when the deadline was armed
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None:
+            self._arm()
+        super().data_received(data)  # type: ignore[misc]
+        if self._request_read():
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _request_read(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle is not self._cycle_before and not cycle.more_body
+
+    def _arm(self) -> None:
+        self._cycle_before = self.cycle
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.request_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        # A pipelined request may have been read since (uvicorn parses it after the
+        # previous response): then the deadline was met.
+        if self._request_read() or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        answering = cycle is not None and cycle is not self._cycle_before
+        if not (answering and cycle.response_started):
+            self.transport.write(_request_timeout_response(self.request_timeout))
+        self.transport.close()
+
+
+def _request_timeout_response(seconds: float) -> bytes:
+    body = _json_bytes(
+        {
+            "detail": f"the request did not arrive whole within {seconds:g} s "
+            "(ServerLimits.request_timeout, research-env serve --request-timeout)"
+        }
+    )
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def _protocol_with_deadline(http: str, request_timeout: float) -> type[asyncio.Protocol]:
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    if http not in ("auto", "h11", "httptools"):
+        raise ValueError(f"http must be 'auto', 'h11' or 'httptools', not {http!r}")
+    base = import_from_string(HTTP_PROTOCOLS[http])
+    name = f"{base.__name__}WithRequestTimeout"
+    return type(name, (_RequestDeadline, base), {"request_timeout": request_timeout})
 
 
 class BackgroundServer:
@@ -595,7 +778,8 @@ class BackgroundServer:
             client = HttpRetriever(server.url)
 
     ``port=0`` (default) picks a free port. ``app`` serves any ASGI app instead of
-    :func:`create_app` of ``retriever`` (tests use it to imitate other servers).
+    :func:`create_app` of ``retriever`` (tests use it to imitate other servers); a
+    ``limits=ServerLimits(...)`` keyword sets the connection limits either way.
     """
 
     def __init__(
@@ -606,6 +790,7 @@ class BackgroundServer:
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 30.0,
+        http: str = "auto",
         **app_kwargs: Any,
     ) -> None:
         import uvicorn
@@ -618,7 +803,14 @@ class BackgroundServer:
         self._socket.bind((host, port))
         self.port = int(self._socket.getsockname()[1])
         self.app = app if app is not None else create_app(retriever, **app_kwargs)  # type: ignore[arg-type]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn_config(
+            self.app,
+            app_kwargs.get("limits"),
+            http=http,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
