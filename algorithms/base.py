@@ -241,17 +241,7 @@ class OnPolicyAlgorithm:
     # ----------------------------------------------------------------------------------
 
     def _sampling(self, *, greedy: bool = False, temperature: float | None = None) -> Any:
-        from algorithms.rollout import SamplingSettings
-
-        r = self.config.rollout
-        return SamplingSettings(
-            temperature=r.temperature if temperature is None else temperature,
-            top_p=r.top_p,
-            top_k=r.top_k,
-            greedy=greedy,
-            max_turn_tokens=r.max_turn_tokens,
-            max_total_tokens=r.max_total_tokens,
-        )
+        return self.config.rollout.sampling(greedy=greedy, temperature=temperature)
 
     @property
     def engine(self) -> Any:
@@ -586,7 +576,7 @@ class OnPolicyAlgorithm:
 
     def predict(self, observation: str, *, max_new_tokens: int | None = None) -> str:
         """The policy's greedy next turn for a prompt (or a whole conversation so far)."""
-        from algorithms.decoding import generate
+        from algorithms.rollout import generate
         from research_env.protocol import STOP_STRINGS
 
         tokenizer = self.policy.tokenizer

@@ -74,7 +74,9 @@ def test_reset_mask_resets_only_the_chosen_sub_envs():
     envs.reset(options={"indices": [0, 0]})
     envs.step([ANSWER, SEARCH_BRISA])
     first = envs.envs[1].episode
-    prompts, infos = envs.reset(options={"indices": [1, None], "reset_mask": np.array([1, 0], bool)})
+    prompts, infos = envs.reset(
+        options={"indices": [1, None], "reset_mask": np.array([1, 0], bool)}
+    )
     assert SAMPLES[1].question in prompts[0] and prompts[1] == ""
     assert envs.envs[1].episode is first and list(infos["_question_id"]) == [True, False]
 
