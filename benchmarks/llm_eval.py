@@ -477,7 +477,7 @@ def _decoding_policy(
         return policy
     import torch
 
-    from algorithms.policy import rollout_copy
+    from algorithms.rollout import rollout_copy
 
     dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
     model = rollout_copy(policy.model, dtype, pack_weights=pack_weights, fused=fused)

@@ -126,6 +126,11 @@ def test_agent_prompt_is_the_envs_prompt(policy):
     assert text.startswith(prompt) and len(episode["turn_texts"]) == episode["turns"]
 
 
+def test_pass_at_k_needs_sampled_decoding(policy):
+    with pytest.raises(ValueError, match="greedy decoding repeats one episode"):
+        evaluate_model(policy, world(KeywordRetriever()), sampling=FAST, samples=2)
+
+
 def test_samples_per_question_gives_pass_at_k(policy):
     sampling = Sampling(temperature=1.0, max_turn_tokens=4, max_total_tokens=100, seed=0)
     result = evaluate_model(

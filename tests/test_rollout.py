@@ -1,5 +1,8 @@
 """The rollout engine with a tiny random model: masks, log-probs, cache reuse, budgets."""
 
+import copy
+from types import SimpleNamespace
+
 import pytest
 import torch
 from world import SAMPLES, KeywordRetriever
@@ -7,6 +10,7 @@ from world import SAMPLES, KeywordRetriever
 from algorithms.buffer import collate
 from algorithms.policy import load_policy
 from algorithms.rollout import RolloutEngine, Sampling
+from research_env import Termination
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +112,32 @@ def test_fused_and_transformers_rollout_copies_play_the_same_episodes(policy):
     assert [t.response_ids for t in runs[True]] == [t.response_ids for t in runs[False]]
     for a, b in zip(runs[True], runs[False]):
         assert a.sample_logprobs == pytest.approx(b.sample_logprobs, abs=1e-4)
+
+
+def test_eos_ends_the_episode_as_the_models_own_choice(policy):
+    s = Sampling(greedy=True, max_turn_tokens=6, max_total_tokens=400)
+    (plain,) = make_engine(policy).collect([0], sampling=s)
+    # Make the greedy first turn's third token an end-of-sequence token.
+    stop_at = plain.response_ids[2]
+    first = plain.response_ids.index(stop_at)
+    model = copy.deepcopy(policy.model)
+    model.generation_config.eos_token_id = [stop_at]
+    eos_policy = SimpleNamespace(model=model, tokenizer=policy.tokenizer)
+    (traj,) = make_engine(eos_policy).collect([0], sampling=s)
+    assert traj.response_ids == plain.response_ids[: first + 1]
+    assert traj.finish_reason == "eos" == Termination.EOS
+    assert traj.info["termination"] == "eos" and traj.info["turns"] == 1
+
+
+def test_engine_plays_in_a_vector_env_resized_to_each_batch(policy):
+    engine = make_engine(policy)
+    s = Sampling(max_turn_tokens=3, max_total_tokens=100, seed=0)
+    assert len(engine.collect([0, 1], group_size=2, sampling=s)) == 4
+    assert engine.vector_env.num_envs == 4
+    first = engine.vector_env.envs[0]
+    assert len(engine.collect([1], sampling=s)) == 1
+    assert engine.vector_env.envs == [first]  # the same sub-env, reused
+    assert engine.num_questions == len(SAMPLES)
 
 
 @pytest.mark.slow
