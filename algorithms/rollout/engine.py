@@ -164,11 +164,8 @@ class RolloutEngine:
                 for i, out in outputs.items()
             }
             outcomes = envs.step_turns(texts)
-            observations, ended = self._observations(outcomes, outputs, used, s)
-            ended_early: dict[Termination, list[int]] = {}
-            for i, reason in ended.items():
-                ended_early.setdefault(reason, []).append(i)
-            for reason, indices in ended_early.items():
+            observations, to_end = self._observations(outcomes, outputs, used, s)
+            for reason, indices in to_end.items():
                 outcomes |= envs.end_early(indices, reason)
             finished = [i for i in live if outcomes[i].done]
             for i in finished:
@@ -189,24 +186,24 @@ class RolloutEngine:
         outputs: Mapping[int, TurnOutput],
         used: Sequence[int],
         s: Sampling,
-    ) -> tuple[dict[int, list[int]], dict[int, Termination]]:
-        """The observation tokens of the episodes that go on, and why each of the others
-        must end now although the env did not end it: the model emitted EOS (it stopped
-        writing), or the observation would overflow the response's token budget."""
+    ) -> tuple[dict[int, list[int]], dict[Termination, list[int]]]:
+        """The observation tokens of the episodes that go on, and the episodes the env did
+        not end that must end now, by reason: the model emitted EOS (it stopped writing),
+        or the observation would overflow the response's token budget."""
         observations: dict[int, list[int]] = {}
-        ended: dict[int, Termination] = {}
+        to_end: dict[Termination, list[int]] = {}
         for i, outcome in outcomes.items():
             if outcome.done:
                 continue
             if outputs[i].finish_reason == Termination.EOS:
-                ended[i] = Termination.EOS
+                to_end.setdefault(Termination.EOS, []).append(i)
                 continue
             obs_ids = self.tokenizer(outcome.observation, add_special_tokens=False)["input_ids"]
             if used[i] + len(obs_ids) >= s.max_total_tokens:
-                ended[i] = Termination.TOKEN_BUDGET
+                to_end.setdefault(Termination.TOKEN_BUDGET, []).append(i)
             else:
                 observations[i] = obs_ids
-        return observations, ended
+        return observations, to_end
 
     def _decode_turn(
         self,
