@@ -140,8 +140,9 @@ class RolloutConfig:
             decode with the policy itself.
         pack_weights: let that rollout copy pre-pack its linear layers for oneDNN (CPU).
         fused: let that rollout copy run the fused forward of
-            :mod:`algorithms.fused_llama` when the model is Llama-family (about 1.14x the
-            decode speed of the packed copy on CPU); ``false`` keeps the transformers forward.
+            :mod:`algorithms.rollout.fused_llama` when the model is Llama-family (faster
+            than the packed copy on CPU: benchmarks/RESULTS.md); ``false`` keeps the
+            transformers forward.
     """
 
     questions_per_step: int = 4
@@ -159,10 +160,12 @@ class RolloutConfig:
     def sampling(
         self, *, greedy: bool = False, temperature: float | None = None, seed: int | None = None
     ) -> Any:
-        """The runtime sampling struct of the rollout engine, built from this section."""
-        from algorithms.rollout import SamplingSettings
+        """The runtime :class:`algorithms.rollout.Sampling` of this section: its
+        temperature (or ``temperature``), top-p, top-k and token budgets; ``greedy`` for
+        evaluation; ``seed`` to make the rollout reproducible."""
+        from algorithms.rollout.sampling import Sampling
 
-        return SamplingSettings(
+        return Sampling(
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
             top_k=self.top_k,

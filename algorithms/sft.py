@@ -86,7 +86,7 @@ class SFT(OnPolicyAlgorithm):
 
     def collect_rollouts(self, step: int) -> list[Trajectory]:
         """This step's demonstrations as trajectories (one per question, group = row)."""
-        env = self.engine.envs[0]
+        env = self.engine.vector_env.envs[0]
         episodes = [self.demonstration(env, i) for i in self.question_indices(step)]
         kept = [
             e
@@ -110,7 +110,7 @@ class SFT(OnPolicyAlgorithm):
         if self.settings.demonstrations != "oracle":
             if self._file_episodes is None:
                 self._file_episodes = read_text_episodes(
-                    self.settings.demonstrations, self.engine.envs[0]
+                    self.settings.demonstrations, self.engine.vector_env.envs[0]
                 )
             return len(self._file_episodes)
         return super().num_questions
@@ -119,7 +119,7 @@ class SFT(OnPolicyAlgorithm):
         """Tokenize like the rollout engine: turns get mask 1, observations mask 0."""
         tokenizer = self.policy.tokenizer
         prompt, info = env.reset(options={"index": episode.index})
-        traj = Trajectory(prompt_ids=self.engine.encode_prompt(env, prompt, info), group=group)
+        traj = Trajectory(prompt_ids=self.engine.encode_prompt(prompt, info), group=group)
         for i, turn in enumerate(episode.turns):
             ids = tokenizer(turn, add_special_tokens=False)["input_ids"]
             traj.add_model_tokens(ids, [0.0] * len(ids))

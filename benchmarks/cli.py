@@ -102,7 +102,7 @@ def register(subparsers: Any) -> None:
         action="store_false",
         help=(
             "decode Llama-family models with the transformers forward instead of the fused "
-            "one (algorithms/fused_llama.py); other architectures always use their own"
+            "one (algorithms/rollout/fused_llama.py); other architectures always use their own"
         ),
     )
     llm.add_argument(
@@ -153,13 +153,9 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
+    from algorithms.rollout import Sampling
     from benchmarks.evaluate import report, save_results
-    from benchmarks.llm_eval import (
-        EvalSampling,
-        evaluate_baselines,
-        make_judge,
-        write_transcripts_text,
-    )
+    from benchmarks.llm_eval import evaluate_baselines, make_judge, write_transcripts_text
 
     if args.template is not None:
         env_kwargs["template"] = args.template
@@ -167,9 +163,11 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     judge = None
     if args.judge:
         judge = make_judge(args.judge, args.judge_model, os.environ.get("OPENAI_API_KEY"))
-    sampling = EvalSampling(
-        samples=args.samples_per_question,
-        temperature=args.temperature,
+    # Greedy for one sample per question unless a temperature is asked for; pass@k samples.
+    greedy = args.samples_per_question == 1 and not args.temperature
+    sampling = Sampling(
+        temperature=args.temperature or 1.0,
+        greedy=greedy,
         max_turn_tokens=args.max_turn_tokens,
         max_total_tokens=args.max_total_tokens,
         seed=args.seed,
@@ -187,6 +185,7 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         on_result=save,
         limit=args.limit,
         sampling=sampling,
+        samples=args.samples_per_question,
         batch_size=args.batch_size,
         judge=judge,
         prompt_format=args.prompt_format,

@@ -1,4 +1,4 @@
-"""Rollout decoding throughput: ``model.generate`` vs ``algorithms.decoding.generate``.
+"""Rollout decoding throughput: ``model.generate`` vs ``algorithms.rollout.generate``.
 
 Same model, same prompts, same process; the methods run interleaved round by round, so a
 neighbour process stealing a core slows all of them alike and the *ratios* stay meaningful on a
@@ -59,7 +59,7 @@ def make_prompts(tokenizer, batch_size: int) -> list[list[int]]:
 def build_models(model, needed: set[str]) -> dict[str, object]:
     """The weights the chosen methods decode with: the fp32 policy itself and rollout copies
     (what a trainer holds: its fp32 policy plus one rollout copy)."""
-    from algorithms.policy import rollout_copy
+    from algorithms.rollout import rollout_copy
 
     recipes = {  # name -> (dtype, packed linears, fused Llama forward)
         "fp32-packed": (torch.float32, True, False),
@@ -91,7 +91,7 @@ def build_method(
     decoder: str, model, prompts: list[list[int]], new_tokens: int, seed: int
 ) -> Callable[[], int]:
     """A callable generating ``new_tokens`` sampled tokens per prompt; returns the count."""
-    from algorithms.decoding import generate
+    from algorithms.rollout import generate
 
     pad = model.generation_config.pad_token_id or 0
     width = max(map(len, prompts))

@@ -135,14 +135,15 @@ def evaluate(
     policy: Any, env_kwargs: dict[str, Any], dev: Any, n: int, name: str, baseline: str = "agent"
 ) -> Stage:
     """Greedy episodes on the first ``n`` dev questions, decoded with a bf16 packed copy."""
-    from benchmarks.llm_eval import EvalSampling, evaluate_model
+    from algorithms.rollout import Sampling
+    from benchmarks.llm_eval import evaluate_model
 
     result = evaluate_model(
         policy,
         env_kwargs,
         baseline=baseline,
         limit=n,
-        sampling=EvalSampling(max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
+        sampling=Sampling(greedy=True, max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
         rollout_dtype="bfloat16",
         pack_weights=True,
         batch_size=32,

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
-from research_env.env import MultiHopSearchEnv
 from research_env.metrics import summarize, summarize_by
 from research_env.policies import get_policy
+from research_env.vector import SearchVectorEnv
 
 COLUMNS = ("n", "em", "f1", "format_valid", "searches", "supporting_recall", "reward")
 # Reported when some result has them (LLM evaluation adds these).
@@ -80,26 +81,39 @@ def evaluate_scripted(
     *,
     limit: int | None = None,
     seed: int = 0,
+    batch_size: int = 64,
     show_progress: bool = True,
     **env_kwargs: Any,
 ) -> EvalResult:
-    """Play ``policy_name`` once on each of the first ``limit`` questions of the split."""
-    env = MultiHopSearchEnv(**env_kwargs)
+    """Play ``policy_name`` once on each of the first ``limit`` questions of the split,
+    ``batch_size`` questions at a time in a vector env (one retriever call per turn)."""
+    envs = SearchVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, **env_kwargs)
+    env = envs.envs[0]
     policy = get_policy(policy_name, seed=seed)
     n = len(env.samples) if limit is None else min(limit, len(env.samples))
     infos, rewards, episodes = [], [], []
     start = time.perf_counter()
-    for index in tqdm(range(n), desc=policy_name, disable=not show_progress, leave=False):
-        env.reset(seed=seed, options={"index": index})
-        total = 0.0
-        while True:
-            _, reward, terminated, truncated, info = env.step(policy.act(env))
-            total += reward
-            if terminated or truncated:
-                break
-        infos.append(info)
-        rewards.append(total)
-        episodes.append({**info, "reward": total, "transcript": env.render() or ""})
+    bar = tqdm(total=n, desc=policy_name, disable=not show_progress, leave=False)
+    for first in range(0, n, batch_size):
+        chunk = list(range(first, min(first + batch_size, n)))
+        envs = envs.resized(len(chunk))
+        envs.reset(seed=[seed] * len(chunk), options={"indices": chunk})
+        totals = [0.0] * len(chunk)
+        final: dict[int, dict[str, Any]] = {}
+        while len(final) < len(chunk):
+            live = [j for j in range(len(chunk)) if j not in final]
+            outcomes = envs.step_turns({j: policy.act(envs.envs[j]) for j in live})
+            for j, outcome in outcomes.items():
+                totals[j] += outcome.reward
+                if outcome.done:
+                    final[j] = outcome.info
+        for j in range(len(chunk)):
+            infos.append(final[j])
+            rewards.append(totals[j])
+            transcript = envs.envs[j].render() or ""
+            episodes.append({**final[j], "reward": totals[j], "transcript": transcript})
+        bar.update(len(chunk))
+    bar.close()
     elapsed = time.perf_counter() - start
     settings = {
         "policy": policy_name,

@@ -148,8 +148,8 @@ def run_ours(
 ) -> dict[str, Any]:
     import torch
 
-    import algorithms.decoding as decoding
-    import algorithms.rollout as rollout
+    import algorithms.rollout.decoder as decoding
+    import algorithms.rollout.engine as rollout
     from algorithms.config import TrainConfig
     from algorithms.grpo import GRPO
     from algorithms.policy import LoraSettings, load_policy

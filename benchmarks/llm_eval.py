@@ -11,10 +11,11 @@ against the obvious alternatives:
   the model answers in one turn (its own searches, if any, return nothing).
 - ``agent``: the environment as configured (default template, multi-turn search).
 
-All three play through the same :class:`~algorithms.rollout.RolloutEngine` and the same
-env, so EM/F1, format validity and response length mean the same thing in every row.
-Episodes are decoded greedily with one sample per question, or sampled ``samples`` times
-for pass@k (the unbiased estimator of Chen et al., 2021, on exact match).
+All three play through the same :class:`~algorithms.rollout.RolloutEngine` in the same
+vector env (:class:`~research_env.vector.SearchVectorEnv`, one retriever call per turn), so
+EM/F1, format validity and response length mean the same thing in every row. Episodes are
+decoded greedily with one sample per question, or sampled ``samples`` times for pass@k (the
+unbiased estimator of Chen et al., 2021, on exact match).
 
     from benchmarks.llm_eval import evaluate_model
     result = evaluate_model(policy, {"split": "dev"}, baseline="agent", limit=50)
@@ -31,11 +32,12 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
 from benchmarks.evaluate import EvalResult
@@ -44,6 +46,7 @@ from research_env.episode import Episode
 from research_env.metrics import summarize
 from research_env.retrievers.base import SearchHit
 from research_env.templates import PromptTemplate, get_template
+from research_env.vector import SearchVectorEnv
 
 BASELINES = ("direct", "rag", "agent")
 BASELINE_TEMPLATES = {"direct": "direct", "rag": "rag"}
@@ -101,41 +104,6 @@ def with_documents(template: PromptTemplate, hits: Sequence[SearchHit]) -> Promp
     return replace(template, question_format=escaped + template.question_format)
 
 
-@dataclass(frozen=True)
-class EvalSampling:
-    """Decoding for evaluation. With ``samples == 1`` and no temperature, decoding is
-    greedy; otherwise every question is sampled ``samples`` times at ``temperature``."""
-
-    samples: int = 1
-    temperature: float | None = None
-    top_p: float = 1.0
-    max_turn_tokens: int = 256
-    max_total_tokens: int = 2048
-    seed: int = 0
-
-    @property
-    def greedy(self) -> bool:
-        return self.samples == 1 and not self.temperature
-
-    def settings(self, batch: int) -> Any:
-        from algorithms.rollout import SamplingSettings
-
-        return SamplingSettings(
-            temperature=self.temperature or 1.0,
-            top_p=self.top_p,
-            greedy=self.greedy,
-            max_turn_tokens=self.max_turn_tokens,
-            max_total_tokens=self.max_total_tokens,
-            seed=None if self.greedy else self.seed + 100_003 * batch,
-        )
-
-    def describe(self) -> str:
-        if self.greedy:
-            return "greedy"
-        top_p = f", top-p {self.top_p}" if self.top_p < 1 else ""
-        return f"sampled T={self.temperature or 1.0}{top_p}"
-
-
 def evaluate_model(
     policy: Any,
     env_kwargs: dict[str, Any] | None = None,
@@ -143,7 +111,8 @@ def evaluate_model(
     baseline: str = "agent",
     limit: int | None = None,
     question_indices: Sequence[int] | None = None,
-    sampling: EvalSampling | None = None,
+    sampling: Any = None,
+    samples: int = 1,
     batch_size: int = 16,
     judge: JudgeFn | None = None,
     prompt_format: str = "auto",
@@ -165,7 +134,10 @@ def evaluate_model(
         limit: evaluate the first ``limit`` questions of the split (all by default), so
             evaluations before and after training see the same slice.
         question_indices: exactly these questions instead (overrides ``limit``).
-        sampling: greedy by default; ``EvalSampling(samples=k, temperature=t)`` for pass@k.
+        sampling: an :class:`algorithms.rollout.Sampling` (decoding and token budgets);
+            greedy by default. Its ``seed`` seeds each batch (``seed + 100003 * batch``).
+        samples: episodes per question; more than one (with a sampled, not greedy,
+            ``sampling``) adds pass@k.
         batch_size: episodes decoded together (questions x samples).
         judge: optional :data:`JudgeFn`; adds the ``judge`` metric.
         prompt_format, rollout_dtype, pack_weights, fused: see :class:`RolloutEngine`.
@@ -175,24 +147,29 @@ def evaluate_model(
         base_env: an env whose samples and retriever to reuse (saves loading them again
             when evaluating several baselines).
     """
-    from algorithms.rollout import RolloutEngine
+    from algorithms.rollout import RolloutEngine, Sampling
 
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; choose from {BASELINES}")
-    sampling = sampling or EvalSampling()
-    if sampling.samples < 1:
-        raise ValueError(f"samples must be >= 1, got {sampling.samples}")
+    sampling = sampling or Sampling(greedy=True)
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if samples > 1 and sampling.greedy:
+        raise ValueError(
+            f"samples={samples} with greedy decoding repeats one episode; pass a sampled "
+            "Sampling (greedy=False, a temperature) for pass@k"
+        )
     env_kwargs = dict(env_kwargs or {})
     base = base_env or MultiHopSearchEnv(**env_kwargs)
     if question_indices is None:
         count = len(base.samples) if limit is None else min(limit, len(base.samples))
         question_indices = range(count)
     indices = list(question_indices)
-    per_batch = max(1, batch_size // sampling.samples)
-    n_envs = min(per_batch, len(indices) or 1) * sampling.samples
-    envs = baseline_envs(baseline, env_kwargs, base, n_envs)
+    per_batch = max(1, batch_size // samples)
+    n_envs = min(per_batch, len(indices) or 1) * samples
+    envs = baseline_vector_env(baseline, env_kwargs, base, n_envs)
     decoder = _decoding_policy(policy, rollout_dtype, pack_weights, fused)
-    engine = RolloutEngine(decoder, envs=envs, prompt_format=prompt_format)  # type: ignore[arg-type]
+    engine = RolloutEngine(decoder, vector_env=envs, prompt_format=prompt_format)
 
     questions = {s.id: s.question for s in base.samples}
     episodes: list[dict[str, Any]] = []
@@ -200,13 +177,16 @@ def evaluate_model(
     bar = tqdm(total=len(indices), desc=name or baseline, disable=not show_progress, unit="q")
     for batch_number, first in enumerate(range(0, len(indices), per_batch)):
         chunk = indices[first : first + per_batch]
+        seed = sampling.seed
+        if seed is not None and not sampling.greedy:
+            seed += 100_003 * batch_number
         trajectories = engine.collect(
-            chunk, group_size=sampling.samples, sampling=sampling.settings(batch_number)
+            chunk, group_size=samples, sampling=replace(sampling, seed=seed)
         )
         for j, trajectory in enumerate(trajectories):
             record = _episode_record(trajectory, baseline, policy.tokenizer)
             record["question"] = questions[record["question_id"]]
-            record["sample"] = j % sampling.samples
+            record["sample"] = j % samples
             episodes.append(record)
         bar.update(len(chunk))
     bar.close()
@@ -214,7 +194,7 @@ def evaluate_model(
     if judge is not None:
         judge_episodes(judge, episodes)
 
-    env = envs[0]
+    env = envs.envs[0]
     recorded = {
         "model": getattr(policy, "name", type(policy).__name__),
         "baseline": baseline,
@@ -223,7 +203,7 @@ def evaluate_model(
         "max_turns": env.rules.max_turns,
         "template": env.template.name,
         "prompt_format": prompt_format,
-        "samples": sampling.samples,
+        "samples": samples,
         "decoding": sampling.describe(),
         "max_turn_tokens": sampling.max_turn_tokens,
         "max_total_tokens": sampling.max_total_tokens,
@@ -240,11 +220,11 @@ def evaluate_model(
         name=name or baseline,
         settings=recorded,
         overall={
-            **summarize_episodes(episodes, sampling.samples),
+            **summarize_episodes(episodes, samples),
             "seconds_per_question": seconds / max(1, len(indices)),
         },
-        by_hops=summarize_groups(episodes, "hops", sampling.samples),
-        by_type=summarize_groups(episodes, "type", sampling.samples),
+        by_hops=summarize_groups(episodes, "hops", samples),
+        by_type=summarize_groups(episodes, "type", samples),
         seconds=seconds,
         episodes=episodes,
     )
@@ -470,20 +450,23 @@ def describe_env(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def baseline_envs(
-    baseline: str, env_kwargs: dict[str, Any], base: MultiHopSearchEnv, n: int
-) -> list[MultiHopSearchEnv]:
-    """``n`` envs for ``baseline`` sharing ``base``'s samples (and retriever)."""
+def baseline_vector_env(
+    baseline: str, env_kwargs: dict[str, Any], base: MultiHopSearchEnv, num_envs: int
+) -> SearchVectorEnv:
+    """A vector env of ``num_envs`` episodes of ``baseline``, over ``base``'s loaded
+    samples and retriever (autoreset disabled: the rollout engine resets it)."""
     kwargs = {**env_kwargs, "dataset": base.samples, "retriever": base.retriever}
+    env_class: Any = MultiHopSearchEnv
     if baseline != "agent":
         kwargs |= {"template": get_template(BASELINE_TEMPLATES[baseline]), "max_turns": 1}
     if baseline == "direct":
         kwargs["retriever"] = NoRetriever()
-        return [MultiHopSearchEnv(**kwargs) for _ in range(n)]
     if baseline == "rag":
         kwargs["question_retriever"] = kwargs.pop("retriever")
-        return [RetrieveOnceEnv(**kwargs) for _ in range(n)]
-    return [MultiHopSearchEnv(**kwargs) for _ in range(n)]
+        env_class = RetrieveOnceEnv
+    return SearchVectorEnv(
+        num_envs, autoreset_mode=AutoresetMode.DISABLED, env_class=env_class, **kwargs
+    )
 
 
 def _decoding_policy(
@@ -494,7 +477,7 @@ def _decoding_policy(
         return policy
     import torch
 
-    from algorithms.policy import rollout_copy
+    from algorithms.rollout import rollout_copy
 
     dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
     model = rollout_copy(policy.model, dtype, pack_weights=pack_weights, fused=fused)

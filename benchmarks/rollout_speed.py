@@ -38,9 +38,11 @@ from dataclasses import dataclass
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from gymnasium.vector import AutoresetMode
 
-from research_env.env import MultiHopSearchEnv, batch_search
 from research_env.protocol import STOP_STRINGS
+from research_env.termination import Termination
+from research_env.vector import SearchVectorEnv
 
 ENGINE_VARIANTS = {  # name -> (rollout_dtype, pack_weights, fused)
     "engine-fp32": (None, False, False),
@@ -83,7 +85,7 @@ def _cut_at_stop(tokens: list[int], tokenizer, eos: set[int]) -> tuple[list[int]
 def reencode_rollout(
     model,
     tokenizer,
-    envs: list[MultiHopSearchEnv],
+    envs: SearchVectorEnv,
     plan: list[int],
     *,
     batch: bool,
@@ -95,10 +97,9 @@ def reencode_rollout(
     torch.manual_seed(seed)
     eos = {tokenizer.eos_token_id} | set(_as_list(model.generation_config.eos_token_id))
     pad = tokenizer.pad_token_id
-    contexts, stats = [], RolloutStats(len(plan), 0, 0, 0)
-    for i, (env, q) in enumerate(zip(envs, plan, strict=True)):
-        prompt, _ = env.reset(seed=seed + i, options={"index": q})
-        contexts.append(prompt)
+    stats = RolloutStats(len(plan), 0, 0, 0)
+    prompts, _ = envs.reset(seed=seed, options={"indices": plan})
+    contexts = list(prompts)
     live = list(range(len(plan)))
     groups = [live] if batch else [[i] for i in live]
     for group in groups:
@@ -127,16 +128,16 @@ def reencode_rollout(
                 texts[i] = tokenizer.decode(tokens, skip_special_tokens=True)
                 stats.generated += len(tokens)
                 stats.turns += 1
-            batch_search([envs[i] for i in alive], [texts[i] for i in alive])
+            outcomes = envs.step_turns({i: texts[i] for i in alive})
             still = []
             for i in alive:
-                obs, _, terminated, truncated, info = envs[i].step(texts[i])
-                if terminated or truncated:
-                    stats.answered += info["termination"] == "answered"
+                outcome = outcomes[i]
+                if outcome.done:
+                    stats.answered += outcome.info["termination"] == Termination.ANSWERED
                 elif reasons[i] == "eos":
-                    envs[i].truncate("eos")
+                    envs.end_early([i], Termination.EOS)
                 else:
-                    contexts[i] += texts[i] + obs
+                    contexts[i] += texts[i] + outcome.observation
                     still.append(i)
             alive = still
     return stats
@@ -166,13 +167,11 @@ def engine_rollout(engine, plan_questions: list[int], group_size: int, sampling)
 
 def build_methods(args: argparse.Namespace, policy) -> dict[str, Callable[[int], RolloutStats]]:
     """Each method: ``run(seed) -> RolloutStats`` over the same questions and settings."""
-    from algorithms.rollout import RolloutEngine, SamplingSettings
+    from algorithms.rollout import RolloutEngine, Sampling
 
     env_kwargs = {"split": "dev", "max_turns": args.max_turns, "top_k": args.top_k}
-    first = MultiHopSearchEnv(**env_kwargs)
-    shared = {**env_kwargs, "dataset": first.samples, "retriever": first.retriever}
     plan = episode_plan(args.questions, args.group_size)
-    envs = [first] + [MultiHopSearchEnv(**shared) for _ in plan[1:]]
+    envs = SearchVectorEnv(len(plan), autoreset_mode=AutoresetMode.DISABLED, **env_kwargs)
     questions = list(range(args.questions))
     greedy = args.temperature <= 0
     model, tokenizer = policy.model.eval(), policy.tokenizer
@@ -196,11 +195,11 @@ def build_methods(args: argparse.Namespace, policy) -> dict[str, Callable[[int],
         else:
             dtype, pack, fused = ENGINE_VARIANTS[name]
             engine = RolloutEngine(
-                policy, envs=envs, rollout_dtype=dtype, pack_weights=pack, fused=fused
+                policy, vector_env=envs, rollout_dtype=dtype, pack_weights=pack, fused=fused
             )
 
             def run(seed: int, engine=engine) -> RolloutStats:
-                sampling = SamplingSettings(
+                sampling = Sampling(
                     temperature=max(args.temperature, 1e-6),
                     greedy=greedy,
                     max_turn_tokens=args.max_turn_tokens,

@@ -7,6 +7,8 @@
     prompt, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step("<search>Orlen Vask</search>")
 
+    envs = gym.make_vec("ReSearch-MultiHop-v0", num_envs=8)  # one retriever call per step
+
 Importing this package never imports torch.
 """
 
@@ -15,11 +17,13 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from research_env.data.types import Document, QASample
-from research_env.env import FreeText, MultiHopSearchEnv, SearchVectorEnv
+from research_env.env import FreeText, MultiHopSearchEnv
 from research_env.protocol import Turn, is_valid_format, parse_turn
 from research_env.retrievers.base import Retriever, SearchHit
 from research_env.rewards import REWARDS, EpisodeRecord, exact_match, f1_score, normalize_answer
 from research_env.templates import TEMPLATES, PromptTemplate
+from research_env.termination import TRUNCATING, Termination
+from research_env.vector import SearchVectorEnv
 
 ENV_ID = "ReSearch-MultiHop-v0"
 
@@ -27,13 +31,14 @@ if ENV_ID not in registry:
     register(
         id=ENV_ID,
         entry_point="research_env.env:MultiHopSearchEnv",
-        vector_entry_point="research_env.env:make_vector_env",
+        vector_entry_point="research_env.vector:SearchVectorEnv",
     )
 
 __all__ = [
     "ENV_ID",
     "REWARDS",
     "TEMPLATES",
+    "TRUNCATING",
     "Document",
     "EpisodeRecord",
     "FreeText",
@@ -43,6 +48,7 @@ __all__ = [
     "Retriever",
     "SearchHit",
     "SearchVectorEnv",
+    "Termination",
     "Turn",
     "exact_match",
     "f1_score",

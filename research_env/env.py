@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import gymnasium as gym
 
 from research_env.data.types import QASample
-from research_env.episode import Episode, EpisodeRules, InvalidTurnPolicy, TurnOutcome
+from research_env.episode import Episode, EpisodeRules, InvalidTurnPolicy
 from research_env.protocol import FormatMode
 from research_env.retrievers.base import Retriever
 from research_env.rewards import RewardFn, get_reward
@@ -17,6 +17,7 @@ from research_env.sources import resolve_dataset, resolve_retriever
 from research_env.spaces import FreeText
 from research_env.storage import cache_root
 from research_env.templates import PromptTemplate, get_template
+from research_env.termination import Termination
 
 
 class MultiHopSearchEnv(gym.Env[str, str]):
@@ -64,9 +65,12 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     Terminated when the agent answers (or on an invalid turn with
     ``on_invalid="terminate"``). Truncated after ``max_turns`` turns without an answer;
     the truncated episode still gets its final reward from the same reward function
-    (usually the malformed one). Never both. The final ``info`` holds ``prediction``,
-    ``golden_answers``, ``em``, ``f1``, ``format_valid``, ``searches``, ``turns``,
-    ``retrieved_doc_ids``, ``termination`` (answered, turn_budget, invalid_output),
+    (usually the malformed one). Never both. A trainer may also end an episode between
+    turns with :meth:`end_early` (token budget: truncated; EOS: terminated). The final
+    ``info`` holds ``prediction``, ``golden_answers``, ``em``, ``f1``, ``format_valid``,
+    ``searches``, ``turns``, ``retrieved_doc_ids``, ``termination`` (a
+    :class:`~research_env.termination.Termination` value: answered, turn_budget,
+    invalid_output, token_budget, eos),
     ``supporting_recall`` when the dataset lists supporting documents, and ``hops`` /
     ``type`` when known. Golden answers never appear in an observation.
 
@@ -90,6 +94,10 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     - ``retriever_kwargs=None``: passed to the retriever factory.
     - ``max_action_chars``, ``max_observation_chars``: text space bounds.
     - ``render_mode=None``: ``"ansi"`` returns, ``"human"`` prints, the transcript.
+
+    A search whose retriever raises leaves the episode unchanged, so the step can be
+    retried. Many episodes searching at once: :class:`research_env.vector.SearchVectorEnv`
+    (``gym.make_vec``), which makes one retriever call per step for all of them.
 
     ## Version History
     - v0: initial release.
@@ -141,7 +149,6 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         self.action_space = FreeText(max_action_chars)
         self.observation_space = FreeText(max_observation_chars)
         self.episode: Episode | None = None
-        self._prefetched: list[Any] | None = None
 
     # -- Gymnasium API -------------------------------------------------------------
 
@@ -152,7 +159,6 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         index = self._pick_index(options or {})
         sample = self.samples[index]
         self.episode = Episode(sample, self.template, self.rules, self.reward_fn)
-        self._prefetched = None
         info = {
             "index": index,
             "question_id": sample.id,
@@ -165,17 +171,12 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         episode = self._require_episode()
         query = episode.begin_turn(action)
-        hits = None
-        if query is not None:
-            if self._prefetched is not None:
-                hits = self._prefetched
-            else:
-                hits = self.retriever.search([query], self.rules.top_k)[0]
-        self._prefetched = None
+        # A search that raises leaves the episode unchanged: begin_turn records nothing.
+        hits = None if query is None else self.retriever.search([query], self.rules.top_k)[0]
         outcome = episode.end_turn(hits)
         if self.render_mode == "human":
             print(action + outcome.observation, end="", flush=True)
-        return _unpack(outcome)
+        return outcome.as_step()
 
     def render(self) -> str | None:
         if self.episode is None:
@@ -186,22 +187,12 @@ class MultiHopSearchEnv(gym.Env[str, str]):
             return None
         return text
 
-    # -- batching -----------------------------------------------------------------
-
-    def pending_query(self, action: str) -> str | None:
-        """The query ``action`` would run, without changing the episode."""
-        from research_env.protocol import parse_turn
-
-        turn = parse_turn(action)
-        return turn.query if turn.kind == "search" else None
-
-    def prefetch(self, hits: list[Any]) -> None:
-        """Hand over the hits for the next step's query (fetched in a batch elsewhere)."""
-        self._prefetched = hits
-
-    def truncate(self, reason: str = "token_budget") -> tuple[str, float, bool, bool, dict]:
-        """End the episode now (a trainer's token budget ran out); reward as usual."""
-        return _unpack(self._require_episode().truncate(reason))
+    def end_early(
+        self, reason: Termination = Termination.TOKEN_BUDGET
+    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """End the episode between turns (a token budget ran out, or the model emitted
+        EOS); rewarded as usual. See :meth:`research_env.episode.Episode.end_early`."""
+        return self._require_episode().end_early(reason).as_step()
 
     # -- helpers ------------------------------------------------------------------
 
@@ -227,53 +218,3 @@ class MultiHopSearchEnv(gym.Env[str, str]):
                 raise ValueError(f"index {index} out of range: the split has {len(self.samples)}")
             return index
         return int(self.np_random.integers(len(self.samples)))
-
-
-def _unpack(outcome: TurnOutcome) -> tuple[str, float, bool, bool, dict[str, Any]]:
-    return outcome.observation, outcome.reward, outcome.terminated, outcome.truncated, outcome.info
-
-
-class SearchVectorEnv(gym.vector.SyncVectorEnv):
-    """A synchronous vector env that answers all sub-envs' searches in one retriever call.
-
-    Use ``gym.make_vec("ReSearch-MultiHop-v0", n, vectorization_mode="vector_entry_point")``.
-    Stepping is otherwise exactly :class:`gymnasium.vector.SyncVectorEnv` (same autoreset
-    semantics); the batching only changes how the hits are fetched.
-    """
-
-    def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
-        env_kwargs.pop("render_mode", None)
-        first = MultiHopSearchEnv(**env_kwargs)
-        # Every sub-env shares the first one's dataset and retriever (one index in memory).
-        shared = {"dataset": first.samples, "retriever": first.retriever}
-        others = {**env_kwargs, **shared}
-        fns = [lambda: first] + [lambda: MultiHopSearchEnv(**others)] * (num_envs - 1)
-        super().__init__(fns)
-
-    def step(self, actions: Any):  # type: ignore[override]
-        live = [i for i, done in enumerate(self._autoreset_envs) if not done]
-        batch_search(
-            [cast(MultiHopSearchEnv, self.envs[i].unwrapped) for i in live],
-            [actions[i] for i in live],
-        )
-        return super().step(actions)
-
-
-def batch_search(envs: Sequence[MultiHopSearchEnv], actions: Sequence[str]) -> None:
-    """Run the queries that ``actions`` would issue in ``envs`` as one batched search
-    per retriever, and hand each env its hits for its next ``step``."""
-    by_retriever: dict[int, list[tuple[MultiHopSearchEnv, str]]] = {}
-    for env, action in zip(envs, actions, strict=True):
-        query = env.pending_query(action)
-        if query is not None:
-            by_retriever.setdefault(id(env.retriever), []).append((env, query))
-    for pairs in by_retriever.values():
-        retriever, k = pairs[0][0].retriever, max(e.rules.top_k for e, _ in pairs)
-        results = retriever.search([q for _, q in pairs], k)
-        for (env, _), hits in zip(pairs, results, strict=True):
-            env.prefetch(hits)
-
-
-def make_vector_env(num_envs: int, **env_kwargs: Any) -> SearchVectorEnv:
-    """``vector_entry_point`` for ``gym.make_vec``."""
-    return SearchVectorEnv(num_envs, **env_kwargs)

@@ -3,7 +3,12 @@
 An episode turns policy text into at most one retrieval request per turn and the
 retrieved hits into the next observation. Splitting a turn into :meth:`Episode.begin_turn`
 (which returns the query, if any) and :meth:`Episode.end_turn` (which takes the hits) is
-what lets many episodes share one batched retriever call.
+what lets many episodes share one batched retriever call
+(:class:`research_env.vector.SearchVectorEnv`).
+
+``begin_turn`` changes nothing the episode reports: the turn is recorded by ``end_turn``,
+once its search has succeeded. So a search that raises (a retrieval server down) leaves
+the episode exactly as it was, and the same step can simply be retried.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from research_env.data.types import QASample
-from research_env.protocol import FormatMode, clean_text, is_valid_format, parse_turn
+from research_env.protocol import FormatMode, Turn, clean_text, is_valid_format, parse_turn
 from research_env.retrievers.base import SearchHit
 from research_env.rewards import EpisodeRecord, RewardFn, supporting_recall
 from research_env.templates import PromptTemplate
+from research_env.termination import EPISODE_ENDS, TRUNCATING, Termination
 
 InvalidTurnPolicy = Literal["correct", "terminate"]
 
@@ -55,15 +61,25 @@ class EpisodeRules:
 
 @dataclass
 class TurnOutcome:
+    """What one turn (or an early end) gives back: Gymnasium's step tuple, typed."""
+
     observation: str
     reward: float
     terminated: bool
     truncated: bool
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+    def as_step(self) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """``(observation, reward, terminated, truncated, info)``, as ``Env.step`` returns."""
+        return self.observation, self.reward, self.terminated, self.truncated, self.info
+
 
 class Episode:
-    """A question being played: the record so far and the pending search, if any."""
+    """A question being played: the record so far and the turn begun, if any."""
 
     def __init__(
         self,
@@ -82,36 +98,39 @@ class Episode:
             metadata=sample.metadata,
         )
         self.done = False
-        self._pending_query: str | None = None
-        self._pending_turn: Any = None
+        # The turn begun and not yet ended: its cleaned text and its parse.
+        self._pending: tuple[str, Turn] | None = None
 
     @property
     def prompt(self) -> str:
         return self.template.render_text(self.sample.question)
 
     def begin_turn(self, text: Any) -> str | None:
-        """Record a policy turn; return the search query to run, or None."""
+        """Parse a policy turn; return the search query to run, or None.
+
+        Nothing is recorded yet (see the module docstring): beginning another turn
+        instead, e.g. retrying after a failed search, forgets this one.
+        """
         if self.done:
             raise RuntimeError("the episode is over: call reset() before step()")
         text = clean_text(text) if isinstance(text, str) else ""
         turn = parse_turn(text)
-        self.record.turns.append(text)
-        self._pending_turn = turn
-        self._pending_query = turn.query if turn.kind == "search" else None
-        return self._pending_query
+        self._pending = (text, turn)
+        return turn.query if turn.kind == "search" else None
 
     def end_turn(self, hits: Sequence[SearchHit] | None = None) -> TurnOutcome:
-        """Finish the turn begun last, given the hits for its query (if it had one)."""
-        turn, self._pending_turn = self._pending_turn, None
-        if turn is None:
+        """Record the turn begun last, given the hits for its query (if it had one)."""
+        if self._pending is None:
             raise RuntimeError("end_turn() without begin_turn()")
+        (text, turn), self._pending = self._pending, None
         record = self.record
+        record.turns.append(text)
         n_turns = len(record.turns)
 
         if turn.kind == "answer":
             record.prediction = turn.answer
             record.conflicting_answers = turn.conflicting_answers
-            return self._finish("answered")
+            return self._finish(Termination.ANSWERED)
 
         if turn.kind == "search":
             hits = list(hits or [])[: self.rules.top_k]
@@ -120,34 +139,45 @@ class Episode:
             record.retrieved_doc_ids.extend(h.document.id for h in hits)
             record.retrieved_texts.extend(h.document.contents for h in hits)
         elif self.rules.on_invalid == "terminate":
-            return self._finish("invalid_output")
+            return self._finish(Termination.INVALID_OUTPUT)
         else:
             observation = CORRECTION
         record.observations.append(observation)
         if n_turns >= self.rules.max_turns:
-            return self._finish("turn_budget", truncated=True)
+            return self._finish(Termination.TURN_BUDGET)
         return TurnOutcome(observation, 0.0, False, False, {"searches": record.searches})
 
-    def truncate(self, reason: str = "token_budget") -> TurnOutcome:
-        """End the episode from outside (e.g. a trainer's token budget); same reward rules."""
-        return self._finish(reason, truncated=True)
+    def end_early(self, reason: Termination = Termination.TOKEN_BUDGET) -> TurnOutcome:
+        """End the episode from outside, between turns: the trainer's token budget ran out
+        (``TOKEN_BUDGET``, truncated) or the model emitted EOS (``EOS``, terminated).
+        Scored by the same reward rules as any other ending."""
+        if self.done:
+            raise RuntimeError("the episode is already over")
+        reason = Termination(reason)
+        if reason not in EPISODE_ENDS:
+            raise ValueError(
+                f"{reason!s} is a turn end, not an episode end; use one of "
+                f"{sorted(r.value for r in EPISODE_ENDS)}"
+            )
+        self._pending = None
+        return self._finish(reason)
 
-    def _finish(self, reason: str, truncated: bool = False) -> TurnOutcome:
+    def _finish(self, reason: Termination) -> TurnOutcome:
         record = self.record
         self.done = True
-        record.termination = reason
+        record.termination = reason.value
         # The prefill is part of the assistant's text even though the prompt carries it.
         response = self.template.prefill + record.response
         valid = is_valid_format(response, self.rules.format_mode, self.template.result_tag)
         violation = None
         if record.conflicting_answers:
             violation = "conflicting_answers"
-        elif self.rules.require_search and record.searches == 0 and reason == "answered":
+        elif self.rules.require_search and record.searches == 0 and reason == Termination.ANSWERED:
             violation = "answered_without_search"
         record.format_valid = valid and violation is None
         reward = float(self.reward_fn(record)) - self.rules.search_cost * record.searches
-        terminated = not truncated
-        return TurnOutcome("", reward, terminated, truncated, self.final_info(violation))
+        truncated = reason in TRUNCATING
+        return TurnOutcome("", reward, not truncated, truncated, self.final_info(violation))
 
     def final_info(self, violation: str | None = None) -> dict[str, Any]:
         record = self.record

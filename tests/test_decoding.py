@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from algorithms.decoding import DecodeState, SamplingParams, generate, sample
-from algorithms.policy import PackedLinear, rollout_copy
+from algorithms.rollout import DecodeState, PackedLinear, Sampling, generate, rollout_copy, sample
 
 
 def hf_greedy(model, prompts, new_tokens, pad_id=0):
@@ -62,7 +61,7 @@ def test_budget_stops_with_length(tiny, prompts):
 def test_decoding_a_subset_first_keeps_everyone_intact(tiny, prompts):
     """The first call decodes sequence 0 alone: the others wait with nothing encoded yet."""
     state = DecodeState(tiny.model, prompts)
-    greedy = SamplingParams(greedy=True)
+    greedy = Sampling(greedy=True)
     first = state.decode(max_new_tokens=4, sampling=greedy, eos_token_ids=(), seq_indices=[0])
     rest = state.decode(max_new_tokens=6, sampling=greedy, eos_token_ids=())
     ref = generate(tiny.model, prompts, max_new_tokens=10, greedy=True, eos_token_ids=())
@@ -73,7 +72,7 @@ def test_decoding_a_subset_first_keeps_everyone_intact(tiny, prompts):
 
 def test_per_sequence_budgets(tiny, prompts):
     state = DecodeState(tiny.model, prompts)
-    greedy = SamplingParams(greedy=True)
+    greedy = Sampling(greedy=True)
     out = state.decode(max_new_tokens={0: 3, 1: 7, 2: 0, 3: 5}, sampling=greedy, eos_token_ids=())
     assert {s: len(o.token_ids) for s, o in out.items()} == {0: 3, 1: 7, 2: 0, 3: 5}
     assert all(o.finish_reason == "length" for o in out.values())
@@ -167,7 +166,7 @@ def test_multi_turn_continuation_equals_full_recomputation(tiny, prompts):
     from the whole history, though only the new tokens were encoded."""
     tokenizer = tiny.tokenizer
     state = DecodeState(tiny.model, prompts)
-    greedy = SamplingParams(greedy=True)
+    greedy = Sampling(greedy=True)
     first = state.decode(max_new_tokens=5, sampling=greedy, eos_token_ids=())
     assert all(len(o.token_ids) == 5 for o in first.values())
     observation = {
@@ -234,31 +233,31 @@ def draw(params, n=20000, seed=0):
 
 
 def test_sampler_frequencies_follow_the_distribution():
-    freq, tokens, logprobs = draw(SamplingParams())
+    freq, tokens, logprobs = draw(Sampling())
     assert freq == pytest.approx(PROBS, abs=0.015)
     assert logprobs.tolist() == pytest.approx([math.log(PROBS[t]) for t in tokens.tolist()])
 
 
 def test_top_p_keeps_the_smallest_prefix_reaching_p():
     # 0.5 < 0.6, 0.5 + 0.3 >= 0.6: tokens 0 and 1 stay, renormalised to 0.625 / 0.375.
-    freq, tokens, logprobs = draw(SamplingParams(top_p=0.6))
+    freq, tokens, logprobs = draw(Sampling(top_p=0.6))
     assert freq == pytest.approx([0.625, 0.375, 0.0], abs=0.015)
     # Log-probs are under the untruncated distribution.
     assert logprobs.tolist() == pytest.approx([math.log(PROBS[t]) for t in tokens.tolist()])
 
 
 def test_top_k_and_temperature():
-    freq, _, _ = draw(SamplingParams(top_k=1))
+    freq, _, _ = draw(Sampling(top_k=1))
     assert freq == [1.0, 0.0, 0.0]
     # T = 0.5 squares the probabilities: 0.25, 0.09, 0.04 over 0.38.
-    freq, tokens, logprobs = draw(SamplingParams(temperature=0.5))
+    freq, tokens, logprobs = draw(Sampling(temperature=0.5))
     expected = [p * p / 0.38 for p in PROBS]
     assert freq == pytest.approx(expected, abs=0.015)
     assert logprobs.tolist() == pytest.approx([math.log(expected[t]) for t in tokens.tolist()])
 
 
 def test_greedy_ignores_sampling_knobs():
-    _, tokens, logprobs = draw(SamplingParams(greedy=True, temperature=0.1), n=4)
+    _, tokens, logprobs = draw(Sampling(greedy=True, temperature=0.1), n=4)
     assert tokens.tolist() == [0] * 4
     assert logprobs.tolist() == pytest.approx([math.log(0.5)] * 4)
 
@@ -312,7 +311,7 @@ def test_sampler_over_a_large_vocabulary_hits_tokens_in_every_block():
     probs = torch.zeros(vocab)
     probs[[3, 511, 2000]] = torch.tensor([0.5, 0.3, 0.2])
     logits = probs.log().expand(n, vocab).contiguous()
-    tokens, logprobs = sample(logits, SamplingParams(), torch.Generator().manual_seed(0))
+    tokens, logprobs = sample(logits, Sampling(), torch.Generator().manual_seed(0))
     counts = torch.bincount(tokens, minlength=vocab).float() / n
     assert counts[[3, 511, 2000]].tolist() == pytest.approx([0.5, 0.3, 0.2], abs=0.015)
     assert counts.sum().item() == pytest.approx(counts[[3, 511, 2000]].sum().item())
@@ -325,7 +324,7 @@ def test_turns_after_compaction_and_cache_growth_equal_recomputation(tiny, promp
     solo = generate(tiny.model, prompts, max_new_tokens=8, greedy=True, eos_token_ids=())
     eos = {solo.token_ids[0][1], solo.token_ids[1][4]}
     state = DecodeState(tiny.model, prompts)
-    greedy = SamplingParams(greedy=True)
+    greedy = Sampling(greedy=True)
     first = state.decode(max_new_tokens=8, sampling=greedy, eos_token_ids=eos)
     long_observation = tiny.tokenizer.encode("<result> " + "word " * 120 + "</result>")
     state.append({s: long_observation[: 40 * (s + 1)] for s in range(len(prompts))})
@@ -370,7 +369,7 @@ def test_identical_prompts_are_prefilled_once_then_diverge(tiny, prompts, monkey
         return real_forward(self, rows, input_ids, *args, **kwargs)
 
     monkeypatch.setattr(DecodeState, "_forward", spy)
-    greedy = SamplingParams(greedy=True)
+    greedy = Sampling(greedy=True)
     group = [prompts[1], prompts[0], prompts[1], prompts[1]]  # a group of 3 and a single
     state = DecodeState(tiny.model, group)
     out = state.decode(max_new_tokens=6, sampling=greedy, eos_token_ids=[])

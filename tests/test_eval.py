@@ -9,15 +9,15 @@ import pytest
 from world import DOCS, SAMPLES, KeywordRetriever
 
 from algorithms.policy import load_policy
+from algorithms.rollout import Sampling
 from benchmarks import cli
 from benchmarks.evaluate import evaluate_scripted, report, save_results
 from benchmarks.llm_eval import (
     EndpointJudge,
-    EvalSampling,
     LocalJudge,
     NoRetriever,
     RetrieveOnceEnv,
-    baseline_envs,
+    baseline_vector_env,
     evaluate_baselines,
     evaluate_model,
     judge_episodes,
@@ -28,7 +28,7 @@ from benchmarks.llm_eval import (
 )
 from research_env.env import MultiHopSearchEnv
 
-FAST = EvalSampling(max_turn_tokens=6, max_total_tokens=200)
+FAST = Sampling(greedy=True, max_turn_tokens=6, max_total_tokens=200)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_direct_makes_no_retrieval_calls(policy):
     assert retriever.calls == []
     # A direct-answer model that tries to search anyway gets nothing and no second turn.
     base = MultiHopSearchEnv(**world(retriever))
-    (env,) = baseline_envs("direct", world(retriever), base, 1)
+    (env,) = baseline_vector_env("direct", world(retriever), base, 1).envs
     env.reset(options={"index": 0})
     _, reward, terminated, truncated, info = env.step("<search>Brisa Telk</search>")
     assert retriever.calls == [] and isinstance(env.retriever, NoRetriever)
@@ -126,10 +126,20 @@ def test_agent_prompt_is_the_envs_prompt(policy):
     assert text.startswith(prompt) and len(episode["turn_texts"]) == episode["turns"]
 
 
+def test_pass_at_k_needs_sampled_decoding(policy):
+    with pytest.raises(ValueError, match="greedy decoding repeats one episode"):
+        evaluate_model(policy, world(KeywordRetriever()), sampling=FAST, samples=2)
+
+
 def test_samples_per_question_gives_pass_at_k(policy):
-    sampling = EvalSampling(samples=2, temperature=1.0, max_turn_tokens=4, max_total_tokens=100)
+    sampling = Sampling(temperature=1.0, max_turn_tokens=4, max_total_tokens=100, seed=0)
     result = evaluate_model(
-        policy, world(KeywordRetriever()), sampling=sampling, batch_size=4, show_progress=False
+        policy,
+        world(KeywordRetriever()),
+        sampling=sampling,
+        samples=2,
+        batch_size=4,
+        show_progress=False,
     )
     assert len(result.episodes) == 4 and result.overall["n"] == 2
     assert [e["sample"] for e in result.episodes] == [0, 1, 0, 1]

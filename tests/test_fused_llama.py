@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from algorithms.decoding import DecodeState, SamplingParams, generate
-from algorithms.fused_llama import FusedLlama, unsupported_reason
-from algorithms.policy import LoraSettings, PackedLinear, load_policy, rollout_copy
+from algorithms.policy import LoraSettings, load_policy
+from algorithms.rollout import DecodeState, PackedLinear, Sampling, generate, rollout_copy
+from algorithms.rollout.fused_llama import FusedLlama, unsupported_reason
 
 
 def tiny_model(family: str, **overrides):
@@ -47,7 +47,7 @@ def multi_turn(model, prompts, observations):
     """Greedy turn 1 with rows ending early (EOS), observations appended (one longer than the
     spare cache room), greedy turn 2; returns every sequence's (tokens, generated, logprobs)."""
     state = DecodeState(model, prompts)
-    greedy = SamplingParams(greedy=True)
+    greedy = Sampling(greedy=True)
     state.decode(max_new_tokens=8, sampling=greedy, eos_token_ids=[17, 45])
     state.append(observations)
     state.decode(max_new_tokens=6, sampling=greedy, eos_token_ids=())

@@ -109,7 +109,7 @@ def test_save_and_reload_a_directory_with_its_value_head(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_from_gguf_is_cached_as_a_plain_float_model(tmp_path, monkeypatch):
-    from algorithms.decoding import generate
+    from algorithms.rollout import generate
 
     monkeypatch.setenv("RESEARCH_GYM_CACHE", str(tmp_path))
     first = load_policy("smollm2-135m", device="cpu")

@@ -1,12 +1,16 @@
 """The rollout engine with a tiny random model: masks, log-probs, cache reuse, budgets."""
 
+import copy
+from types import SimpleNamespace
+
 import pytest
 import torch
 from world import SAMPLES, KeywordRetriever
 
 from algorithms.buffer import collate
 from algorithms.policy import load_policy
-from algorithms.rollout import RolloutEngine, SamplingSettings
+from algorithms.rollout import RolloutEngine, Sampling
+from research_env import Termination
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +25,7 @@ def make_engine(policy, **env):
 
 def test_groups_and_masks(policy):
     engine = make_engine(policy)
-    s = SamplingSettings(max_turn_tokens=6, max_total_tokens=400, seed=0)
+    s = Sampling(max_turn_tokens=6, max_total_tokens=400, seed=0)
     trajs = engine.collect([1, 0], group_size=3, sampling=s)
     assert [t.group for t in trajs] == [0, 0, 0, 1, 1, 1]
     assert [t.info["question_id"] for t in trajs] == ["q2"] * 3 + ["q1"] * 3
@@ -41,7 +45,7 @@ def test_groups_and_masks(policy):
 
 def test_sampling_logprobs_match_fresh_forward(policy):
     engine = make_engine(policy)
-    s = SamplingSettings(temperature=0.7, max_turn_tokens=5, max_total_tokens=400, seed=1)
+    s = Sampling(temperature=0.7, max_turn_tokens=5, max_total_tokens=400, seed=1)
     trajs = engine.collect([0], group_size=2, sampling=s)
     batch = collate(trajs, pad_id=policy.tokenizer.pad_token_id or 0)
     with torch.no_grad():
@@ -59,7 +63,7 @@ def test_sampling_logprobs_match_fresh_forward(policy):
 
 def test_cached_turns_match_full_recomputation_greedy(policy):
     engine = make_engine(policy)
-    s = SamplingSettings(greedy=True, max_turn_tokens=6, max_total_tokens=400)
+    s = Sampling(greedy=True, max_turn_tokens=6, max_total_tokens=400)
     (traj,) = engine.collect([0], group_size=1, sampling=s)
     history = list(traj.prompt_ids)
     position = 0
@@ -80,7 +84,7 @@ def test_cached_turns_match_full_recomputation_greedy(policy):
 
 def test_total_token_budget_truncates(policy):
     engine = make_engine(policy, max_turns=10)
-    s = SamplingSettings(max_turn_tokens=8, max_total_tokens=30, seed=2)
+    s = Sampling(max_turn_tokens=8, max_total_tokens=30, seed=2)
     trajs = engine.collect([0, 1], group_size=2, sampling=s)
     for t in trajs:
         assert t.finish_reason == "token_budget"
@@ -91,14 +95,14 @@ def test_total_token_budget_truncates(policy):
 
 def test_same_seed_same_rollout(policy):
     engine = make_engine(policy)
-    s = SamplingSettings(max_turn_tokens=5, max_total_tokens=200, seed=7)
+    s = Sampling(max_turn_tokens=5, max_total_tokens=200, seed=7)
     a = engine.collect([0, 1], group_size=2, sampling=s)
     b = engine.collect([0, 1], group_size=2, sampling=s)
     assert [t.response_ids for t in a] == [t.response_ids for t in b]
 
 
 def test_fused_and_transformers_rollout_copies_play_the_same_episodes(policy):
-    s = SamplingSettings(max_turn_tokens=5, max_total_tokens=300, seed=3)
+    s = Sampling(max_turn_tokens=5, max_total_tokens=300, seed=3)
     runs = {}
     for fused in (True, False):
         kwargs = {"dataset": SAMPLES, "retriever": KeywordRetriever(), "max_turns": 3}
@@ -110,11 +114,37 @@ def test_fused_and_transformers_rollout_copies_play_the_same_episodes(policy):
         assert a.sample_logprobs == pytest.approx(b.sample_logprobs, abs=1e-4)
 
 
+def test_eos_ends_the_episode_as_the_models_own_choice(policy):
+    s = Sampling(greedy=True, max_turn_tokens=6, max_total_tokens=400)
+    (plain,) = make_engine(policy).collect([0], sampling=s)
+    # Make the greedy first turn's third token an end-of-sequence token.
+    stop_at = plain.response_ids[2]
+    first = plain.response_ids.index(stop_at)
+    model = copy.deepcopy(policy.model)
+    model.generation_config.eos_token_id = [stop_at]
+    eos_policy = SimpleNamespace(model=model, tokenizer=policy.tokenizer)
+    (traj,) = make_engine(eos_policy).collect([0], sampling=s)
+    assert traj.response_ids == plain.response_ids[: first + 1]
+    assert traj.finish_reason == "eos" == Termination.EOS
+    assert traj.info["termination"] == "eos" and traj.info["turns"] == 1
+
+
+def test_engine_plays_in_a_vector_env_resized_to_each_batch(policy):
+    engine = make_engine(policy)
+    s = Sampling(max_turn_tokens=3, max_total_tokens=100, seed=0)
+    assert len(engine.collect([0, 1], group_size=2, sampling=s)) == 4
+    assert engine.vector_env.num_envs == 4
+    first = engine.vector_env.envs[0]
+    assert len(engine.collect([1], sampling=s)) == 1
+    assert engine.vector_env.envs == [first]  # the same sub-env, reused
+    assert engine.num_questions == len(SAMPLES)
+
+
 @pytest.mark.slow
 def test_real_smollm2_plays_one_episode_on_default_env():
     policy = load_policy("smollm2-135m")
     engine = RolloutEngine(policy, {"split": "dev", "max_turns": 2})
-    s = SamplingSettings(greedy=True, max_turn_tokens=48, max_total_tokens=600)
+    s = Sampling(greedy=True, max_turn_tokens=48, max_total_tokens=600)
     (traj,) = engine.collect([0], group_size=1, sampling=s)
     assert traj.finish_reason in {"answered", "turn_budget", "token_budget", "eos"}
     assert traj.n_generated > 0

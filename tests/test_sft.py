@@ -7,7 +7,7 @@ from world import SAMPLES, KeywordRetriever
 
 from algorithms.config import TrainConfig
 from algorithms.policy import load_policy
-from algorithms.rollout import RolloutEngine, SamplingSettings
+from algorithms.rollout import RolloutEngine, Sampling
 from algorithms.sft import SFT, SFTSettings
 
 
@@ -36,7 +36,7 @@ def config(tmp_path, steps):
 
 def greedy_format_rate(policy):
     engine = RolloutEngine(policy, env_kwargs())
-    s = SamplingSettings(greedy=True, max_turn_tokens=64, max_total_tokens=300)
+    s = Sampling(greedy=True, max_turn_tokens=64, max_total_tokens=300)
     trajs = engine.collect([0], 1, sampling=s)
     return sum(bool(t.info.get("format_valid")) for t in trajs) / len(trajs)
 

@@ -404,7 +404,7 @@ class OnPolicyAlgorithm:
 
     def predict(self, observation: str, *, max_new_tokens: int | None = None) -> str:
         """The policy's greedy next turn for a prompt (or a whole conversation so far)."""
-        from algorithms.decoding import generate
+        from algorithms.rollout import generate
         from research_env.protocol import STOP_STRINGS
 
         tokenizer = self.policy.tokenizer

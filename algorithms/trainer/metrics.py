@@ -16,14 +16,13 @@ from torch import Tensor
 
 from algorithms.buffer import Trajectory
 from algorithms.config import TrainConfig
-
-TRUNCATED_REASONS = frozenset({"turn_budget", "token_budget", "truncated", "length"})
+from research_env.termination import TRUNCATING
 
 
 def is_truncated(trajectory: Trajectory) -> bool:
     """An episode that ran out of turns or tokens instead of ending by itself."""
     termination = trajectory.info.get("termination")
-    return trajectory.finish_reason in TRUNCATED_REASONS or termination in TRUNCATED_REASONS
+    return trajectory.finish_reason in TRUNCATING or termination in TRUNCATING
 
 
 def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:

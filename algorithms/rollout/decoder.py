@@ -6,13 +6,14 @@ compute, and (4) multi-turn episodes where an observation is appended to a seque
 resumes *without re-encoding the whole history*. ``generate`` does none of (3)/(4), and per step
 it re-builds masks and grows its cache by ``torch.cat``.
 
-How the cache is laid out (the one idea to hold in your head):
+How the cache is laid out (the one idea to hold in your head; the buffers are
+:mod:`algorithms.rollout.kv_cache`):
 
 - Every sequence is a row of a preallocated buffer ``[rows, kv_heads, columns, head_dim]`` per
   layer. All rows write the same column range in each forward pass.
 - A row that has nothing to write in a pass (it already finished its turn, or its appended
   observation is shorter than another row's) writes a *hole*: a column masked out of attention
-  for good. ``_Rows.bias`` is the additive mask row (0 = real token, -inf = hole), kept up to
+  for good. ``Rows.bias`` is the additive mask row (0 = real token, -inf = hole), kept up to
   date incrementally, so a decode step builds no mask at all.
 - Positions (RoPE) are counted per row over real tokens only, so holes change nothing: decoding
   with holes gives the same logits as decoding the row alone (tests check this against
@@ -23,15 +24,12 @@ How the cache is laid out (the one idea to hold in your head):
 - Once a quarter of the decoding rows have finished their turn, they are copied aside and the
   rest decode as a smaller batch; all rows are merged back when the turn ends.
 
-Speed: decode with ``rollout_copy(model)`` (bf16, LoRA merged, linears pre-packed for oneDNN,
-and for Llama-family models the fused forward of :mod:`algorithms.fused_llama`), not the
-training model: 2.9x ``model.generate`` in fp32 at batch 16 on this project's 2-core CPU
-(numbers and what did not help: benchmarks/RESULTS.md, "Decoding").
+Speed: decode with :func:`~algorithms.rollout.rollout_copy` (bf16, LoRA merged, linears
+pre-packed for oneDNN, and for Llama-family models the fused forward of
+:mod:`algorithms.rollout.fused_llama`), not the training model (numbers, and what did not
+help: benchmarks/RESULTS.md, "Decoding").
 
-Log-probs: ``logprobs[i]`` is ``log softmax(logits / temperature)[token]`` -- the sampled token's
-log-probability under the policy *at the sampling temperature*, before any top-k/top-p
-truncation. That is what a trainer recomputes (``log_softmax(logits / T)``) for importance ratios,
-so old and new log-probs are comparable. Greedy decoding reports temperature-1 log-probs.
+What the log-probs mean: :mod:`algorithms.rollout.sampler`.
 """
 
 from __future__ import annotations
@@ -39,56 +37,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
 
-# Rollout copies live with the other weight handling in policy.py; re-exported because a
-# rollout needs them next to the decoder.
-from algorithms.policy import PackedLinear, pack_linears, rollout_copy
-
-__all__ = [
-    "DecodeState",
-    "GenerationResult",
-    "PackedLinear",
-    "SamplingParams",
-    "TurnOutput",
-    "generate",
-    "pack_linears",
-    "rollout_copy",
-    "sample",
-]
-
-FinishReason = Literal["stop", "eos", "length"]
+from algorithms.rollout.kv_cache import GROWTH_SLACK, Rows, SlotCache
+from algorithms.rollout.sampler import sample
+from algorithms.rollout.sampling import Sampling
+from algorithms.rollout.stop import StopRule
+from research_env.termination import Termination
 
 # Compact the working batch once this fraction of its rows has finished the turn: copying the
 # cache once is cheaper than carrying dead rows through every remaining step.
 COMPACT_FRACTION = 0.25
-# Spare columns allocated on growth, so appending an observation rarely reallocates.
-GROWTH_SLACK = 64
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How the next token is picked.
-
-    ``temperature`` scales logits; ``top_k`` (0 = off) and ``top_p`` (1.0 = off) truncate the
-    distribution before sampling; ``greedy`` takes the argmax and ignores the rest.
-    """
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    greedy: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.greedy and self.temperature <= 0:
-            raise ValueError("temperature must be > 0 (use greedy=True for argmax decoding)")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
 
 
 @dataclass
@@ -97,7 +58,7 @@ class TurnOutput:
 
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    finish_reason: FinishReason = "length"
+    finish_reason: Termination = Termination.LENGTH
 
 
 @dataclass
@@ -116,217 +77,8 @@ class GenerationResult:
         return [o.logprobs for o in self.outputs]
 
     @property
-    def finish_reasons(self) -> list[FinishReason]:
+    def finish_reasons(self) -> list[Termination]:
         return [o.finish_reason for o in self.outputs]
-
-
-# ---------------------------------------------------------------------------------------------
-# The KV cache: transformers calls ``update`` once per layer per forward pass.
-
-
-@dataclass
-class _Cursor:
-    """Where a cache's layers write next, and how many columns they hold. Shared by the
-    cache and its layers instead of a back-reference from each layer to the cache: such a
-    cycle would leave every replaced cache (gigabytes over a multi-turn rollout) to the
-    cyclic garbage collector, which runs on object counts, not on memory."""
-
-    capacity: int
-    write_start: int = 0
-
-
-class _SlotLayer(CacheLayerMixin):
-    """One layer's keys/values; writes go to the column range its cursor says."""
-
-    is_sliding = False
-
-    def __init__(self, owner: _Cursor):
-        super().__init__()
-        self.owner = owner
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        rows, heads, _, _ = key_states.shape
-        shape_k = (rows, heads, self.owner.capacity, key_states.shape[-1])
-        shape_v = (rows, heads, self.owner.capacity, value_states.shape[-1])
-        self.keys = key_states.new_zeros(shape_k)
-        self.values = value_states.new_zeros(shape_v)
-        self.is_initialized = True
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        keys, values = self.keys, self.values
-        assert keys is not None and values is not None
-        start = self.owner.write_start
-        end = start + key_states.shape[-2]
-        keys[:, :, start:end] = key_states
-        values[:, :, start:end] = value_states
-        # Attention only sees the used columns; the caller's mask covers exactly these.
-        return keys[:, :, :end], values[:, :, :end]
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.owner.write_start + query_length, 0
-
-    def get_seq_length(self) -> int:
-        return self.owner.write_start
-
-    def get_max_length(self) -> int:
-        return self.owner.capacity
-
-
-class _SlotCache(Cache):
-    """A preallocated cache whose write position is set by the decoder before each pass."""
-
-    def __init__(self, num_layers: int, capacity: int):
-        self.cursor = _Cursor(capacity)
-        self.slots = [_SlotLayer(self.cursor) for _ in range(num_layers)]
-        super().__init__(layers=list(self.slots))
-
-    @property
-    def capacity(self) -> int:
-        return self.cursor.capacity
-
-    @property
-    def write_start(self) -> int:
-        return self.cursor.write_start
-
-    @write_start.setter
-    def write_start(self, value: int) -> None:
-        self.cursor.write_start = value
-
-    def take_rows(self, rows: torch.Tensor, capacity: int, release: bool = False) -> _SlotCache:
-        """A new cache holding only ``rows`` (copied), with room for ``capacity`` columns.
-
-        ``release``: this cache is discarded afterwards, so each layer's buffers are dropped
-        as soon as they are copied; the copy then peaks at one layer above the new cache
-        instead of holding both caches whole.
-        """
-        new = _SlotCache(len(self.slots), capacity)
-        new.write_start = self.write_start
-        for old_layer, new_layer in zip(self.slots, new.slots, strict=True):
-            if old_layer.keys is None or old_layer.values is None:
-                continue  # no forward pass yet: nothing to copy
-            for name, old in (("keys", old_layer.keys), ("values", old_layer.values)):
-                buf = old.new_zeros((len(rows), old.shape[1], capacity, old.shape[3]))
-                buf[:, :, : self.write_start] = old[rows, :, : self.write_start]
-                setattr(new_layer, name, buf)
-                if release:
-                    setattr(old_layer, name, None)
-            new_layer.is_initialized = True
-        return new
-
-    @staticmethod
-    def concat(caches: Sequence[_SlotCache], sizes: Sequence[int], capacity: int) -> _SlotCache:
-        """Stack caches of ``sizes`` rows each; every cache keeps its columns at the same
-        indices (left-aligned). A cache that never ran a forward pass contributes zeros.
-        The inputs are consumed: their buffers are dropped layer by layer as they are copied."""
-        new = _SlotCache(len(caches[0].slots), capacity)
-        new.write_start = max(c.write_start for c in caches)
-        for i, new_layer in enumerate(new.slots):
-            for name in ("keys", "values"):
-                tensors = [getattr(c.slots[i], name) for c in caches]
-                ref = next((t for t in tensors if t is not None), None)
-                if ref is None:
-                    continue
-                buf = ref.new_zeros((sum(sizes), ref.shape[1], capacity, ref.shape[3]))
-                at = 0
-                for cache, size, t in zip(caches, sizes, tensors, strict=True):
-                    if t is not None:
-                        buf[at : at + size, :, : cache.write_start] = t[:, :, : cache.write_start]
-                        setattr(cache.slots[i], name, None)
-                    at += size
-                del tensors, ref
-                setattr(new_layer, name, buf)
-                new_layer.is_initialized = True
-        return new
-
-
-# ---------------------------------------------------------------------------------------------
-# A batch of rows that run through the model together.
-
-
-class _Rows:
-    """Rows sharing one cache: the cache, the mask row, positions and next-token logits."""
-
-    def __init__(
-        self,
-        seq_ids: list[int],
-        cache: _SlotCache,
-        bias: torch.Tensor,
-        next_pos: torch.Tensor,
-        next_logits: torch.Tensor | None,
-        pending: list[list[int]],
-    ):
-        self.seq_ids = seq_ids  # row -> sequence index
-        self.cache = cache
-        self.bias = bias  # [rows, capacity] additive attention mask: 0 real, -inf hole
-        self.next_pos = next_pos  # [rows] position id of the next real token
-        self.next_logits = next_logits  # [rows, vocab] float32, valid when nothing is pending
-        self.pending = pending  # per row: tokens known but not yet encoded
-
-    @property
-    def length(self) -> int:
-        return self.cache.write_start
-
-    @property
-    def capacity(self) -> int:
-        return self.cache.capacity
-
-    def __len__(self) -> int:
-        return len(self.seq_ids)
-
-    def reserve(self, columns: int) -> None:
-        """Make room for ``columns`` more columns (reallocating with some slack if needed)."""
-        needed = self.length + columns
-        if needed <= self.capacity:
-            return
-        capacity = needed + GROWTH_SLACK
-        every = torch.arange(len(self), device=self.bias.device)
-        self.cache = self.cache.take_rows(every, capacity, release=True)
-        bias = self.bias.new_full((len(self), capacity), torch.finfo(self.bias.dtype).min)
-        bias[:, : self.length] = self.bias[:, : self.length]
-        self.bias = bias
-
-    def take(self, rows: list[int], release: bool = False) -> _Rows:
-        """These rows as a new ``_Rows``; ``release`` when ``self`` is discarded afterwards."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.bias.device)
-        logits = self.next_logits[index] if self.next_logits is not None else None
-        return _Rows(
-            seq_ids=[self.seq_ids[r] for r in rows],
-            cache=self.cache.take_rows(index, self.capacity, release),
-            bias=self.bias[index].clone(),
-            next_pos=self.next_pos[index].clone(),
-            next_logits=logits,
-            pending=[self.pending[r] for r in rows],
-        )
-
-    @staticmethod
-    def concat(parts: Sequence[_Rows]) -> _Rows:
-        if len(parts) == 1:
-            return parts[0]
-        length = max(p.length for p in parts)
-        capacity = max(max(p.capacity for p in parts), length)
-        ref = parts[0].bias
-        bias = ref.new_full((sum(len(p) for p in parts), capacity), torch.finfo(ref.dtype).min)
-        at = 0
-        for p in parts:
-            bias[at : at + len(p), : p.length] = p.bias[:, : p.length]
-            at += len(p)
-        logits = [p.next_logits for p in parts if p.next_logits is not None]
-        return _Rows(
-            seq_ids=[s for p in parts for s in p.seq_ids],
-            cache=_SlotCache.concat([p.cache for p in parts], [len(p) for p in parts], capacity),
-            bias=bias,
-            next_pos=torch.cat([p.next_pos for p in parts]),
-            next_logits=torch.cat(logits) if len(logits) == len(parts) else None,
-            pending=[q for p in parts for q in p.pending],
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# The session object
 
 
 class DecodeState:
@@ -361,9 +113,9 @@ class DecodeState:
         self._released: set[int] = set()
         capacity = max(capacity, max(len(p) for p in prompts) + GROWTH_SLACK)
         rows = len(prompts)
-        self._rows = _Rows(
+        self._rows = Rows(
             seq_ids=list(range(rows)),
-            cache=_SlotCache(self._num_layers, capacity),
+            cache=SlotCache(self._num_layers, capacity),
             bias=torch.full(
                 (rows, capacity), torch.finfo(self.dtype).min, dtype=self.dtype, device=self.device
             ),
@@ -390,10 +142,10 @@ class DecodeState:
         generated = [lp is not None for lp in logprobs]
         return self.tokens(seq_index), generated, [lp or 0.0 for lp in logprobs]
 
-    def append(self, token_ids: dict[int, Sequence[int]] | Sequence[Sequence[int]]) -> None:
+    def append(self, token_ids: Mapping[int, Sequence[int]] | Sequence[Sequence[int]]) -> None:
         """Queue tokens (e.g. an observation) after the given sequences; encoded lazily by the
         next :meth:`decode` (or :meth:`prefill`), all appended rows in one batched pass."""
-        items = token_ids.items() if isinstance(token_ids, dict) else enumerate(token_ids)
+        items = token_ids.items() if isinstance(token_ids, Mapping) else enumerate(token_ids)
         row_of = {s: r for r, s in enumerate(self._rows.seq_ids)}
         for seq, ids in items:
             if seq in self._released:
@@ -424,7 +176,7 @@ class DecodeState:
         *,
         max_new_tokens: int | Mapping[int, int],
         seq_indices: Sequence[int] | None = None,
-        sampling: SamplingParams | None = None,
+        sampling: Sampling | None = None,
         stop_strings: Sequence[str] = (),
         stop_token_ids: Sequence[int] = (),
         eos_token_ids: Sequence[int] | None = None,
@@ -433,18 +185,20 @@ class DecodeState:
     ) -> dict[int, TurnOutput]:
         """Generate one turn for ``seq_indices`` (default: all live sequences).
 
-        A sequence stops at an EOS token (``"eos"``), at one of ``stop_token_ids`` or when its
-        decoded text of this turn comes to contain one of ``stop_strings`` (``"stop"``; the
-        completing token is kept), or after ``max_new_tokens`` (``"length"``): one budget for
+        A sequence stops at an EOS token (``EOS``), at one of ``stop_token_ids`` or when its
+        decoded text of this turn comes to contain one of ``stop_strings`` (``STOP``; the
+        completing token is kept), or after ``max_new_tokens`` (``LENGTH``): one budget for
         all, or a ``{seq index: budget}`` mapping so that sequences near a total token budget
         share the turn with the others instead of needing a separate call. Stop strings are
         matched on decoded text, so they work however the tokenizer splits them; they need
         ``tokenizer``. ``eos_token_ids`` defaults to the model's generation config.
+        ``sampling`` says how tokens are drawn (its token budgets are the caller's business:
+        this call obeys ``max_new_tokens``); default: plain sampling at temperature 1.
         """
-        sampling = sampling or SamplingParams()
+        sampling = sampling or Sampling()
         if stop_strings and tokenizer is None:
             raise ValueError("stop_strings need the tokenizer")
-        rule = _StopRule(
+        rule = StopRule(
             eos=frozenset(
                 _eos_ids(self.model, tokenizer) if eos_token_ids is None else eos_token_ids
             ),
@@ -465,7 +219,7 @@ class DecodeState:
             return outputs
 
         rows = self._rows
-        parked: list[_Rows] = []
+        parked: list[Rows] = []
         idle = [r for r, s in enumerate(rows.seq_ids) if s not in wanted]
         if idle:  # sequences not decoding this turn wait aside, untouched
             parked.append(rows.take(idle))
@@ -496,7 +250,7 @@ class DecodeState:
                         out.finish_reason = reason
                         active[r] = False
                     elif len(out.token_ids) >= budget[seq]:
-                        active[r] = False  # finish_reason stays "length"
+                        active[r] = False  # finish_reason stays LENGTH
                 if not any(active):
                     break
                 done = [r for r, a in enumerate(active) if not a]
@@ -505,14 +259,14 @@ class DecodeState:
                     keep = [r for r, a in enumerate(active) if a]
                     rows = rows.take(keep, release=True)
                     active = [True] * len(rows)
-        self._rows = _Rows.concat([rows, *parked])
+        self._rows = Rows.concat([rows, *parked])
         return outputs
 
     # -- forward passes -----------------------------------------------------------------------
 
     def _forward(
         self,
-        rows: _Rows,
+        rows: Rows,
         input_ids: torch.Tensor,
         position_ids: torch.Tensor,
         mask: torch.Tensor,
@@ -536,7 +290,7 @@ class DecodeState:
         rows.cache.write_start += input_ids.shape[1]
         return out.logits[:, -1].float()
 
-    def _feed_pending(self, rows: _Rows) -> _Rows:
+    def _feed_pending(self, rows: Rows) -> Rows:
         """Encode the rows' pending tokens; returns the rows to go on with.
 
         Before anything is encoded, identical prompts (the G samples of a GRPO group) are
@@ -561,7 +315,7 @@ class DecodeState:
         self._feed(rows, rows.pending)
         return rows
 
-    def _feed(self, rows: _Rows, token_lists: Sequence[Sequence[int]]) -> None:
+    def _feed(self, rows: Rows, token_lists: Sequence[Sequence[int]]) -> None:
         """Encode per-row token lists of any lengths in one pass (right-aligned; short rows
         get holes on the left of their block)."""
         counts = [len(t) for t in token_lists]
@@ -599,7 +353,7 @@ class DecodeState:
         for r in range(n):
             rows.pending[r] = []
 
-    def _feed_step(self, rows: _Rows, active: list[bool]) -> None:
+    def _feed_step(self, rows: Rows, active: list[bool]) -> None:
         """The hot path: one pending token per active row, mask taken straight from ``bias``."""
         start = rows.length
         device = self.device
@@ -619,7 +373,7 @@ class DecodeState:
             if a:
                 rows.pending[r] = []
 
-    def _sliding_mask(self, rows: _Rows, mask: torch.Tensor, query_pos: torch.Tensor) -> Any:
+    def _sliding_mask(self, rows: Rows, mask: torch.Tensor, query_pos: torch.Tensor) -> Any:
         """The full mask, further limited to keys fewer than ``window`` real tokens back.
 
         Key positions are recovered from the mask itself (real columns counted left to
@@ -630,113 +384,6 @@ class DecodeState:
         key_pos = (rows.bias[:, :end] == 0).cumsum(dim=1) - 1
         distance = query_pos[:, None, :, None] - key_pos[:, None, None, :]
         return mask.masked_fill(distance >= self._sliding_window, torch.finfo(mask.dtype).min)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling and stopping
-
-
-def sample(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row of ``[rows, vocab]`` float logits.
-
-    Returns ``(tokens, logprobs)`` where ``logprobs`` is the token's log-probability under
-    ``softmax(logits / temperature)`` without top-k/top-p truncation (see module docstring).
-
-    Sampling is by inverse CDF (a uniform draw per row and a ``searchsorted``) rather than
-    ``torch.multinomial``, which on CPU draws an exponential variate per vocabulary entry
-    (~15 ms per step for 16 x 49k logits; this takes ~0.1 ms after the softmax).
-    """
-    if params.greedy:
-        tokens = logits.argmax(dim=-1)
-        return tokens, _gather(logits.log_softmax(dim=-1), tokens)
-    scaled = logits / params.temperature if params.temperature != 1.0 else logits
-    probs = scaled.softmax(dim=-1)
-    if params.top_k > 0 or params.top_p < 1.0:
-        # Work on the candidates sorted by probability: top-k is a prefix, top-p a shorter one.
-        if 0 < params.top_k < scaled.shape[-1]:
-            candidate_logits, candidates = scaled.topk(params.top_k, dim=-1)
-        else:
-            candidate_logits, candidates = scaled.sort(dim=-1, descending=True)
-        candidate_probs = candidate_logits.softmax(dim=-1)
-        if params.top_p < 1.0:
-            # Drop a candidate once the ones before it already reach top_p (the first stays).
-            mass_before = candidate_probs.cumsum(dim=-1) - candidate_probs
-            candidate_probs = candidate_probs.masked_fill(mass_before >= params.top_p, 0.0)
-        tokens = _gather(candidates, _inverse_cdf(candidate_probs, generator))
-    else:
-        tokens = _inverse_cdf(probs, generator)
-    # log(softmax) rather than a separate log_softmax pass: one fewer sweep over the vocabulary
-    # per step, and a sampled token's probability is never small enough to lose precision.
-    return tokens, _gather(probs, tokens).log()
-
-
-def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return values.gather(-1, index[:, None]).squeeze(-1)
-
-
-SAMPLING_BLOCK = 256
-
-
-def _inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One draw per row from unnormalised non-negative ``probs``.
-
-    Over a large vocabulary, two stages: pick a block of 256 entries by its mass, then an entry
-    within it (a fresh uniform each, so the result is exactly ``p / sum(p)``). A full-length
-    ``cumsum`` is a serial scan; this needs one vectorised block sum and two short scans
-    (measured 0.78 -> 0.10 ms for 16 x 49k on one core).
-    """
-    rows, vocab = probs.shape
-    if vocab <= 4 * SAMPLING_BLOCK:
-        return _draw(probs, generator)
-    blocks = -(-vocab // SAMPLING_BLOCK)
-    padded = torch.nn.functional.pad(probs, (0, blocks * SAMPLING_BLOCK - vocab))
-    padded = padded.view(rows, blocks, SAMPLING_BLOCK)
-    block = _draw(padded.sum(dim=-1), generator)
-    within = padded[torch.arange(rows, device=probs.device), block]
-    return block * SAMPLING_BLOCK + _draw(within, generator)
-
-
-def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    cdf = weights.cumsum(dim=-1)
-    u = torch.rand(weights.shape[0], 1, generator=generator, device=weights.device) * cdf[:, -1:]
-    index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    # u can round up to the total (p ~ 1e-7); fall back to the heaviest entry then.
-    overflow = index >= weights.shape[-1]
-    return torch.where(overflow, weights.argmax(dim=-1), index) if overflow.any() else index
-
-
-@dataclass(frozen=True)
-class _StopRule:
-    """When a turn ends, checked after every sampled token."""
-
-    eos: frozenset[int]
-    stop_ids: frozenset[int]
-    stop_strings: tuple[str, ...]
-    tokenizer: Any
-
-    @property
-    def window(self) -> int:
-        # Tokens to decode to see any stop string whole: one character per token at worst,
-        # plus slack for tokens that are pieces of one multi-byte character.
-        return 2 * max((len(s) for s in self.stop_strings), default=0) + 2
-
-    def reason(self, generated: list[int]) -> FinishReason | None:
-        last = generated[-1]
-        if last in self.eos:
-            return "eos"
-        if last in self.stop_ids:
-            return "stop"
-        if self.stop_strings:
-            tail = self.tokenizer.decode(generated[-self.window :])
-            if any(s in tail for s in self.stop_strings):
-                return "stop"
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-# One-shot generation
 
 
 def generate(
@@ -760,7 +407,7 @@ def generate(
     :meth:`DecodeState.decode` for the stopping rules and the module docstring for what the
     log-probs mean.
     """
-    sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy)
+    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy)
     state = DecodeState(model, input_ids, capacity=max(map(len, input_ids)) + max_new_tokens)
     turn = state.decode(
         max_new_tokens=max_new_tokens,
@@ -773,7 +420,7 @@ def generate(
     )
     return GenerationResult(
         outputs=[turn[i] for i in range(len(input_ids))],
-        temperature=1.0 if greedy else temperature,
+        temperature=sampling.logprob_temperature,
     )
 
 

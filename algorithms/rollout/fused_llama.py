@@ -10,16 +10,17 @@ attention with one query per row goes through a slow path. This module runs the 
 - rotary embeddings applied to queries and keys together, once;
 - the residual stream kept in fp32 and the RMSNorm scales folded into the next weights: one
   cast per normalization, and outputs closer to the fp32 training policy than the
-  transformers forward in bf16 (mean KL 0.00105 vs 0.00152 nats per token on SmolLM2, a one-off measurement);
+  transformers forward in bf16;
 - grouped-query attention folded: the query heads that share a key/value head become extra
   query rows of that head, so one attention call reads each key/value head once;
 - nothing else: no hooks, no output tuples, logits for the last column only.
 
 It writes keys and values through the same cache interface as the transformers model, so it is
-a drop-in for :class:`algorithms.decoding.DecodeState`; the cached keys are identical to the
+a drop-in for :class:`algorithms.rollout.DecodeState`; the cached keys are identical to the
 original model's (standard rotary layout). :func:`fuse` builds one from an inference copy and
 returns ``None`` for an architecture it does not cover (then the copy decodes through its own
-forward). Measured effect: benchmarks/RESULTS.md, "Decoding".
+forward). Measured effect: benchmarks/RESULTS.md, "Decoding" and "Rollout package: figures
+moved out of docstrings".
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.policy import PackedLinear
+from algorithms.rollout.inference_copy import PackedLinear
 
 # Covered model types; a model must also pass every check of unsupported_reason.
 FAMILIES = ("llama", "qwen2", "mistral")

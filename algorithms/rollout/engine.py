@@ -1,0 +1,236 @@
+"""The rollout engine: a language model plays many search episodes at once.
+
+One straight path per collect:
+
+1. the vector env's ``reset`` gives one prompt per episode; each is tokenized once (and,
+   for chat prompts, run through the chat template once, never again);
+2. per turn, every live episode is decoded in one batch on a KV cache kept across turns
+   (each row stops at ``</search>``, ``</answer>``, EOS or its token budget);
+3. the vector env steps all of them (:meth:`~research_env.vector.SearchVectorEnv.step_turns`:
+   one retriever call for every search); the engine parses nothing itself;
+4. each observation is tokenized on its own and appended with loss mask 0; only those new
+   tokens are encoded before the next turn;
+5. episodes that emitted EOS, or whose next observation would overflow the token budget,
+   are ended through the vector env (:meth:`~research_env.vector.SearchVectorEnv.end_early`)
+   with ``Termination.EOS`` / ``Termination.TOKEN_BUDGET``, and rewarded as usual.
+
+    engine = RolloutEngine(policy, {"split": "train"})
+    trajectories = engine.collect([3, 17], group_size=4)   # 8 episodes, 2 groups
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from gymnasium.vector import AutoresetMode
+
+from algorithms.buffer import Trajectory
+from algorithms.rollout.decoder import DecodeState, TurnOutput
+from algorithms.rollout.inference_copy import rollout_copy
+from algorithms.rollout.sampling import Sampling
+from research_env.episode import TurnOutcome
+from research_env.protocol import STOP_STRINGS
+from research_env.termination import Termination
+from research_env.vector import SearchVectorEnv
+
+PromptFormat = Literal["auto", "text", "chat"]
+
+
+class RolloutEngine:
+    """Plays ``ReSearch-MultiHop-v0`` episodes with a policy, in batches.
+
+    Args:
+        policy: an :class:`algorithms.policy.Policy` (model + tokenizer).
+        env_kwargs: ``MultiHopSearchEnv`` arguments (dataset, split, retriever, top_k,
+            max_turns, reward, template, ...) for the engine's vector env.
+        vector_env: a ready :class:`~research_env.vector.SearchVectorEnv` to play in
+            instead (e.g. with another sub-env class); not with ``env_kwargs``.
+        sampling: default :class:`~algorithms.rollout.Sampling` of :meth:`collect`.
+        prompt_format: ``"text"`` renders the template as plain text (the default
+            template's worked example and prefill work best for small models);
+            ``"chat"`` applies the tokenizer's chat template to the template's messages and
+            then the prefill; ``"auto"`` picks text when the template has a worked example
+            or the tokenizer has no chat template.
+        rollout_dtype: decode with a frozen copy of the model in this dtype (``"bfloat16"``
+            roughly halves decode time on CPU; the trainer then recomputes log-probs in the
+            training dtype) or ``None`` to decode with the policy's own weights.
+        pack_weights: let the rollout copy pre-pack its linear layers for oneDNN (CPU).
+        fused: let the rollout copy use :mod:`algorithms.rollout.fused_llama` where it applies.
+
+    ``engine.vector_env`` is the vector env it plays in (resized to each collect's number
+    of episodes); ``engine.vector_env.envs[0]`` is an ordinary ``MultiHopSearchEnv`` over
+    the same dataset and retriever, for code that plays one episode at a time (SFT
+    demonstrations).
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        env_kwargs: dict[str, Any] | None = None,
+        *,
+        vector_env: SearchVectorEnv | None = None,
+        sampling: Sampling | None = None,
+        prompt_format: PromptFormat = "auto",
+        rollout_dtype: str | None = None,
+        pack_weights: bool = False,
+        fused: bool = True,
+    ) -> None:
+        if prompt_format not in ("auto", "text", "chat"):
+            raise ValueError(f"prompt_format must be auto, text or chat, got {prompt_format!r}")
+        if vector_env is not None and env_kwargs:
+            raise ValueError("pass env_kwargs or a ready vector_env, not both")
+        self.policy = policy
+        self.tokenizer = policy.tokenizer
+        self.sampling = sampling or Sampling()
+        self.prompt_format = prompt_format
+        self.rollout_dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
+        self.pack_weights = pack_weights
+        self.fused = fused
+        self.vector_env = vector_env or SearchVectorEnv(
+            1, autoreset_mode=AutoresetMode.DISABLED, **(env_kwargs or {})
+        )
+
+    @property
+    def num_questions(self) -> int:
+        return self.vector_env.num_questions
+
+    def encode_prompt(self, prompt: str, info: Mapping[str, Any]) -> list[int]:
+        """Token ids of an episode's prompt (``reset``'s observation and info), rendered once."""
+        if self._use_chat():
+            text = self.tokenizer.apply_chat_template(
+                info["messages"], tokenize=False, add_generation_prompt=True
+            )
+            text += info.get("prefill", "")
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def _use_chat(self) -> bool:
+        if self.prompt_format != "auto":
+            return self.prompt_format == "chat"
+        has_chat = bool(getattr(self.tokenizer, "chat_template", None))
+        return has_chat and self.vector_env.template.example is None
+
+    def _decode_model(self) -> Any:
+        model = self.policy.model
+        if self.rollout_dtype is None and not self.pack_weights:
+            return model
+        return rollout_copy(
+            model, self.rollout_dtype, pack_weights=self.pack_weights, fused=self.fused
+        )
+
+    def collect(
+        self,
+        question_indices: Sequence[int],
+        group_size: int = 1,
+        *,
+        sampling: Sampling | None = None,
+    ) -> list[Trajectory]:
+        """Play each question ``group_size`` times; trajectory ``g * group_size + j`` is
+        sample ``j`` of ``question_indices[g]`` and has ``group == g``."""
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        s = sampling or self.sampling
+        n = len(question_indices) * group_size
+        if n == 0:
+            return []
+        if self.vector_env.num_envs != n:
+            self.vector_env = self.vector_env.resized(n)
+        envs = self.vector_env
+        questions = [int(question_indices[i // group_size]) for i in range(n)]
+        prompts, infos = envs.reset(seed=s.seed, options={"indices": questions})
+        trajectories: list[Trajectory] = []
+        for i in range(n):
+            ids = self.encode_prompt(prompts[i], _info_at(infos, i))
+            trajectories.append(Trajectory(prompt_ids=ids, group=i // group_size))
+
+        generator = None
+        if s.seed is not None and not s.greedy:
+            generator = torch.Generator().manual_seed(s.seed)
+        model = self._decode_model()
+        prompt_ids = [t.prompt_ids for t in trajectories]
+        capacity = max(map(len, prompt_ids)) + s.max_turn_tokens
+        state = DecodeState(model, prompt_ids, capacity=capacity)
+        used = [0] * n  # response tokens so far, per episode
+        live = list(range(n))
+        while live:
+            outputs = self._decode_turn(state, live, used, s, generator)
+            for i, out in outputs.items():
+                trajectories[i].add_model_tokens(out.token_ids, out.logprobs)
+                used[i] += len(out.token_ids)
+            texts = {
+                i: self.tokenizer.decode(out.token_ids, skip_special_tokens=True)
+                for i, out in outputs.items()
+            }
+            outcomes = envs.step_turns(texts)
+            observations, to_end = self._observations(outcomes, outputs, used, s)
+            for reason, indices in to_end.items():
+                outcomes |= envs.end_early(indices, reason)
+            finished = [i for i in live if outcomes[i].done]
+            for i in finished:
+                _finish(trajectories[i], outcomes[i])
+            for i, obs_ids in observations.items():
+                trajectories[i].add_observation_tokens(obs_ids)
+                used[i] += len(obs_ids)
+            if observations:
+                state.append(observations)
+            live = [i for i in live if not outcomes[i].done]
+            if finished and live:
+                state.release(finished)
+        return trajectories
+
+    def _observations(
+        self,
+        outcomes: Mapping[int, TurnOutcome],
+        outputs: Mapping[int, TurnOutput],
+        used: Sequence[int],
+        s: Sampling,
+    ) -> tuple[dict[int, list[int]], dict[Termination, list[int]]]:
+        """The observation tokens of the episodes that go on, and the episodes the env did
+        not end that must end now, by reason: the model emitted EOS (it stopped writing),
+        or the observation would overflow the response's token budget."""
+        observations: dict[int, list[int]] = {}
+        to_end: dict[Termination, list[int]] = {}
+        for i, outcome in outcomes.items():
+            if outcome.done:
+                continue
+            if outputs[i].finish_reason == Termination.EOS:
+                to_end.setdefault(Termination.EOS, []).append(i)
+                continue
+            obs_ids = self.tokenizer(outcome.observation, add_special_tokens=False)["input_ids"]
+            if used[i] + len(obs_ids) >= s.max_total_tokens:
+                to_end.setdefault(Termination.TOKEN_BUDGET, []).append(i)
+            else:
+                observations[i] = obs_ids
+        return observations, to_end
+
+    def _decode_turn(
+        self,
+        state: DecodeState,
+        live: list[int],
+        used: list[int],
+        s: Sampling,
+        generator: torch.Generator | None,
+    ) -> dict[int, TurnOutput]:
+        """One turn for every live episode; episodes near the total budget get less."""
+        budgets = {i: max(1, min(s.max_turn_tokens, s.max_total_tokens - used[i])) for i in live}
+        return state.decode(
+            max_new_tokens=budgets,
+            seq_indices=live,
+            sampling=s,
+            stop_strings=STOP_STRINGS,
+            tokenizer=self.tokenizer,
+            generator=generator,
+        )
+
+
+def _finish(trajectory: Trajectory, outcome: TurnOutcome) -> None:
+    trajectory.reward = float(outcome.reward)
+    trajectory.info = outcome.info
+    trajectory.finish_reason = outcome.info["termination"]
+
+
+def _info_at(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s info out of Gymnasium's dict of arrays."""
+    return {k: v[i] for k, v in infos.items() if not k.startswith("_") and infos[f"_{k}"][i]}
