@@ -106,9 +106,9 @@ def last_boxed(text: str) -> str | None:
     limit = len(text)
     while start != -1:
         body = start + len(BOXED_OPEN)
-        end = _closing_brace(text, body, limit)
-        if end is not None:
-            return text[body:end]
+        closing = _closing_brace(text, body, limit)
+        if closing is not None:
+            return text[body:closing]
         limit = start
         start = text.rfind(BOXED_OPEN, 0, start)
     return None

@@ -177,6 +177,8 @@ def build_retriever(args: argparse.Namespace) -> Any:
     """The retriever named by ``--retriever`` over ``--corpus``."""
     from research_env.sources import RETRIEVERS
 
+    # A dataset name or directory becomes its corpus file (index_dir None: the default cache).
+    args = argparse.Namespace(**{**vars(args), "corpus": corpus_file(args.corpus, args.index_dir)})
     name = args.retriever
     kwargs: dict[str, Any] = {}
     dense_kwargs = {"model": args.model, "index": args.index_kind}
@@ -198,14 +200,14 @@ def build_retriever(args: argparse.Namespace) -> Any:
         raise ValueError(f"unknown retriever {name!r}; choose one of {choices}")
     from research_env.storage import cache_root
 
-    cache_dir = cache_root(args.index_dir)
-    return factory(corpus_file(args.corpus, cache_dir), cache_dir=cache_dir, **kwargs)
+    return factory(args.corpus, cache_dir=cache_root(args.index_dir), **kwargs)
 
 
-def corpus_file(corpus: Path, cache_dir: Path) -> Path:
+def corpus_file(corpus: Path, cache_dir: Path | None = None) -> Path:
     """The jsonl that ``--corpus`` names: a file, a dataset directory's ``corpus.jsonl``,
-    or a named dataset's own corpus (``synthetic``: generated into ``cache_dir`` on first
-    use), as every other command and ``gym.make(dataset=...)`` resolve it."""
+    or a named dataset's own corpus (``synthetic``: generated into ``cache_dir``, default
+    the research-gym cache, on first use), as every other command and
+    ``gym.make(dataset=...)`` resolve it."""
     from research_env import data
 
     if corpus.is_file():
