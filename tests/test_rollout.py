@@ -151,3 +151,24 @@ def test_real_smollm2_plays_one_episode_on_default_env():
     assert "question_id" in traj.info and traj.info["turns"] >= 1
     text = policy.tokenizer.decode(traj.response_ids[: traj.turn_spans[0][1]])
     assert text.strip()  # the model wrote a real turn
+
+
+@pytest.mark.parametrize(
+    "copy_settings",
+    [{}, {"rollout_dtype": "bfloat16", "pack_weights": True}],
+    ids=["policy-weights", "bf16-packed-fused-copy"],
+)
+def test_rollout_creates_every_tensor_on_the_policy_device(policy, copy_settings):
+    # With torch's default device set to "meta", a tensor the engine, the decoder or the
+    # rollout copy creates without following the policy's device lands on meta, and mixing
+    # or reading it fails: on a GPU the same bug is a device mismatch.
+    kwargs = {"dataset": SAMPLES, "retriever": KeywordRetriever(), "max_turns": 2}
+    engine = RolloutEngine(policy, kwargs, **copy_settings)
+    s = Sampling(max_turn_tokens=8, max_total_tokens=64, seed=3)
+    expected = engine.collect([0, 1], group_size=2, sampling=s)
+    torch.set_default_device("meta")
+    try:
+        trajs = engine.collect([0, 1], group_size=2, sampling=s)
+    finally:
+        torch.set_default_device("cpu")
+    assert [t.response_ids for t in trajs] == [t.response_ids for t in expected]

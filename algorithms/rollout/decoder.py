@@ -324,10 +324,10 @@ class DecodeState:
             return
         rows.reserve(width)
         n, start, device = len(rows), rows.length, self.device
-        ids = torch.zeros((n, width), dtype=torch.long)
+        ids = torch.zeros((n, width), dtype=torch.long, device="cpu")  # built on the host
         for r, toks in enumerate(token_lists):
             if toks:
-                ids[r, width - len(toks) :] = torch.tensor(toks, dtype=torch.long)
+                ids[r, width - len(toks) :] = torch.tensor(toks, dtype=torch.long, device="cpu")
         count = torch.tensor(counts, device=device)
         col = torch.arange(width, device=device)
         real = col[None, :] >= (width - count)[:, None]  # [rows, width]
@@ -357,12 +357,13 @@ class DecodeState:
         """The hot path: one pending token per active row, mask taken straight from ``bias``."""
         start = rows.length
         device = self.device
-        ids = torch.tensor([p[-1] if a else 0 for p, a in zip(rows.pending, active, strict=True)])
+        pending = [p[-1] if a else 0 for p, a in zip(rows.pending, active, strict=True)]
+        ids = torch.tensor(pending, device=device)
         live = torch.tensor(active, device=device)
         rows.bias[:, start] = torch.where(live, 0.0, torch.finfo(self.dtype).min)
         mask = rows.bias[:, None, None, : start + 1]
         position_ids = rows.next_pos[:, None]
-        logits = self._forward(rows, ids.to(device)[:, None], position_ids, mask, position_ids)
+        logits = self._forward(rows, ids[:, None], position_ids, mask, position_ids)
         if all(active):
             rows.next_logits = logits
         else:

@@ -147,7 +147,8 @@ class RolloutEngine:
 
         generator = None
         if s.seed is not None and not s.greedy:
-            generator = torch.Generator().manual_seed(s.seed)
+            # On the policy's device: sampling draws its uniforms where the logits are.
+            generator = torch.Generator(device=self.policy.device).manual_seed(s.seed)
         model = self._decode_model()
         prompt_ids = [t.prompt_ids for t in trajectories]
         capacity = max(map(len, prompt_ids)) + s.max_turn_tokens

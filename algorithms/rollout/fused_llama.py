@@ -72,8 +72,13 @@ def fuse(model: Any, *, pack: bool = True, batch_hint: int = 16) -> FusedLlama |
 def _linear(weights: list[torch.Tensor], biases: list[torch.Tensor | None], pack: bool, hint: int):
     """One inference linear computing the given linears side by side (outputs concatenated)."""
     weight = torch.cat([w.detach() for w in weights])
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=any(b is not None for b in biases))
-    linear = linear.to(device=weight.device, dtype=weight.dtype).requires_grad_(False)
+    linear = nn.Linear(
+        weight.shape[1],
+        weight.shape[0],
+        bias=any(b is not None for b in biases),
+        device=weight.device,
+        dtype=weight.dtype,
+    ).requires_grad_(False)
     linear.weight.data = weight
     if linear.bias is not None:
         filled = [
