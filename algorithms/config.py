@@ -228,13 +228,12 @@ class TrainerConfig:
             gradient checkpointing (which drops KV caches in training).
         autocast_dtype: run the model's matmuls in ``bfloat16`` under ``torch.autocast``
             in the update and the no-grad passes (weights, gradients and optimizer stay in
-            the model's dtype; the LM head and log-probs stay full precision). On a CPU with
-            AVX-512 BF16 a SmolLM2 update step ran 1.4x faster. ``null``: off.
+            the model's dtype; the LM head and log-probs stay full precision). Faster on a
+            CPU with AVX-512 BF16 (benchmarks/RESULTS.md, "Trainer"). ``null``: off.
         seed: seeds Python, NumPy and torch, and the order questions are drawn in.
         num_threads: torch intra-op threads during ``learn`` (``null`` = torch's default).
             On a CPU shared with other busy processes 1 can beat 2: a parallel kernel
-            waits at its barrier for a descheduled worker thread (measured: elementwise ops
-            30x slower, the whole update 1.6x slower with 2 threads on a loaded 2-core box).
+            waits at its barrier for a descheduled worker thread (RESULTS.md, "Trainer").
     """
 
     steps: int = 100

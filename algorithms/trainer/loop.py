@@ -17,6 +17,10 @@ PPO, how its critic is built. Everything else lives here and in ``update.py``.
 
 Verbs: ``algo.learn(total_steps, callback=...)``, ``algo.save(dir)``, ``Algo.load(dir)``,
 ``algo.predict(observation)`` and ``algo.evaluate()``.
+
+Why one file of ~500 lines: it is one idea, the algorithm object's lifecycle (build,
+declare, roll out, step, learn, evaluate, save and load), and its verbs read best side by
+side; the update, metrics, optimizer and checkpoint files hold the machinery it calls.
 """
 
 from __future__ import annotations
