@@ -230,6 +230,12 @@ class TrainerConfig:
             in the update and the no-grad passes (weights, gradients and optimizer stay in
             the model's dtype; the LM head and log-probs stay full precision). Faster on a
             CPU with AVX-512 BF16 (benchmarks/RESULTS.md, "Trainer"). ``null``: off.
+        tis_cap: truncated importance sampling for a rollout that came from another engine or
+            precision than the learner (``rollout.rollout_dtype``, vLLM): each token's
+            policy-gradient term is weighted by ``min(pi_old / pi_sampler, tis_cap)``
+            (e.g. 2.0). ``null``: off. The mismatch is logged either way
+            (``train/sampler_kl``, ``train/sampler_ratio_max``: the mean over optimizer
+            steps of each step's maximum).
         seed: seeds Python, NumPy and torch, and the order questions are drawn in.
         num_threads: torch intra-op threads during ``learn`` (``null`` = torch's default).
             On a CPU shared with other busy processes 1 can beat 2: a parallel kernel
@@ -246,6 +252,7 @@ class TrainerConfig:
     logprob_chunk_size: int | None = 1024
     share_prompts: bool = True
     autocast_dtype: Literal["bfloat16", "float16"] | None = None
+    tis_cap: float | None = None
     seed: int = 0
     num_threads: int | None = None
 

@@ -318,3 +318,14 @@ def test_value_clipfrac_counts_no_unclipped_token():
     v_loss, clipfrac = clipped_value_loss(values[None], old[None], returns[None], mask, 0.2)
     assert float(clipfrac) == 0.0
     assert float(v_loss) == pytest.approx(0.5 * float(((values - returns) ** 2).mean()))
+
+
+def test_token_weights_scale_each_surrogate_term():
+    # ratio 1 everywhere (old = new), A = (1, -2) on two generated tokens, weights (0.5, 2):
+    # per-token losses -A * w = (-0.5, 4); token-mean over 2 tokens = 1.75.
+    logprobs = t([[-1.0, -2.0, -3.0]])
+    mask = t([[1, 1, 0]])
+    loss, _ = clipped_policy_loss(
+        logprobs, logprobs, t([[1.0, -2.0, 9.0]]), mask, token_weights=t([[0.5, 2.0, 7.0]])
+    )
+    assert float(loss) == pytest.approx(1.75)

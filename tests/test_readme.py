@@ -35,5 +35,7 @@ def test_how_it_fits_together_names_real_modules_and_functions():
             assert name in py_files, name
         else:
             last = name.split(".")[-1]
-            defined = re.search(rf"^\s*(def|class) {re.escape(last)}\b|^{re.escape(last)} = ", sources, re.M)
+            defined = re.search(
+                rf"^\s*(def|class) {re.escape(last)}\b|^{re.escape(last)} = ", sources, re.M
+            )
             assert defined, name

@@ -172,3 +172,34 @@ def test_rollout_creates_every_tensor_on_the_policy_device(policy, copy_settings
     finally:
         torch.set_default_device("cpu")
     assert [t.response_ids for t in trajs] == [t.response_ids for t in expected]
+
+
+@pytest.mark.parametrize("rollout_dtype", [None, "bfloat16"])
+def test_sampler_learner_mismatch_is_logged(policy, tmp_path, rollout_dtype):
+    # The same model in the same precision samples and learns: the logged mismatch is zero
+    # (up to float noise between the cached decoder and a full pass). A bf16 rollout copy
+    # samples from a slightly different distribution: the mismatch is positive, and TIS
+    # weights the policy gradient by the capped ratio.
+    from algorithms.config import TrainConfig
+    from algorithms.registry import make_algorithm
+
+    cfg = TrainConfig(algo="grpo").with_overrides({
+        "output_dir": str(tmp_path), "logging.wandb": False, "logging.progress_bar": False,
+        "rollout.temperature": 1.0, "rollout.rollout_dtype": rollout_dtype,
+        "trainer.tis_cap": 2.0, "grpo.kl_coef": 0.0, "optim.lr": 0.0,
+    })  # fmt: skip
+    algo = make_algorithm("grpo", policy, {"dataset": SAMPLES, "retriever": KeywordRetriever(),
+                                           "max_turns": 2}, cfg)  # fmt: skip
+    engine = RolloutEngine(policy, {"dataset": SAMPLES, "retriever": KeywordRetriever(),
+                                    "max_turns": 2}, rollout_dtype=rollout_dtype)  # fmt: skip
+    trajs = engine.collect([0, 1], 2, sampling=Sampling(max_turn_tokens=8, seed=1))
+    for i, t in enumerate(trajs):
+        t.reward = float(i % 2)  # non-flat groups, so the update runs
+    metrics = algo.learn_from(trajs)
+    if rollout_dtype is None:
+        assert metrics["train/sampler_kl"] < 1e-6
+        assert metrics["train/sampler_ratio_max"] == pytest.approx(1.0, abs=1e-3)
+        assert metrics["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+    else:
+        assert metrics["train/sampler_kl"] > 1e-5
+        assert metrics["train/sampler_ratio_max"] > 1.001

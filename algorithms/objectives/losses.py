@@ -101,6 +101,7 @@ def clipped_policy_loss(
     agg_mode: str = "token-mean",
     norm_len: int | None = None,
     denominator: float | Tensor | None = None,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO-clip surrogate, per token: ``max(-A * ratio, -A * clip(ratio, 1-clip_low, 1+clip_high))``.
 
@@ -121,6 +122,9 @@ def clipped_policy_loss(
     * ``approx_kl``: mean of ``(ratio - 1) - log ratio``, the k3 estimate of KL(old || new)
       (always >= 0, low variance). ``old_approx_kl``: mean of ``-log ratio`` (k1).
     * ``ratio_mean``: mean importance ratio (should stay near 1).
+
+    ``token_weights`` (constants, e.g. truncated importance weights pi_old / pi_sampler)
+    scale each token's surrogate before aggregation.
     """
     clip_high = clip_low if clip_high is None else clip_high
     keep = mask.bool()
@@ -132,6 +136,8 @@ def clipped_policy_loss(
     pg_losses_unclipped = -advantages * ratio
     pg_losses_clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     pg_losses = torch.maximum(pg_losses_unclipped, pg_losses_clipped)
+    if token_weights is not None:
+        pg_losses = pg_losses * zero_where_masked(token_weights.detach(), keep)
     pg_loss = aggregate_loss(pg_losses, keep, agg_mode, norm_len, denominator)
 
     with torch.no_grad():

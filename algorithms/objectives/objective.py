@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import torch
 from torch import Tensor
 
 from algorithms.objectives.losses import (
@@ -24,13 +25,13 @@ from algorithms.objectives.losses import (
     clipped_value_loss,
     kl_penalty,
 )
-from algorithms.objectives.ops import masked_mean
+from algorithms.objectives.ops import masked_mean, zero_where_masked
 
 if TYPE_CHECKING:
     from algorithms.buffer import UpdateBatch
     from algorithms.scoring import TokenScores
 
-Reduction = Literal["sum", "mean"]
+Reduction = Literal["sum", "mean", "max"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Stat:
     loss term is), so the minibatch's value is the *sum* over its micro-batches.
     ``"mean"``: a mean over this micro-batch's generated tokens (entropy, clipfrac, KL...);
     the minibatch's value is the token-weighted mean over micro-batches.
+    ``"max"``: a maximum over this micro-batch's tokens; the minibatch's is the maximum.
     """
 
     value: Tensor
@@ -53,6 +55,10 @@ def summed(value: Tensor) -> Stat:
 
 def token_mean(value: Tensor) -> Stat:
     return Stat(value.detach(), "mean")
+
+
+def maximum(value: Tensor) -> Stat:
+    return Stat(value.detach(), "max")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,10 @@ class ObjectiveTerms:
         entropy_coef: entropy bonus.
         loss_agg: the aggregation (``objectives.losses.LOSS_AGGREGATIONS``).
         norm_len: the constant length of ``seq-mean-token-sum-norm``.
+        tis_cap: truncated importance sampling. When the rollout came from another engine
+            or precision than the learner (a bf16 rollout copy, vLLM), each token's
+            policy-gradient term is weighted by ``min(pi_old / pi_sampler, tis_cap)``;
+            ``None`` = off. The sampler/learner mismatch is logged either way.
     """
 
     pg_coef: float = 1.0
@@ -83,6 +93,7 @@ class ObjectiveTerms:
     entropy_coef: float = 0.0
     loss_agg: str = "token-mean"
     norm_len: int | None = None
+    tis_cap: float | None = None
 
 
 def policy_objective(
@@ -111,6 +122,15 @@ def policy_objective(
         if data.advantages is None:
             raise ValueError("the policy-gradient term needs advantages; none were computed")
         old = data.old_logprobs if data.old_logprobs is not None else scores.logprobs.detach()
+        # The sampler's log-probs against the learner's pi_old: the mismatch, and TIS.
+        log_ratio = zero_where_masked(old - data.batch.sample_logprobs, mask).clamp(-20.0, 20.0)
+        sampler_ratio = torch.exp(log_ratio)
+        stats["sampler_kl"] = token_mean(masked_mean(sampler_ratio - 1 - log_ratio, mask))
+        stats["sampler_ratio_max"] = maximum(zero_where_masked(sampler_ratio, mask).max())
+        weights = None
+        if terms.tis_cap is not None:
+            weights = sampler_ratio.clamp(max=terms.tis_cap)
+            stats["tis_weight_mean"] = token_mean(masked_mean(weights, mask))
         pg_loss, pg_stats = clipped_policy_loss(
             scores.logprobs,
             old,
@@ -121,6 +141,7 @@ def policy_objective(
             agg_mode=terms.loss_agg,
             norm_len=terms.norm_len,
             denominator=denominator,
+            token_weights=weights,
         )
         add(pg_loss, terms.pg_coef)
         stats |= {name: token_mean(value) for name, value in pg_stats.items()}

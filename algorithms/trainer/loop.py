@@ -32,6 +32,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -266,8 +267,9 @@ class OnPolicyAlgorithm:
 
     def objective(self, data: UpdateBatch, scores: TokenScores, denominator: float):
         """The loss of one micro-batch: the shared policy objective with this algorithm's
-        terms."""
-        return policy_objective(scores, data, self.objective_terms(), denominator)
+        terms (and the run's truncated-importance-sampling cap, ``trainer.tis_cap``)."""
+        terms = replace(self.objective_terms(), tis_cap=self.config.trainer.tis_cap)
+        return policy_objective(scores, data, terms, denominator)
 
     def compute_advantages(self, data: UpdateBatch) -> dict[str, Tensor]:
         """Fill ``data.advantages`` (and ``data.returns``) with the declared estimator."""

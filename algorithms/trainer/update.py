@@ -220,6 +220,8 @@ def _accumulate_gradients(
             value = stat.value.double()
             if stat.reduction == "sum":
                 sums[name] = sums.get(name, 0.0) + value
+            elif stat.reduction == "max":
+                sums[name] = torch.maximum(sums[name], value) if name in sums else value
             else:
                 sums[name] = sums.get(name, 0.0) + value * weight
                 mean_weights[name] = mean_weights.get(name, 0.0) + weight
