@@ -121,7 +121,7 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 def index_comparison(args: argparse.Namespace) -> dict:
     import faiss
 
-    from research_env.retrievers.dense import build_faiss_index
+    from research_env.retrievers.faiss_index import build_faiss_index
 
     corpus, centres = clustered_unit_vectors(args.vectors, args.clusters, seed=0)
     queries, _ = clustered_unit_vectors(args.queries, args.clusters, seed=1, centres=centres)
@@ -337,7 +337,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from research_env.data.synthetic import generate
-    from research_env.retrievers.dense import SentenceEncoder
+    from research_env.retrievers.encoders import SentenceEncoder
 
     args = parse_args(argv)
     args.load_at_start = load_average()

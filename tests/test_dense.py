@@ -57,7 +57,7 @@ PARAPHRASES = {
 
 @pytest.fixture(scope="module")
 def encoder():
-    from research_env.retrievers.dense import SentenceEncoder
+    from research_env.retrievers.encoders import SentenceEncoder
 
     return SentenceEncoder()
 
@@ -138,7 +138,7 @@ def test_ivfpq_refuses_a_corpus_too_small_to_train(encoder):
 
 
 def test_ivfpq_on_enough_vectors_finds_exact_duplicates():
-    from research_env.retrievers.dense import build_faiss_index
+    from research_env.retrievers.faiss_index import build_faiss_index
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((2000, 32)).astype(np.float32)
@@ -176,7 +176,7 @@ def test_save_and_load_round_trip(tmp_path, encoder, kind):
 
 
 def test_prefixes_are_prepended(encoder):
-    from research_env.retrievers.dense import SentenceEncoder
+    from research_env.retrievers.encoders import SentenceEncoder
 
     assert (encoder.query_prefix, encoder.passage_prefix) == ("", "")
     e5_style = SentenceEncoder(query_prefix="query: ", passage_prefix="passage: ")

