@@ -119,8 +119,14 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.policy import load_policy
     from algorithms.registry import algorithm_class, make_algorithm
     from algorithms.trainer.checkpoint import latest_checkpoint, load_checkpoint, lora_settings
+    from algorithms.trainer.distributed import init_from_environment, is_main_process
 
     overrides = _overrides(args)
+    # Under torchrun / accelerate launch: join the process group; each rank its own GPU.
+    requested = overrides.get("model.device", "auto")
+    device = init_from_environment(requested)
+    if device != requested:
+        overrides["model.device"] = device
     if args.resume is not None:
         if args.resume == "latest":
             out = args.out or (
@@ -168,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         algo.learn(algo.config.trainer.steps)
     finally:
-        algo.logger.close()
+        algo.close()
+    if not is_main_process():
+        return 0
     out = Path(algo.config.output_dir)
     print(f"done: {algo.step} steps; metrics in {out / 'metrics.jsonl'}", file=sys.stderr)
     if algo.config.checkpoint.export_final:

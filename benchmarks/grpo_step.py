@@ -209,8 +209,11 @@ def run_ours(
         return trajectories
 
     algo.collect_rollouts = collect_rollouts
-    algo.prepare = clock.wrap("logprob", algo.prepare)
-    algo.update = clock.wrap("update", algo.update)
+    # The no-grad passes and the update are functions the loop calls by name.
+    import algorithms.trainer.loop as loop
+
+    loop.prepare_update = clock.wrap("logprob", loop.prepare_update)  # type: ignore[assignment]
+    loop.run_update = clock.wrap("update", loop.run_update)  # type: ignore[assignment]
     train_step = clock.wrap("step", algo.train_step)
 
     records = []

@@ -49,6 +49,7 @@ from algorithms.objectives.ops import masked_mean
 from algorithms.policy import VALUE_HEAD_FILE, Policy
 from algorithms.scoring import TokenScores
 from algorithms.trainer import checkpoint as ckpt
+from algorithms.trainer import distributed
 from algorithms.trainer.metrics import MetricsLogger, episode_metrics, is_truncated, progress_bar
 from algorithms.trainer.optim import lr_factor, make_optimizer
 from algorithms.trainer.update import Models, prepare_update, run_update
@@ -96,6 +97,11 @@ class OnPolicyAlgorithm:
             eval_env_kwargs = {**self.env_kwargs, "split": self.config.eval.split}
         self.eval_env_kwargs = eval_env_kwargs
         self.step = 0
+        if distributed.is_distributed() and self.config.trainer.minibatch_size is not None:
+            raise ValueError(
+                "data-parallel training takes one optimizer step per epoch over each rank's "
+                "rows: set trainer.minibatch_size to null (and epochs for more steps)"
+            )
         # Seed before any parameter is created (a value head, a critic): same seed, same run.
         seed_everything(self.config.trainer.seed)
         self.critic = self._build_critic(critic)
@@ -202,9 +208,8 @@ class OnPolicyAlgorithm:
         """This step's episodes. Seeding per step makes sampling a function of (weights,
         seed, step) alone."""
         sampling = self.config.rollout.sampling(seed=self.config.trainer.seed * 1_000_003 + step)
-        return self.engine.collect(
-            self.question_indices(step), self.config.rollout.group_size, sampling=sampling
-        )
+        questions = distributed.shard(self.question_indices(step))  # all of them on one rank
+        return self.engine.collect(questions, self.config.rollout.group_size, sampling=sampling)
 
     # ----------------------------------------------------------------------------------
     # One training step
@@ -222,12 +227,14 @@ class OnPolicyAlgorithm:
         )
         metrics |= self.learn_from(trajectories)
         metrics["time/step"] = time.perf_counter() - t0
-        return metrics
+        return distributed.mean_over_ranks(metrics)
 
     def learn_from(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """The update half of a step, on given trajectories (what tests drive directly)."""
         t0 = time.perf_counter()
         kept, metrics = self.filter_trajectories(trajectories)
+        # Every rank must agree on whether there is an update at all (its collectives).
+        anywhere = distributed.all_reduce_sum(float(len(kept)), self.policy.device)
         if kept:
             batch = collate(kept, self.policy.tokenizer.pad_token_id, device=self.policy.device)
             data = prepare_update(
@@ -254,6 +261,16 @@ class OnPolicyAlgorithm:
             metrics["time/update"] = time.perf_counter() - t1
             metrics["perf/update_tokens_per_s"] = metrics["perf/update_tokens"] / max(
                 metrics["time/update"], 1e-9
+            )
+        elif anywhere:  # only other ranks kept episodes: join their update with no rows
+            metrics |= run_update(
+                None,
+                self._models(),
+                self.optimizer,
+                self.config,
+                self.objective,
+                loss_agg=self.objective_terms().loss_agg,
+                entropy_grad=self.objective_terms().entropy_coef != 0.0,
             )
         else:
             metrics["train/skipped_steps"] = 1.0
@@ -351,9 +368,12 @@ class OnPolicyAlgorithm:
         self.config.trainer.steps = total  # the LR schedule's horizon
         callbacks = [] if callback is None else [callback] if callable(callback) else callback
         out = Path(self.config.output_dir)
-        logger = self.logger
+        main = distributed.is_main_process()  # rank 0 alone logs, evaluates and saves
+        logger = self.logger if main else None
         every_ckpt, every_eval = self.config.checkpoint.every, self.config.eval.every
-        bar = progress_bar(self.step, total, self.config.logging.progress_bar)
+        if not main:
+            every_eval = 0
+        bar = progress_bar(self.step, total, self.config.logging.progress_bar and main)
         stop = False
         threads = torch.get_num_threads()
         if self.config.trainer.num_threads:
@@ -363,27 +383,41 @@ class OnPolicyAlgorithm:
                 metrics = self.train_step()
                 if every_eval and self.step % every_eval == 0:
                     metrics |= self.evaluate()
-                logger.log(self.step, metrics)
+                if logger is not None:
+                    logger.log(self.step, metrics)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics.get('episode/reward', float('nan')):.3f}")
                 if every_ckpt and self.step % every_ckpt == 0:
-                    self.save(ckpt.step_dir(out, self.step))
-                    ckpt.prune_checkpoints(out, self.config.checkpoint.keep_last)
+                    self._save_step(out)
                 stop = any(cb(self, metrics) is False for cb in callbacks)
         finally:
             torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
         if not stop:
-            if every_eval and self.step % every_eval != 0:
+            if every_eval and self.step % every_eval != 0 and logger is not None:
                 logger.log(self.step, self.evaluate())
             if every_ckpt and self.step % every_ckpt != 0:
-                self.save(ckpt.step_dir(out, self.step))
-                ckpt.prune_checkpoints(out, self.config.checkpoint.keep_last)
-            if self.config.checkpoint.export_final:
+                self._save_step(out)
+            if self.config.checkpoint.export_final and main:
                 ckpt.export_pretrained(self.policy, out / "final")
+            distributed.barrier()
         return self
+
+    def _save_step(self, out: Path) -> None:
+        """Rank 0 writes the step's checkpoint (the state is the same on every rank)."""
+        if distributed.is_main_process():
+            self.save(ckpt.step_dir(out, self.step))
+            ckpt.prune_checkpoints(out, self.config.checkpoint.keep_last)
+        distributed.barrier()
+
+    def close(self) -> None:
+        """Finish the metrics logger (and its wandb run), if one was started, and leave the
+        process group of a data-parallel run."""
+        if self._logger is not None:
+            self._logger.close()
+        distributed.shutdown()
 
     @property
     def logger(self) -> MetricsLogger:

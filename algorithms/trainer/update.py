@@ -16,7 +16,7 @@ host round-trip per value.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from algorithms.scoring import (
     score_values,
     trim_padding,
 )
+from algorithms.trainer import distributed
 
 Objective = Callable[[UpdateBatch, TokenScores, float], tuple[Tensor, dict[str, Stat]]]
 
@@ -116,7 +117,7 @@ def prepare_update(
 
 
 def run_update(
-    data: UpdateBatch,
+    data: UpdateBatch | None,
     models: Models,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -125,14 +126,15 @@ def run_update(
     loss_agg: str,
     entropy_grad: bool,
 ) -> dict[str, float]:
-    """Epochs of minibatch updates with gradient accumulation, clipping and skipping."""
+    """Epochs of minibatch updates with gradient accumulation, clipping and skipping.
+
+    Under data parallelism (``trainer/distributed.py``) each epoch is one optimizer step
+    per rank over all its rows; ``data`` is None on a rank left with no episode, which
+    then contributes zero gradients to the others' step.
+    """
     cfg = config.trainer
-    n = data.batch.rewards.shape[0]
-    minibatch = cfg.minibatch_size or n
-    lengths = data.batch.attention_mask.sum(-1)
-    # Order inside a minibatch: by group (so a group's shared prompt runs once per
-    # micro-batch), then by length (so micro-batches carry little padding).
-    order_key = (data.batch.group_ids * (lengths.max() + 1) + lengths).cpu()
+    n = 0 if data is None else data.batch.rewards.shape[0]
+    minibatch = cfg.minibatch_size or max(n, 1)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     max_norm = config.optim.max_grad_norm
     totals: dict[str, float] = defaultdict(float)
@@ -140,14 +142,18 @@ def run_update(
     tokens_seen = 0
     models.policy.model.train()
     for _ in range(cfg.epochs):
-        for rows in torch.randperm(n, device="cpu").split(minibatch):
-            rows = rows[torch.argsort(order_key[rows], stable=True)]  # sums ignore order
-            mb = data.rows(rows, trim=trim_padding)
+        for mb in _minibatches(data, minibatch):
             optimizer.zero_grad(set_to_none=True)
-            with autocast(models.policy.model, cfg.autocast_dtype):
-                stats, finite = _accumulate_gradients(
-                    mb, models, config, objective, _denominator(mb, loss_agg), entropy_grad
-                )
+            local = 0.0 if mb is None else _denominator(mb, loss_agg)
+            denominator = distributed.all_reduce_sum(local, models.policy.device)
+            partials: dict[str, _Partial] = {}
+            finite = torch.ones((), dtype=torch.bool, device=models.policy.device)
+            if mb is not None:
+                with autocast(models.policy.model, cfg.autocast_dtype):
+                    partials, finite = _accumulate_gradients(
+                        mb, models, config, objective, max(denominator, 1.0), entropy_grad
+                    )
+            distributed.all_reduce_gradients(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 params, max_norm if max_norm is not None else float("inf")
             )
@@ -158,10 +164,11 @@ def run_update(
                 continue
             optimizer.step()
             updates += 1
-            tokens_seen += int(mb.batch.attention_mask.sum())
-            stats["grad_norm"] = grad_norm
+            tokens_seen += 0 if mb is None else int(mb.batch.attention_mask.sum())
+            stats = _reduce_stats(partials)
+            stats["grad_norm"] = float(grad_norm)
             for k, v in stats.items():
-                totals[k] += float(v)
+                totals[k] += v
     optimizer.zero_grad(set_to_none=True)
     models.policy.model.eval()
     metrics = {f"train/{k}": v / max(updates, 1) for k, v in totals.items()}
@@ -171,11 +178,34 @@ def run_update(
     return metrics
 
 
+def _minibatches(data: UpdateBatch | None, size: int) -> Iterator[UpdateBatch | None]:
+    """One epoch's minibatches in a random order. Inside a minibatch, rows are ordered by
+    group (a group's shared prompt runs once per micro-batch), then by length (little
+    padding per micro-batch). A rank without rows yields one empty minibatch under data
+    parallelism, so that it joins every collective."""
+    if data is None:
+        if distributed.is_distributed():
+            yield None
+        return
+    n = data.batch.rewards.shape[0]
+    lengths = data.batch.attention_mask.sum(-1)
+    order_key = (data.batch.group_ids * (lengths.max() + 1) + lengths).cpu()
+    for rows in torch.randperm(n, device="cpu").split(size):
+        rows = rows[torch.argsort(order_key[rows], stable=True)]  # sums ignore order
+        yield data.rows(rows, trim=trim_padding)
+
+
 def _denominator(data: UpdateBatch, loss_agg: str) -> float:
-    """The whole minibatch's count that each micro-batch loss is divided by."""
+    """This rank's count (tokens or sequences) that the minibatch's losses are divided by;
+    the update divides by the sum over ranks."""
     if COUNTS_TOKENS.get(loss_agg, True):
-        return float(data.mask.sum().clamp_min(1))
+        return float(data.mask.sum())
     return float(data.mask.shape[0])
+
+
+# A statistic while it is being reduced: (sum of values or of value * weight, the summed
+# token weight for token means, the reduction).
+_Partial = tuple[Tensor, Tensor | None, str]
 
 
 def _accumulate_gradients(
@@ -185,13 +215,12 @@ def _accumulate_gradients(
     objective: Objective,
     denominator: float,
     entropy_grad: bool,
-) -> tuple[dict[str, Tensor], Tensor]:
-    """Backward over the micro-batches of one minibatch; return the reduced statistics and
-    whether every micro-batch loss was finite (both as tensors: nothing is read here)."""
+) -> tuple[dict[str, _Partial], Tensor]:
+    """Backward over the micro-batches of one minibatch; return the statistics' partial
+    reductions and whether every micro-batch loss was finite (tensors: nothing is read)."""
     cfg = config.trainer
     device = mb.mask.device
-    sums: dict[str, Tensor] = {}
-    mean_weights: dict[str, Tensor] = {}
+    partials: dict[str, _Partial] = {}
     finite = torch.ones((), dtype=torch.bool, device=device)
     n = mb.batch.rewards.shape[0]
     for start in range(0, n, cfg.micro_batch_size):
@@ -215,18 +244,42 @@ def _accumulate_gradients(
         loss, stats = objective(micro, scores, denominator)
         finite = finite & torch.isfinite(loss)
         loss.backward()
-        weight = micro.mask.sum()
+        weight = micro.mask.sum().double()
         for name, stat in stats.items():
             value = stat.value.double()
+            total, weights, _ = partials.get(name, (None, None, stat.reduction))
             if stat.reduction == "sum":
-                sums[name] = sums.get(name, 0.0) + value
+                partials[name] = (value if total is None else total + value, None, "sum")
             elif stat.reduction == "max":
-                sums[name] = torch.maximum(sums[name], value) if name in sums else value
+                top = value if total is None else torch.maximum(total, value)
+                partials[name] = (top, None, "max")
             else:
-                sums[name] = sums.get(name, 0.0) + value * weight
-                mean_weights[name] = mean_weights.get(name, 0.0) + weight
-    reduced = {
-        name: total / mean_weights[name].clamp_min(1) if name in mean_weights else total
-        for name, total in sums.items()
+                weighted = value * weight if total is None else total + value * weight
+                summed = weight if weights is None else weights + weight
+                partials[name] = (weighted, summed, "mean")
+    return partials, finite
+
+
+def _reduce_stats(partials: dict[str, _Partial]) -> dict[str, float]:
+    """Finish each statistic's reduction, over this rank's micro-batches and then over the
+    ranks: sums add up, maxima take the largest, token means weigh by tokens."""
+    local = {
+        name: (float(total), None if weights is None else float(weights), reduction)
+        for name, (total, weights, reduction) in partials.items()
     }
-    return reduced, finite
+    merged: dict[str, tuple[float, float | None, str]] = {}
+    for part in distributed.gather_objects(local):
+        for name, (total, weights, reduction) in part.items():
+            if name not in merged:
+                merged[name] = (total, weights, reduction)
+                continue
+            seen_total, seen_weights, _ = merged[name]
+            if reduction == "max":
+                merged[name] = (max(seen_total, total), None, reduction)
+            else:
+                both = None if weights is None else (seen_weights or 0.0) + weights
+                merged[name] = (seen_total + total, both, reduction)
+    return {
+        name: total / max(weights, 1.0) if weights is not None else total
+        for name, (total, weights, _) in merged.items()
+    }
