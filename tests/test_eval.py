@@ -10,9 +10,8 @@ from world import DOCS, SAMPLES, KeywordRetriever
 
 from algorithms.policy import load_policy
 from algorithms.rollout import Sampling
-from benchmarks import cli
-from benchmarks.evaluate import evaluate_scripted, report, save_results
-from benchmarks.llm_eval import (
+from benchmarks.eval import cli
+from benchmarks.eval.harness import (
     EndpointJudge,
     LocalJudge,
     NoRetriever,
@@ -26,6 +25,7 @@ from benchmarks.llm_eval import (
     reported_ks,
     summarize_episodes,
 )
+from benchmarks.eval.report import evaluate_scripted, report, save_results
 from research_env.env import MultiHopSearchEnv
 
 FAST = Sampling(greedy=True, max_turn_tokens=6, max_total_tokens=200)

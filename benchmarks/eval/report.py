@@ -1,7 +1,7 @@
 """Evaluation harness: play a policy over a dataset split and report EM/F1 and friends.
 
 Scripted policies (``oracle``, ``random``) need nothing but the environment and are scored
-here; language models are scored by :mod:`benchmarks.llm_eval` into the same
+here; language models are scored by :mod:`benchmarks.eval.harness` into the same
 :class:`EvalResult`, so one :func:`report` puts scripted policies, LLM baselines and
 trained checkpoints side by side.
 """

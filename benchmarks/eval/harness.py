@@ -17,7 +17,7 @@ EM/F1, format validity and response length mean the same thing in every row. Epi
 decoded greedily with one sample per question, or sampled ``samples`` times for pass@k (the
 unbiased estimator of Chen et al., 2021, on exact match).
 
-    from benchmarks.llm_eval import evaluate_model
+    from benchmarks.eval.harness import evaluate_model
     result = evaluate_model(policy, {"split": "dev"}, baseline="agent", limit=50)
     print(result.overall["em"])
 
@@ -40,7 +40,7 @@ from typing import Any
 from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
-from benchmarks.evaluate import EvalResult
+from benchmarks.eval.report import EvalResult
 from research_env.env import MultiHopSearchEnv
 from research_env.episode import Episode
 from research_env.metrics import summarize

@@ -2,7 +2,7 @@
 
 Without ``--model`` it plays the scripted policies (``--policy oracle random``). With
 ``--model`` it evaluates that model as the search agent and as the direct-answer and
-naive-RAG baselines (``--baselines``), side by side; see :mod:`benchmarks.llm_eval`.
+naive-RAG baselines (``--baselines``), side by side; see :mod:`benchmarks.eval.harness`.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
-    from benchmarks.evaluate import evaluate_scripted, report, save_results
+    from benchmarks.eval.report import evaluate_scripted, report, save_results
 
     if args.template is not None:
         env_kwargs["template"] = args.template
@@ -154,8 +154,8 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
     from algorithms.rollout import Sampling
-    from benchmarks.evaluate import report, save_results
-    from benchmarks.llm_eval import evaluate_baselines, make_judge, write_transcripts_text
+    from benchmarks.eval.harness import evaluate_baselines, make_judge, write_transcripts_text
+    from benchmarks.eval.report import report, save_results
 
     if args.template is not None:
         env_kwargs["template"] = args.template
