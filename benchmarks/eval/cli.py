@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
-    from benchmarks.eval.report import evaluate_scripted, report, save_results
+    from benchmarks.eval.harness import evaluate_scripted
+    from benchmarks.eval.report import report, save_results
 
     if args.template is not None:
         env_kwargs["template"] = args.template
@@ -154,8 +155,9 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
     from algorithms.rollout import Sampling
-    from benchmarks.eval.harness import evaluate_baselines, make_judge, write_transcripts_text
-    from benchmarks.eval.report import report, save_results
+    from benchmarks.eval.harness import evaluate_baselines
+    from benchmarks.eval.judge import make_judge
+    from benchmarks.eval.report import report, save_results, write_transcripts_text
 
     if args.template is not None:
         env_kwargs["template"] = args.template

@@ -1,28 +1,21 @@
-"""Evaluation harness: play a policy over a dataset split and report EM/F1 and friends.
-
-Scripted policies (``oracle``, ``random``) need nothing but the environment and are scored
-here; language models are scored by :mod:`benchmarks.eval.harness` into the same
-:class:`EvalResult`, so one :func:`report` puts scripted policies, LLM baselines and
-trained checkpoints side by side.
+"""Evaluation results as files a reader opens: markdown tables (:func:`report`),
+``results.json``, and each result's transcripts (:func:`save_results`,
+:func:`write_transcripts_text`). The tables are :func:`research_env.metrics.markdown_table`.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gymnasium.vector import AutoresetMode
-from tqdm import tqdm
+from research_env.metrics import METRICS, markdown_table
 
-from research_env.metrics import summarize, summarize_by
-from research_env.policies import get_policy
-from research_env.vector import SearchVectorEnv
+if TYPE_CHECKING:
+    from benchmarks.eval.harness import EvalResult
 
-COLUMNS = ("n", "em", "f1", "format_valid", "searches", "supporting_recall", "reward")
+COLUMNS = ("n", *METRICS)
 # Reported when some result has them (LLM evaluation adds these).
 EXTRA_COLUMNS = ("retrievals", "response_tokens", "judge")
 # Settings shown in the report's settings table, in this order, when present.
@@ -44,95 +37,6 @@ SETTING_COLUMNS = (
 TRANSCRIPT_KEYS = ("transcript", "prompt", "turn_texts")
 
 
-@dataclass
-class EvalResult:
-    """Scores of one policy on one split, with the settings that make runs comparable.
-
-    ``overall`` and each group of ``by_hops`` / ``by_type`` map metric names (see
-    :data:`COLUMNS`, :data:`EXTRA_COLUMNS`, ``pass@k``) to means over episodes; ``n`` counts
-    questions. ``episodes`` holds one record per episode (the env's final info plus what
-    the evaluator adds, e.g. the transcript).
-    """
-
-    name: str
-    settings: dict[str, Any]
-    overall: dict[str, float]
-    by_hops: dict[Any, dict[str, float]]
-    seconds: float
-    episodes: list[dict[str, Any]] = field(default_factory=list)
-    by_type: dict[Any, dict[str, float]] = field(default_factory=dict)
-
-    def to_json(self, *, with_episodes: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "name": self.name,
-            "settings": self.settings,
-            "overall": self.overall,
-            "by_hops": {str(k): v for k, v in self.by_hops.items()},
-            "by_type": {str(k): v for k, v in self.by_type.items()},
-            "seconds": self.seconds,
-        }
-        if with_episodes:
-            data["episodes"] = self.episodes
-        return data
-
-
-def evaluate_scripted(
-    policy_name: str,
-    *,
-    limit: int | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
-    show_progress: bool = True,
-    **env_kwargs: Any,
-) -> EvalResult:
-    """Play ``policy_name`` once on each of the first ``limit`` questions of the split,
-    ``batch_size`` questions at a time in a vector env (one retriever call per turn)."""
-    envs = SearchVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, **env_kwargs)
-    env = envs.envs[0]
-    policy = get_policy(policy_name, seed=seed)
-    n = len(env.samples) if limit is None else min(limit, len(env.samples))
-    infos, rewards, episodes = [], [], []
-    start = time.perf_counter()
-    bar = tqdm(total=n, desc=policy_name, disable=not show_progress, leave=False)
-    for first in range(0, n, batch_size):
-        chunk = list(range(first, min(first + batch_size, n)))
-        envs = envs.resized(len(chunk))
-        envs.reset(seed=[seed] * len(chunk), options={"indices": chunk})
-        totals = [0.0] * len(chunk)
-        final: dict[int, dict[str, Any]] = {}
-        while len(final) < len(chunk):
-            live = [j for j in range(len(chunk)) if j not in final]
-            outcomes = envs.step_turns({j: policy.act(envs.envs[j]) for j in live})
-            for j, outcome in outcomes.items():
-                totals[j] += outcome.reward
-                if outcome.done:
-                    final[j] = outcome.info
-        for j in range(len(chunk)):
-            infos.append(final[j])
-            rewards.append(totals[j])
-            transcript = envs.envs[j].render() or ""
-            episodes.append({**final[j], "reward": totals[j], "transcript": transcript})
-        bar.update(len(chunk))
-    bar.close()
-    elapsed = time.perf_counter() - start
-    settings = {
-        "policy": policy_name,
-        **{k: str(v) for k, v in env_kwargs.items()},
-        "top_k": env.rules.top_k,
-        "max_turns": env.rules.max_turns,
-        "template": env.template.name,
-    }
-    return EvalResult(
-        name=policy_name,
-        settings=settings,
-        overall=summarize(infos, rewards),
-        by_hops=summarize_by(infos, "hops", rewards),
-        seconds=elapsed,
-        episodes=episodes,
-        by_type=summarize_by(infos, "type", rewards),
-    )
-
-
 def report(results: Sequence[EvalResult]) -> str:
     """Markdown: the settings of each run, one overall table with a row per result, then
     every result's scores by hop count and by question type (one table each)."""
@@ -142,7 +46,7 @@ def report(results: Sequence[EvalResult]) -> str:
         "## Settings",
         _settings_table(results),
         "## Overall",
-        format_table(overall, [*columns, "seconds"]),
+        markdown_table(overall, [*columns, "seconds"]),
     ]
     for title, attr, label in (("hop count", "by_hops", " hops"), ("question type", "by_type", "")):
         rows = {
@@ -151,7 +55,7 @@ def report(results: Sequence[EvalResult]) -> str:
             for key, scores in getattr(r, attr).items()
         }
         if rows:
-            parts += [f"## By {title}", format_table(rows, _columns(rows.values()))]
+            parts += [f"## By {title}", markdown_table(rows, _columns(rows.values()))]
     return "\n\n".join(parts) + "\n"
 
 
@@ -177,25 +81,6 @@ def save_results(results: Sequence[EvalResult], out_dir: Path) -> None:
     (out_dir / "results.md").write_text(report(results))
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
-    """A markdown table, one row per name; counts and times get one decimal, rates three."""
-    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, values in rows.items():
-        cells = [_format_cell(col, values.get(col)) for col in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _format_cell(column: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    if column == "n":
-        return str(int(value))
-    if column in ("response_tokens", "seconds"):
-        return f"{value:.1f}"
-    return f"{value:.3f}"
-
-
 def _columns(score_dicts: Iterable[Mapping[str, float]]) -> list[str]:
     """COLUMNS, then the extra columns and pass@k values that any of the dicts holds."""
     present: set[str] = set()
@@ -207,12 +92,26 @@ def _columns(score_dicts: Iterable[Mapping[str, float]]) -> list[str]:
 
 def _settings_table(results: Sequence[EvalResult]) -> str:
     keys = [k for k in SETTING_COLUMNS if any(k in r.settings for r in results)]
-    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for r in results:
-        cells = [str(r.settings.get(k, "")) for k in keys]
-        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = {r.name: {k: str(r.settings.get(k, "")) for k in keys} for r in results}
+    return markdown_table(rows, keys, numeric=False)
 
 
 def _file_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "result"
+
+
+def transcript_text(episode: dict[str, Any]) -> str:
+    """One episode as readable text: prompt, then each turn and its observation."""
+    parts = [episode.get("prompt", "")]
+    for turn in episode.get("turn_texts", []):
+        parts += [turn["model"], turn["observation"]]
+    return "".join(parts)
+
+
+def write_transcripts_text(result: EvalResult, path: Path) -> None:
+    """A human-readable transcript file: a header per episode, then its full text."""
+    with Path(path).open("w") as f:
+        for e in result.episodes:
+            keys = ("question_id", "sample", "prediction", "golden_answers", "em", "f1")
+            header = {k: e.get(k) for k in (*keys, "format_valid")}
+            f.write(f"### {json.dumps(header, ensure_ascii=False)}\n{transcript_text(e)}\n\n")
