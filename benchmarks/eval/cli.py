@@ -12,30 +12,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-BASELINE_CHOICES = ("direct", "rag", "agent")
+HELP = "evaluate a model or scripted policies (EM, F1, format, searches, recall)"
+DESCRIPTION = (
+    "Score policies on the first --limit questions of a split and print a results "
+    "table, overall, by hop count and by question type. With --model: a language "
+    "model as the search agent and as two baselines with the same weights: direct "
+    "(answer without retrieval) and rag (retrieve once with the question, put the "
+    "top-k documents in the prompt, answer); transcripts go to --out. Without "
+    "--model: scripted policies, oracle (follows the gold decomposition; measures "
+    "whether retrieval makes questions solvable) and random."
+)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "eval",
-        help="evaluate a model or scripted policies (EM, F1, format, searches, recall)",
-        description=(
-            "Score policies on the first --limit questions of a split and print a results "
-            "table, overall, by hop count and by question type. With --model: a language "
-            "model as the search agent and as two baselines with the same weights: direct "
-            "(answer without retrieval) and rag (retrieve once with the question, put the "
-            "top-k documents in the prompt, answer); transcripts go to --out. Without "
-            "--model: scripted policies, oracle (follows the gold decomposition; measures "
-            "whether retrieval makes questions solvable) and random."
-        ),
-    )
+    from benchmarks.eval.baselines import BASELINES
+
+    parser = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION)
     what = parser.add_argument_group("what to evaluate")
     what.add_argument("--model", default=None, help="offline name or HF directory of an LLM")
     what.add_argument(
         "--baselines",
         nargs="+",
-        default=list(BASELINE_CHOICES),
-        choices=BASELINE_CHOICES,
+        default=list(BASELINES),
+        choices=BASELINES,
         help="with --model: which ways of answering (default: direct rag agent)",
     )
     what.add_argument(
