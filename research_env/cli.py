@@ -1,35 +1,76 @@
 """The ``research-env`` command line.
 
-Subcommands are plugins: each is a module with ``register(subparsers)`` named in the
-``research_env.commands`` entry-point group of ``pyproject.toml``. That keeps this
-package free of torch while commands living in ``algorithms`` (train, eval with an LLM,
-demo) still appear under the one ``research-env`` command. A ``register`` function only
-adds arguments; heavy imports happen inside the command's handler.
+Every built-in subcommand is listed in :data:`COMMANDS` below, the one place to read to
+find where a command lives. Each entry is a lazy ``"module:register"`` string (as
+``algorithms/registry.py`` names algorithms), because three of the commands live outside
+this package: ``train`` in ``algorithms``, ``eval`` and ``demo`` in ``benchmarks.eval``,
+and ``research_env`` must import neither (nor torch) when it is imported. A string is
+resolved only when it is needed: running ``research-env NAME`` imports NAME's module
+alone; ``research-env --help`` (or a command line naming no known command) imports every
+command's module to list its help line. A ``register(subparsers)`` function only adds
+arguments; heavy imports (torch, transformers) happen inside the command's handler, so
+``--help`` works, and the torch-free commands (``data``, ``play``, ``serve``, ``eval``
+of scripted policies) run, without torch installed.
+
+Other packages add commands without touching this file: a ``register`` function named
+in the ``research_env.commands`` entry-point group of their ``pyproject.toml``::
+
+    [project.entry-points."research_env.commands"]
+    mine = "my_package.cli:register"
+
+A plugin cannot replace a built-in: an entry point with a built-in's name is ignored.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from typing import Any
 
-GROUP = "research_env.commands"
+COMMANDS: dict[str, str] = {
+    "data": "research_env.commands.data:register",
+    "play": "research_env.commands.play:register",
+    "serve": "research_env.commands.serve:register",
+    "train": "algorithms.commands:register",
+    "eval": "benchmarks.eval.cli:register",
+    "demo": "benchmarks.eval.demo:register",
+}
+PLUGIN_GROUP = "research_env.commands"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def available_commands() -> dict[str, str]:
+    """Name -> ``"module:register"`` of every subcommand: the built-ins, then plugins."""
+    found = dict(COMMANDS)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def _resolve(target: str) -> Callable[[Any], None]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; when ``argv`` starts with a command name, only that command is loaded."""
     parser = argparse.ArgumentParser(
         prog="research-env",
         description="ReSearch-Gym: environments and RL for LLMs that reason with search.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-        ep.load()(sub)
+    commands = available_commands()
+    named = argv[0] if argv and argv[0] in commands else None
+    for name in [named] if named else sorted(commands):
+        _resolve(commands[name])(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

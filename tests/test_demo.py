@@ -31,7 +31,7 @@ def test_demo_quick_writes_report(tmp_path):
 
 
 def test_running_mean_of_the_curves():
-    from benchmarks.report import running_mean
+    from benchmarks.eval.demo_report import running_mean
 
     assert running_mean([1.0, 2.0, 3.0, 4.0, 8.0], 3) == [1.0, 1.5, 2.0, 3.0, 5.0]
 
@@ -39,7 +39,7 @@ def test_running_mean_of_the_curves():
 def test_rl_question_range_by_hops():
     import pytest
 
-    from benchmarks.demo import _with_hops
+    from benchmarks.eval.demo import _with_hops
     from research_env.data.types import QASample
 
     samples = [QASample(f"q{h}", "?", ("a",), {"hops": h}) for h in (1, 2, 2, 3, 4)]

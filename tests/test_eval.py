@@ -10,23 +10,13 @@ from world import DOCS, SAMPLES, KeywordRetriever
 
 from algorithms.policy import load_policy
 from algorithms.rollout import Sampling
-from benchmarks import cli
-from benchmarks.evaluate import evaluate_scripted, report, save_results
-from benchmarks.llm_eval import (
-    EndpointJudge,
-    LocalJudge,
-    NoRetriever,
-    RetrieveOnceEnv,
-    baseline_vector_env,
-    evaluate_baselines,
-    evaluate_model,
-    judge_episodes,
-    pass_at_k,
-    pass_at_k_values,
-    reported_ks,
-    summarize_episodes,
-)
+from benchmarks.eval import cli
+from benchmarks.eval.baselines import NoRetriever, RetrieveOnceEnv, baseline_vector_env
+from benchmarks.eval.harness import evaluate_baselines, evaluate_model, evaluate_scripted
+from benchmarks.eval.judge import EndpointJudge, LocalJudge, judge_episodes
+from benchmarks.eval.report import report, save_results
 from research_env.env import MultiHopSearchEnv
+from research_env.metrics import pass_at_k, pass_at_k_values, reported_ks, summarize
 
 FAST = Sampling(greedy=True, max_turn_tokens=6, max_total_tokens=200)
 
@@ -174,13 +164,13 @@ def test_pass_at_k_means_over_questions():
     )
 
 
-def test_summarize_episodes_counts_questions_and_averages_extras():
+def test_summarize_counts_questions_averages_extras_and_adds_pass_at_k():
     def ep(qid, em, tokens, hops):
         return {"question_id": qid, "em": em, "f1": em, "reward": em, "hops": hops,
                 "response_tokens": tokens, "retrievals": 1}  # fmt: skip
 
     episodes = [ep("a", 1.0, 10, 1), ep("a", 0.0, 20, 1), ep("b", 0.0, 30, 2), ep("b", 0.0, 40, 2)]
-    out = summarize_episodes(episodes, samples=2)
+    out = summarize(episodes, ("em", "response_tokens", "retrievals"))
     assert out["n"] == 2 and out["em"] == pytest.approx(0.25)
     assert out["response_tokens"] == pytest.approx(25.0) and out["retrievals"] == 1.0
     assert out["pass@1"] == pytest.approx(0.25) and out["pass@2"] == pytest.approx(0.5)
@@ -206,8 +196,8 @@ def test_judge_plumbing_with_a_fake_judge():
     assert [e["judge"] for e in episodes] == [1.0, 1.0, 0.0, 0.0]
     # Repeated (question, prediction) pairs are judged once; no prediction, no call.
     assert calls == [("Q1", ("Ostravel",), "ostravel"), ("Q1", ("Ostravel",), "Quesland")]
-    assert summarize_episodes(
-        [{**e, "question_id": e["question"], "reward": 0.0} for e in episodes]
+    assert summarize(
+        [{**e, "question_id": e["question"], "reward": 0.0} for e in episodes], ["judge"]
     )["judge"] == pytest.approx(0.5)
 
 

@@ -26,28 +26,31 @@ def is_truncated(trajectory: Trajectory) -> bool:
 
 
 def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """Reward, EM, F1, format rate, searches, lengths and truncation over a batch."""
+    """Reward, EM, F1, format rate, searches, lengths and truncation over a batch.
+
+    Means come from :func:`research_env.metrics.mean_over`, as the evaluation's do; an
+    episode whose info lacks a score counts it as 0 (a truncated or failed episode).
+    """
+    from research_env.metrics import mean_over
+
     if not trajectories:
         return {}
-
-    def mean(values: Sequence[float]) -> float:
-        return float(np.mean(values)) if len(values) else float("nan")
-
-    infos = [t.info for t in trajectories]
-    rewards = [t.reward for t in trajectories]
+    episodes = [
+        {"em": 0.0, "f1": 0.0, "format_valid": False, "searches": 0, **t.info,
+         "reward": t.reward, "turns": len(t.turn_spans), "truncated": is_truncated(t),
+         "generated_tokens": t.n_generated, "total_tokens": len(t.response_ids)}
+        for t in trajectories
+    ]  # fmt: skip
+    episode_keys = ("em", "f1", "format_valid", "searches", "turns", "truncated")
+    response_keys = ("generated_tokens", "total_tokens")
+    means = mean_over(episodes, ("reward", *episode_keys, *response_keys))
     metrics = {
-        "episode/reward": mean(rewards),
-        "episode/reward_std": float(np.std(rewards)),
-        "episode/em": mean([float(i.get("em", 0.0)) for i in infos]),
-        "episode/f1": mean([float(i.get("f1", 0.0)) for i in infos]),
-        "episode/format_valid": mean([float(bool(i.get("format_valid", False))) for i in infos]),
-        "episode/searches": mean([float(i.get("searches", 0)) for i in infos]),
-        "episode/turns": mean([float(len(t.turn_spans)) for t in trajectories]),
-        "episode/truncated": mean([float(is_truncated(t)) for t in trajectories]),
-        "response/generated_tokens": mean([float(t.n_generated) for t in trajectories]),
-        "response/total_tokens": mean([float(len(t.response_ids)) for t in trajectories]),
+        "episode/reward": means.get("reward"),
+        "episode/reward_std": float(np.std([t.reward for t in trajectories])),
+        **{f"episode/{k}": means.get(k) for k in episode_keys},
+        **{f"response/{k}": means.get(k) for k in response_keys},
     }
-    return {k: v for k, v in metrics.items() if not math.isnan(v)}
+    return {k: v for k, v in metrics.items() if v is not None and not math.isnan(v)}
 
 
 class MetricsLogger:

@@ -136,7 +136,7 @@ def evaluate(
 ) -> Stage:
     """Greedy episodes on the first ``n`` dev questions, decoded with a bf16 packed copy."""
     from algorithms.rollout import Sampling
-    from benchmarks.llm_eval import evaluate_model
+    from benchmarks.eval.harness import evaluate_model
 
     result = evaluate_model(
         policy,
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.policy import load_policy
     from algorithms.registry import make_algorithm
     from algorithms.sft import SFT
-    from benchmarks.report import write_report
+    from benchmarks.eval.demo_report import write_report
     from research_env.env import MultiHopSearchEnv
     from research_env.rewards import get_reward
 

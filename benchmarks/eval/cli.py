@@ -2,7 +2,7 @@
 
 Without ``--model`` it plays the scripted policies (``--policy oracle random``). With
 ``--model`` it evaluates that model as the search agent and as the direct-answer and
-naive-RAG baselines (``--baselines``), side by side; see :mod:`benchmarks.llm_eval`.
+naive-RAG baselines (``--baselines``), side by side; see :mod:`benchmarks.eval.harness`.
 """
 
 from __future__ import annotations
@@ -12,30 +12,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-BASELINE_CHOICES = ("direct", "rag", "agent")
+HELP = "evaluate a model or scripted policies (EM, F1, format, searches, recall)"
+DESCRIPTION = (
+    "Score policies on the first --limit questions of a split and print a results "
+    "table, overall, by hop count and by question type. With --model: a language "
+    "model as the search agent and as two baselines with the same weights: direct "
+    "(answer without retrieval) and rag (retrieve once with the question, put the "
+    "top-k documents in the prompt, answer); transcripts go to --out. Without "
+    "--model: scripted policies, oracle (follows the gold decomposition; measures "
+    "whether retrieval makes questions solvable) and random."
+)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "eval",
-        help="evaluate a model or scripted policies (EM, F1, format, searches, recall)",
-        description=(
-            "Score policies on the first --limit questions of a split and print a results "
-            "table, overall, by hop count and by question type. With --model: a language "
-            "model as the search agent and as two baselines with the same weights: direct "
-            "(answer without retrieval) and rag (retrieve once with the question, put the "
-            "top-k documents in the prompt, answer); transcripts go to --out. Without "
-            "--model: scripted policies, oracle (follows the gold decomposition; measures "
-            "whether retrieval makes questions solvable) and random."
-        ),
-    )
+    from benchmarks.eval.baselines import BASELINES
+
+    parser = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION)
     what = parser.add_argument_group("what to evaluate")
     what.add_argument("--model", default=None, help="offline name or HF directory of an LLM")
     what.add_argument(
         "--baselines",
         nargs="+",
-        default=list(BASELINE_CHOICES),
-        choices=BASELINE_CHOICES,
+        default=list(BASELINES),
+        choices=BASELINES,
         help="with --model: which ways of answering (default: direct rag agent)",
     )
     what.add_argument(
@@ -133,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
-    from benchmarks.evaluate import evaluate_scripted, report, save_results
+    from benchmarks.eval.harness import evaluate_scripted
+    from benchmarks.eval.report import report, save_results
 
     if args.template is not None:
         env_kwargs["template"] = args.template
@@ -154,8 +154,9 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
     from algorithms.rollout import Sampling
-    from benchmarks.evaluate import report, save_results
-    from benchmarks.llm_eval import evaluate_baselines, make_judge, write_transcripts_text
+    from benchmarks.eval.harness import evaluate_baselines
+    from benchmarks.eval.judge import make_judge
+    from benchmarks.eval.report import report, save_results, write_transcripts_text
 
     if args.template is not None:
         env_kwargs["template"] = args.template

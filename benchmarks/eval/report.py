@@ -1,0 +1,117 @@
+"""Evaluation results as files a reader opens: markdown tables (:func:`report`),
+``results.json``, and each result's transcripts (:func:`save_results`,
+:func:`write_transcripts_text`). The tables are :func:`research_env.metrics.markdown_table`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from research_env.metrics import METRICS, markdown_table
+
+if TYPE_CHECKING:
+    from benchmarks.eval.harness import EvalResult
+
+COLUMNS = ("n", *METRICS)
+# Reported when some result has them (LLM evaluation adds these).
+EXTRA_COLUMNS = ("retrievals", "response_tokens", "judge")
+# Settings shown in the report's settings table, in this order, when present.
+SETTING_COLUMNS = (
+    "model",
+    "policy",
+    "dataset",
+    "split",
+    "corpus",
+    "retriever",
+    "top_k",
+    "max_turns",
+    "template",
+    "samples",
+    "decoding",
+    "max_turn_tokens",
+)
+# Episode keys too bulky for results.json: they go to transcripts/<name>.jsonl instead.
+TRANSCRIPT_KEYS = ("transcript", "prompt", "turn_texts")
+
+
+def report(results: Sequence[EvalResult]) -> str:
+    """Markdown: the settings of each run, one overall table with a row per result, then
+    every result's scores by hop count and by question type (one table each)."""
+    columns = _columns(r.overall for r in results)
+    overall = {r.name: {**r.overall, "seconds": r.seconds} for r in results}
+    parts = [
+        "## Settings",
+        _settings_table(results),
+        "## Overall",
+        markdown_table(overall, [*columns, "seconds"]),
+    ]
+    for title, attr, label in (("hop count", "by_hops", " hops"), ("question type", "by_type", "")):
+        rows = {
+            f"{r.name}, {key}{label}": scores
+            for r in results
+            for key, scores in getattr(r, attr).items()
+        }
+        if rows:
+            parts += [f"## By {title}", markdown_table(rows, _columns(rows.values()))]
+    return "\n\n".join(parts) + "\n"
+
+
+def save_results(results: Sequence[EvalResult], out_dir: Path) -> None:
+    """Write ``results.json`` and ``results.md``, and each result's per-episode transcripts
+    to ``transcripts/<name>.jsonl`` (one JSON object per episode)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = []
+    for result in results:
+        light, transcripts = [], []
+        for episode in result.episodes:
+            light.append({k: v for k, v in episode.items() if k not in TRANSCRIPT_KEYS})
+            transcripts.append(episode)
+        data.append({**result.to_json(with_episodes=False), "episodes": light})
+        if any(any(k in e for k in TRANSCRIPT_KEYS) for e in transcripts):
+            directory = out_dir / "transcripts"
+            directory.mkdir(exist_ok=True)
+            with (directory / f"{_file_name(result.name)}.jsonl").open("w") as f:
+                for episode in transcripts:
+                    f.write(json.dumps(episode, ensure_ascii=False) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    (out_dir / "results.md").write_text(report(results))
+
+
+def _columns(score_dicts: Iterable[Mapping[str, float]]) -> list[str]:
+    """COLUMNS, then the extra columns and pass@k values that any of the dicts holds."""
+    present: set[str] = set()
+    for scores in score_dicts:
+        present.update(scores)
+    pass_at = sorted((c for c in present if c.startswith("pass@")), key=lambda c: int(c[5:]))
+    return [*COLUMNS, *(c for c in EXTRA_COLUMNS if c in present), *pass_at]
+
+
+def _settings_table(results: Sequence[EvalResult]) -> str:
+    keys = [k for k in SETTING_COLUMNS if any(k in r.settings for r in results)]
+    rows = {r.name: {k: str(r.settings.get(k, "")) for k in keys} for r in results}
+    return markdown_table(rows, keys, numeric=False)
+
+
+def _file_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "result"
+
+
+def transcript_text(episode: dict[str, Any]) -> str:
+    """One episode as readable text: prompt, then each turn and its observation."""
+    parts = [episode.get("prompt", "")]
+    for turn in episode.get("turn_texts", []):
+        parts += [turn["model"], turn["observation"]]
+    return "".join(parts)
+
+
+def write_transcripts_text(result: EvalResult, path: Path) -> None:
+    """A human-readable transcript file: a header per episode, then its full text."""
+    with Path(path).open("w") as f:
+        for e in result.episodes:
+            keys = ("question_id", "sample", "prediction", "golden_answers", "em", "f1")
+            header = {k: e.get(k) for k in (*keys, "format_valid")}
+            f.write(f"### {json.dumps(header, ensure_ascii=False)}\n{transcript_text(e)}\n\n")
