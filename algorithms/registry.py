@@ -18,6 +18,10 @@ _ALGORITHMS: dict[str, str | type] = {
     "ppo": "algorithms.ppo:PPO",
     "reinforce": "algorithms.reinforce:REINFORCE",
     "sft": "algorithms.sft:SFT",
+    # Stable-Baselines3 on ReSearch-MultiHop-Structured-v0 (discrete candidate operations),
+    # for ablations in CPU minutes; `research-env train` hands these to algorithms.sb3.
+    "sb3-ppo": "stable_baselines3:PPO",
+    "sb3-dqn": "stable_baselines3:DQN",
 }
 
 
