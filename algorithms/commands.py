@@ -29,7 +29,7 @@ model directory, LoRA merged: AutoModelForCausalLM.from_pretrained("<out>/final"
 
 
 def register(subparsers: Any) -> None:
-    from algorithms.registry import available_algorithms
+    from algorithms.registry import available_algorithms, available_sb3_algorithms
 
     parser = subparsers.add_parser(
         "train",
@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--algo",
-        choices=available_algorithms(),
+        choices=available_algorithms() + available_sb3_algorithms(),
         default=None,
         help="algorithm (default: the config's 'algo', else grpo)",
     )

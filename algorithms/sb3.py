@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-SB3_ALGORITHMS = {"sb3-ppo": "PPO", "sb3-dqn": "DQN"}
+from algorithms.registry import SB3_ALGORITHMS
 
 # Defaults that learn this small problem in a CPU minute; any can be overridden.
 DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
@@ -86,13 +86,15 @@ def train(
 ) -> Any:
     """Train SB3 ``algo`` (``sb3-ppo`` or ``sb3-dqn``) for ``timesteps`` env steps; returns
     the SB3 model. ``hparams`` override :data:`DEFAULT_HPARAMS`."""
-    import stable_baselines3
+    import importlib
+
     import torch
 
     if algo not in SB3_ALGORITHMS:
         raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(SB3_ALGORITHMS)}")
     torch.set_num_threads(1)  # a tiny MLP: more threads only add overhead
-    cls = getattr(stable_baselines3, SB3_ALGORITHMS[algo])
+    module, _, name = SB3_ALGORITHMS[algo].partition(":")
+    cls = getattr(importlib.import_module(module), name)
     kwargs = {**DEFAULT_HPARAMS[algo], **dict(hparams or {})}
     env = make_vec_env(env_kwargs, n_envs if algo == "sb3-ppo" else 1, seed)
     model = cls("MlpPolicy", env, seed=seed, verbose=verbose, device="cpu", **kwargs)
