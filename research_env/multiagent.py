@@ -103,9 +103,11 @@ class RoleStats:
     turns: int = 0
     episode_turns: int = 0  # turns played in the shared episode (searches, answers)
     off_role_turns: int = 0  # turns holding a search/answer the role may not take
+    chars: int = 0  # characters written
 
     def as_info(self) -> dict[str, int]:
         return {
+            "role_chars": self.chars,
             "role_turns": self.turns,
             "role_episode_turns": self.episode_turns,
             "role_off_role_turns": self.off_role_turns,
@@ -125,7 +127,16 @@ def off_role_shaping(record: EpisodeRecord, stats: RoleStats) -> float:
     return -0.1 * stats.off_role_turns
 
 
-SHAPINGS: dict[str, RoleShaping] = {"support": support_shaping, "off-role": off_role_shaping}
+def brevity_shaping(record: EpisodeRecord, stats: RoleStats) -> float:
+    """-0.05 per 100 characters the role wrote: talk is not free."""
+    return -0.0005 * stats.chars
+
+
+SHAPINGS: dict[str, RoleShaping] = {
+    "support": support_shaping,
+    "off-role": off_role_shaping,
+    "brevity": brevity_shaping,
+}
 
 MESSAGE = '\n<message from="{role}">\n{text}\n</message>\n'
 TURN_CUE = '<turn role="{role}"/>\n'
@@ -271,6 +282,7 @@ class TeamGames:
             kind = parse_turn(text).kind
             stats = self.games[g].stats[role.name]
             stats.turns += 1
+            stats.chars += len(text)
             if kind in role.actions:
                 to_episode[g] = text
                 stats.episode_turns += 1
@@ -400,7 +412,8 @@ class CooperativeSearchEnv(ParallelEnv):  # type: ignore[misc,valid-type]
     function (``reward``, default ``research``) of the final answer, minus ``search_cost``
     per search; plus, for roles listed in ``shaping``, a per-role term of the episode
     record and the role's :class:`RoleStats` (named: ``support``, 0.2 x supporting-doc
-    recall; ``off-role``, -0.1 per turn that tried another role's action; or a callable).
+    recall; ``off-role``, -0.1 per turn that tried another role's action; ``brevity``, -0.05
+    per 100 characters written; or a callable).
 
     ## Starting State
     ``reset(seed=..., options={"index": i} or {"question_id": id})`` (other option keys are
@@ -417,7 +430,7 @@ class CooperativeSearchEnv(ParallelEnv):  # type: ignore[misc,valid-type]
     - ``roles=("planner", "searcher", "answerer")``: role names from :data:`ROLES` or
       :class:`Role` objects; they are the agent ids.
     - ``turn_order=None``: the order of turns, repeated (default: ``roles``' order).
-    - ``shaping=None``: ``{role: "support" | "off-role" | callable}``.
+    - ``shaping=None``: ``{role: "support" | "off-role" | "brevity" | callable}``.
     - ``max_steps=None``: cap on turns per game.
     - ``max_action_chars=100_000``, ``max_observation_chars=200_000``: text space bounds.
     - ``render_mode=None``: ``"ansi"`` returns, ``"human"`` prints, the board.
