@@ -35,9 +35,9 @@ from algorithms.registry import SB3_ALGORITHMS
 # Defaults that learn this small problem in a CPU minute; any can be overridden.
 DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
     "sb3-ppo": {
-        "n_steps": 256,
-        "batch_size": 256,
-        "n_epochs": 4,
+        "n_steps": 128,  # x 4 envs: an update every 512 steps (~130 episodes)
+        "batch_size": 128,
+        "n_epochs": 8,
         "learning_rate": 1e-3,
         "ent_coef": 0.01,
         "gamma": 1.0,
@@ -52,7 +52,9 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
         "target_update_interval": 500,
         "exploration_fraction": 0.3,
         "exploration_final_eps": 0.05,
-        "gamma": 1.0,
+        # gamma 1 let bootstrapped Q-values of "search again" run away (it searched until
+        # truncated); 0.9 makes an answer now worth more than one later.
+        "gamma": 0.9,
     },
 }
 
