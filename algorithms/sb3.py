@@ -177,9 +177,7 @@ def run_cli(args: argparse.Namespace) -> int:
     timesteps = args.steps or 20_000
     out = Path(args.out or f"runs/{args.algo}")
     out.mkdir(parents=True, exist_ok=True)
-    model = train(
-        args.algo, env_kwargs, timesteps=timesteps, seed=seed, hparams=hparams, verbose=0
-    )
+    model = train(args.algo, env_kwargs, timesteps=timesteps, seed=seed, hparams=hparams, verbose=0)
     model.save(out / "model.zip")
     eval_kwargs = {**env_kwargs, "split": args.eval_split or "dev"}
     questions = 200

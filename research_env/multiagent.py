@@ -204,7 +204,9 @@ class TeamGames:
         if vector is None:
             # The board shows documents in the template's result block; the team's episode
             # has no prefill (nobody's turn continues an opened <think>).
-            template = replace(get_template(env_kwargs.pop("template", "research-chat")), prefill="")
+            template = replace(
+                get_template(env_kwargs.pop("template", "research-chat")), prefill=""
+            )
             vector = SearchVectorEnv(
                 num_games, autoreset_mode=AutoresetMode.DISABLED, template=template, **env_kwargs
             )
@@ -247,15 +249,18 @@ class TeamGames:
         )
 
     def reset(
-        self, *, seed: int | Sequence[int | None] | None = None, options: Mapping[str, Any] | None = None
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> list[tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]]:
         """Start every game; ``options`` as :meth:`SearchVectorEnv.reset` (``index``,
         ``question_id`` or ``indices``). Returns ``(observations, infos)`` per game."""
         _, infos = self.vector.reset(seed=seed, options=dict(options or {}))
         out = []
-        for g, game in enumerate(self.games):
+        for g in range(self.num_games):
             question = str(infos["question"][g])
-            self.games[g] = game = _Game(
+            self.games[g] = _Game(
                 question=question,
                 stats={a: RoleStats(a) for a in self.agents},
                 transcript=[f"Question: {question}\n"],
@@ -292,7 +297,8 @@ class TeamGames:
         over_budget = [
             g
             for g in texts
-            if not (g in outcomes and outcomes[g].done) and self.games[g].steps + 1 >= self.max_steps
+            if not (g in outcomes and outcomes[g].done)
+            and self.games[g].steps + 1 >= self.max_steps
         ]
         if over_budget:
             outcomes |= self.vector.end_early(over_budget, Termination.TURN_BUDGET)
@@ -313,9 +319,7 @@ class TeamGames:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _after_turn(
-        self, g: int, actor: str, text: str, outcome: TurnOutcome | None
-    ) -> AgentStep:
+    def _after_turn(self, g: int, actor: str, text: str, outcome: TurnOutcome | None) -> AgentStep:
         documents = outcome.observation if outcome is not None else ""
         message = MESSAGE.format(role=actor, text=text)
         self.games[g].transcript.append(message + documents)
@@ -459,7 +463,12 @@ class CooperativeSearchEnv(ParallelEnv):  # type: ignore[misc,valid-type]
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
         self.team = TeamGames(
-            1, roles=roles, turn_order=turn_order, shaping=shaping, max_steps=max_steps, **env_kwargs
+            1,
+            roles=roles,
+            turn_order=turn_order,
+            shaping=shaping,
+            max_steps=max_steps,
+            **env_kwargs,
         )
         self.max_action_chars = max_action_chars
         self.possible_agents = list(self.team.agents)

@@ -36,10 +36,12 @@ _SPAN_RE = re.compile(
 )
 _YEAR_RE = re.compile(r"\b(1\d{3}|20\d{2})\b")
 # Words that start a sentence or a question rather than a name.
-_NOT_NAMES = frozenset(
-    "who what which where when why how in is are was were do does did it its the a an he she "
-    "his her they their born doc title yes no for from of to on at by and or critics settlement".split()
+_NOT_NAMES_TEXT = (
+    "who what which where when why how in is are was were do does did it its the a an he "
+    "she his her they their born doc title yes no for from of to on at by and or critics "
+    "settlement"
 )
+_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
 # Question openers, one feature each (the last slot is "anything else").
 _OPENERS = ("who", "what", "which", "where", "when", "in", "is", "are", "was", "were", "do", "did")
 _YES_NO = ("yes", "no")
@@ -244,15 +246,7 @@ class StructuredSearchEnv(gym.Env[np.ndarray, np.int64]):
         self.render_mode = self.text_env.render_mode
         self.n_queries, self.n_answers, self.hash_dim = n_queries, n_answers, hash_dim
         self.action_space = gym.spaces.Discrete(n_queries + n_answers + 1)
-        size = (
-            hash_dim * 2
-            + hash_dim // 2
-            + len(_OPENERS)
-            + 1
-            + 3
-            + n_queries * 5
-            + n_answers * 7
-        )
+        size = hash_dim * 2 + hash_dim // 2 + len(_OPENERS) + 1 + 3 + n_queries * 5 + n_answers * 7
         self.observation_space = gym.spaces.Box(0.0, 1.0, (size,), dtype=np.float32)
         self.candidates: CandidateSet | None = None
         self._question = ""
@@ -292,13 +286,13 @@ class StructuredSearchEnv(gym.Env[np.ndarray, np.int64]):
         if episode is None or episode.done or self.candidates is None:
             raise RuntimeError("call reset() before step(); the episode is over or never began")
         a = int(action)
-        if not 0 <= a < int(self.action_space.n):
+        if not 0 <= a <= self.stop_action:
             raise ValueError(f"action {action!r} is not in {self.action_space}")
         if a == self.stop_action:
-            obs_text, reward, terminated, truncated, info = self.text_env.end_early(Termination.EOS)
+            _, reward, terminated, truncated, info = self.text_env.end_early(Termination.EOS)
         else:
             n_texts = len(episode.record.retrieved_texts)
-            obs_text, reward, terminated, truncated, info = self.text_env.step(self.turn_text(a))
+            _, reward, terminated, truncated, info = self.text_env.step(self.turn_text(a))
             if a < self.n_queries:
                 self._searched.append(self.candidates.queries[a])
                 self._last_documents = episode.record.retrieved_texts[n_texts:]

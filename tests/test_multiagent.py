@@ -92,9 +92,7 @@ def test_team_reward_is_the_single_env_reward_for_the_same_turns():
 
 
 def test_roles_may_only_take_their_own_actions_and_shaping_is_per_role():
-    env = CooperativeSearchEnv(
-        **small(), shaping={"planner": "off-role", "searcher": "support"}
-    )
+    env = CooperativeSearchEnv(**small(), shaping={"planner": "off-role", "searcher": "support"})
     env.reset(options={"question_id": "q2"})
     env.step({"planner": BOXED % "Tamsy Orr"})  # the planner may not answer: a message
     assert env.agents  # still playing

@@ -86,7 +86,9 @@ def _candidate_trace(samples, actions):
             if terminated or truncated:
                 break
             c = env.candidates
-            trace.append((c.queries, c.answers, c.query_features.tobytes(), c.answer_features.tobytes()))
+            trace.append(
+                (c.queries, c.answers, c.query_features.tobytes(), c.answer_features.tobytes())
+            )
     return trace
 
 
@@ -108,7 +110,9 @@ def test_candidates_never_look_at_the_gold_answers():
 def test_candidate_builder_reads_only_its_arguments():
     c = build_candidates(
         "Who was born later, Veizard Beinmaekro or Ninrek Toxlok?",
-        ['"Veizard Beinmaekro"\nVeizard Beinmaekro (born 1763) was a botanist. He was born in Dexnou.'],
+        [
+            '"Veizard Beinmaekro"\nVeizard Beinmaekro (born 1763) was a botanist. He was born in Dexnou.'
+        ],
         ["Veizard Beinmaekro"],
         n_queries=4,
         n_answers=6,

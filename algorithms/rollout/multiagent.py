@@ -114,7 +114,11 @@ class TeamRolloutEngine:
             seqs = [seq(g, a) for g in range(n) for a in self.agents if self.policies[a] is policy]
             prompts = [trajectories[k].prompt_ids for k in seqs]
             capacity = max(map(len, prompts)) + s.max_turn_tokens
-            states[id(policy)] = (policy, DecodeState(policy.model, prompts, capacity=capacity), seqs)
+            states[id(policy)] = (
+                policy,
+                DecodeState(policy.model, prompts, capacity=capacity),
+                seqs,
+            )
         local = {k: (pid, i) for pid, (_, _, seqs) in states.items() for i, k in enumerate(seqs)}
 
         generator = None
