@@ -136,7 +136,7 @@ class TeamRolloutEngine:
                 if step.done:
                     continue
                 increments = {
-                    seq(g, a): self._encode(a, obs["text"], prompt=False)
+                    seq(g, a): self._encode(a, obs["text"])
                     for a, obs in step.observations.items()
                     if obs["text"]
                 }
@@ -204,7 +204,8 @@ class TeamRolloutEngine:
                 texts[g] = policy.tokenizer.decode(out.token_ids, skip_special_tokens=True)
         return texts
 
-    def _encode(self, agent: str, text: str, *, prompt: bool = True) -> list[int]:
+    def _encode(self, agent: str, text: str) -> list[int]:
+        """Token ids of a prompt or an observation, for the policy playing ``agent``."""
         tokenizer = self.policies[agent].tokenizer
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
