@@ -9,6 +9,12 @@ The ``empty`` retriever (no documents) and the ``random`` one (documents unrelat
 query) are the controls that show whether search is used at all.
 
     python benchmarks/structured_ablation.py --seeds 3 --timesteps 12000
+    python benchmarks/structured_ablation.py --condition "top-1: top_k=1" \
+        --condition "top-5: top_k=5" --condition "3 turns: max_turns=3, reward=f1"
+
+``--condition "NAME: key=value, ..."`` (repeatable) replaces the default conditions; the
+keys are :class:`~research_env.structured.StructuredSearchEnv` arguments (``retriever``,
+``reward``, ``top_k``, ``max_turns``, ``n_queries`` ...), values parsed as YAML.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import time
 
 import numpy as np
+import yaml
 from scipy import stats
 
 from algorithms.sb3 import evaluate, model_actor, random_actor, train
@@ -36,13 +43,35 @@ def interval(values: list[float]) -> str:
     return f"{a.mean():.3f} ± {half:.3f}"
 
 
+def parse_condition(text: str) -> tuple[str, dict[str, object]]:
+    """``"NAME: key=value, key=value"`` -> ``(NAME, {key: value})``."""
+    name, sep, body = text.partition(":")
+    if not sep:
+        raise SystemExit(f"--condition {text!r}: write 'NAME: key=value, ...'")
+    kwargs: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in body.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--condition {text!r}: {item!r} is not key=value")
+        kwargs[key.strip()] = yaml.safe_load(value.strip())
+    return name.strip(), kwargs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--timesteps", type=int, default=12_000)
     parser.add_argument("--questions", type=int, default=200, help="dev questions per eval")
     parser.add_argument("--algo", default="sb3-ppo", choices=["sb3-ppo", "sb3-dqn"])
+    parser.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="'NAME: key=value, ...'",
+        help="an env setting to compare (repeatable; replaces the default conditions)",
+    )
     args = parser.parse_args()
+    conditions = dict(map(parse_condition, args.condition)) if args.condition else CONDITIONS
 
     print(
         f"{args.algo}, {args.timesteps} steps, seeds 0..{args.seeds - 1}, "
@@ -50,7 +79,7 @@ def main() -> None:
     )
     print("| condition | policy | dev EM | dev F1 | searches / episode | train s / seed |")
     print("|---|---|---|---|---|---|")
-    for name, env_kwargs in CONDITIONS.items():
+    for name, env_kwargs in conditions.items():
         eval_kwargs = {**env_kwargs, "split": "dev"}
         trained, baseline, seconds = [], [], []
         for seed in range(args.seeds):
