@@ -19,6 +19,8 @@ examples:
   research-env train --out runs/try --resume            # continue the latest checkpoint
   research-env train --algo sft --from oracle --steps 12 --out runs/warm   # warm start
   research-env train --algo sft --from runs/eval-X/transcripts/agent.jsonl --split dev
+  research-env train --algo sb3-ppo --steps 20000 --retriever empty --out runs/sb3-empty
+      # SB3 on ReSearch-MultiHop-Structured-v0; --set env.reward=em, --set sb3.gamma=0.99
 
 Settings come from --config (YAML, see configs/), then the flags below, then --set.
 Output: <out>/metrics.jsonl, <out>/checkpoints/step-N/, <out>/final/ (a plain Hugging Face
@@ -27,7 +29,7 @@ model directory, LoRA merged: AutoModelForCausalLM.from_pretrained("<out>/final"
 
 
 def register(subparsers: Any) -> None:
-    from algorithms.registry import available_algorithms
+    from algorithms.registry import available_algorithms, available_sb3_algorithms
 
     parser = subparsers.add_parser(
         "train",
@@ -42,7 +44,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--algo",
-        choices=available_algorithms(),
+        choices=available_algorithms() + available_sb3_algorithms(),
         default=None,
         help="algorithm (default: the config's 'algo', else grpo)",
     )
@@ -115,6 +117,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.algo or "").startswith("sb3-"):
+        from algorithms.sb3 import run_cli
+
+        return run_cli(args)
     from algorithms.config import LoraConfig, TrainConfig, parse_overrides
     from algorithms.policy import load_policy
     from algorithms.registry import algorithm_class, make_algorithm

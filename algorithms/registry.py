@@ -20,6 +20,15 @@ _ALGORITHMS: dict[str, str | type] = {
     "sft": "algorithms.sft:SFT",
 }
 
+# Stable-Baselines3 algorithms on ReSearch-MultiHop-Structured-v0 (discrete candidate
+# operations, feature observations), for ablations in CPU minutes. They train a small MLP,
+# not an LLM, so they sit beside the registry above: `research-env train --algo sb3-ppo`
+# hands them to :func:`algorithms.sb3.run_cli`.
+SB3_ALGORITHMS: dict[str, str] = {
+    "sb3-ppo": "stable_baselines3:PPO",
+    "sb3-dqn": "stable_baselines3:DQN",
+}
+
 
 def register_algorithm(name: str, target: str | type) -> None:
     """Make ``name`` available to :func:`make_algorithm` and ``research-env train --algo``.
@@ -31,6 +40,11 @@ def register_algorithm(name: str, target: str | type) -> None:
 
 def available_algorithms() -> list[str]:
     return sorted(_ALGORITHMS)
+
+
+def available_sb3_algorithms() -> list[str]:
+    """The ``--algo`` names that train SB3 on the structured env (see :data:`SB3_ALGORITHMS`)."""
+    return sorted(SB3_ALGORITHMS)
 
 
 def algorithm_class(name: str) -> type:

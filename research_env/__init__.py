@@ -56,3 +56,12 @@ __all__ = [
     "normalize_answer",
     "parse_turn",
 ]
+
+# The structured variant (discrete candidate operations, feature vectors) for fast SB3
+# ablations over the same episodes; the PettingZoo team env is research_env.multiagent.
+STRUCTURED_ENV_ID = "ReSearch-MultiHop-Structured-v0"
+
+if STRUCTURED_ENV_ID not in registry:
+    register(id=STRUCTURED_ENV_ID, entry_point="research_env.structured:StructuredSearchEnv")
+
+__all__ += ["STRUCTURED_ENV_ID"]

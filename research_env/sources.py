@@ -32,6 +32,9 @@ RETRIEVERS: dict[str, RetrieverFactory] = {
     "dense": _lazy("research_env.retrievers.dense", "dense_factory"),
     "hybrid": _lazy("research_env.retrievers.hybrid", "hybrid_factory"),
     "http": _lazy("research_env.retrievers.http", "http_factory"),
+    # Ablation controls: no documents, or documents unrelated to the query.
+    "empty": _lazy("research_env.retrievers.controls", "empty_factory"),
+    "random": _lazy("research_env.retrievers.controls", "random_factory"),
 }
 
 
