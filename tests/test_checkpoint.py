@@ -154,3 +154,111 @@ def test_separate_critic_round_trips_next_to_a_lora_policy(tmp_path):
     head_a, head_b = algo.critic.value_head.state_dict(), loaded.critic.value_head.state_dict()
     assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
     _assert_same_optimizer(algo, loaded)
+
+
+# --------------------------------------------------------------------------------------
+# Hostile and damaged checkpoints (issue 13)
+# --------------------------------------------------------------------------------------
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.write_text``: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.write_text, (pathlib.Path(self.marker), "ran"))
+
+
+def _saved(tmp_path, name="ckpt"):
+    algo = GRPO(load_policy("tiny-random", device="cpu"), None, config("grpo", tmp_path))
+    return algo, algo.save(tmp_path / name)
+
+
+def test_a_crafted_trainer_state_is_refused_without_running_it(tmp_path):
+    _, path = _saved(tmp_path)
+    marker = tmp_path / "marker"
+    state = torch.load(path / ckpt.TRAINER_STATE, weights_only=True)
+    state["extra"] = {"payload": _RunsCode(marker)}
+    torch.save(state, path / ckpt.TRAINER_STATE)
+    with pytest.raises(ckpt.CorruptCheckpointError, match="could run code"):
+        ckpt.load_checkpoint(path)
+    with pytest.raises(ValueError, match="trainer.pt"):
+        GRPO.load(path)
+    assert not marker.exists()
+
+
+def test_rng_states_round_trip_exactly_through_a_weights_only_file(tmp_path):
+    import random
+
+    import numpy as np
+
+    random.seed(3)
+    random.gauss(0, 1)  # leaves a cached gaussian in Python's state
+    np.random.seed(4)
+    np.random.standard_normal()  # and in NumPy's
+    state = ckpt.capture_rng_state()
+    torch.save({"rng": state}, tmp_path / "rng.pt")
+    expected = (random.gauss(0, 1), random.random(), np.random.standard_normal(), torch.rand(2))
+    ckpt.restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    got = (random.gauss(0, 1), random.random(), np.random.standard_normal(), torch.rand(2))
+    assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+
+
+def test_a_checkpoint_from_before_weights_only_still_loads(tmp_path):
+    import random
+
+    import numpy as np
+
+    _, path = _saved(tmp_path)
+    state = torch.load(path / ckpt.TRAINER_STATE, weights_only=True)
+    state["rng"] = {  # what earlier versions wrote: NumPy arrays, Python tuples
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    torch.save(state, path / ckpt.TRAINER_STATE)
+    expected = (random.random(), np.random.random())
+    loaded = GRPO.load(path)
+    assert (random.random(), np.random.random()) == expected
+    assert loaded.step == 0
+
+
+@pytest.mark.parametrize(
+    "damage,bad_file",
+    [
+        ("truncate-trainer", "trainer.pt"),
+        ("garble-weights", "model.safetensors"),
+        ("invalid-config", "config.yaml"),
+    ],
+)
+def test_a_damaged_latest_checkpoint_is_named_and_skipped(tmp_path, damage, bad_file):
+    algo, _ = _saved(tmp_path, "unused")
+    good = algo.save(ckpt.step_dir(tmp_path, 1))
+    bad = algo.save(ckpt.step_dir(tmp_path, 2))
+    if damage == "truncate-trainer":
+        data = (bad / "trainer.pt").read_bytes()
+        (bad / "trainer.pt").write_bytes(data[: len(data) // 2])
+    elif damage == "garble-weights":
+        weights = bad / "policy" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (bad / "config.yaml").write_text("trainer: {steps: [unclosed\n")
+    with pytest.raises(ckpt.CorruptCheckpointError, match=bad_file):
+        GRPO.load(bad)
+    path, skipped = ckpt.latest_intact_checkpoint(tmp_path)
+    assert path == good
+    assert len(skipped) == 1 and bad_file in skipped[0] and "step-000002" in skipped[0]
+
+
+def test_stale_staging_directories_are_removed(tmp_path):
+    algo, _ = _saved(tmp_path, "unused")
+    algo.save(ckpt.step_dir(tmp_path, 1))
+    root = tmp_path / ckpt.CHECKPOINTS_DIR
+    (root / ".step-000002.abc123.tmp").mkdir()  # a save killed half-way
+    (root / ".step-000002.abc123.tmp" / "trainer.pt").write_bytes(b"x")
+    ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001"]
