@@ -207,15 +207,17 @@ def _checkpoint_to_resume(args: argparse.Namespace) -> Path:
         raise ValueError("--resume without a path needs --out (or a --config with one)")
     for stale in ckpt.remove_stale_staging(out):
         print(f"removed {stale.name}, left by a save that was killed", file=sys.stderr)
-    path, skipped = ckpt.latest_intact_checkpoint(out)
+    latest, skipped = ckpt.latest_intact_checkpoint(out)
     for message in skipped:
         print(f"warning: skipping a damaged checkpoint: {message}", file=sys.stderr)
-    if path is None:
+    if latest is None:
         found = "only damaged checkpoints" if skipped else "no checkpoint"
         raise FileNotFoundError(f"{found} under {out}/checkpoints to resume from")
     if skipped:
-        print(f"warning: resuming from {path.name}, the newest intact checkpoint", file=sys.stderr)
-    return path
+        print(
+            f"warning: resuming from {latest.name}, the newest intact checkpoint", file=sys.stderr
+        )
+    return latest
 
 
 def probe_retriever(retriever: str, top_k: int, timeout: float = 10.0) -> None:
