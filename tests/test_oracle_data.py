@@ -42,7 +42,7 @@ def test_oracle_plays_data_with_supporting_facts_only():
 def test_oracle_refuses_data_with_neither_decomposition_nor_facts():
     env = MultiHopSearchEnv(dataset=[BARE], retriever=KeywordRetriever(DOCS))
     env.reset(options={"index": 0})
-    with pytest.raises(ValueError, match="cannot play question 'b1'.*decomposition"):
+    with pytest.raises(ValueError, match=r"cannot play question 'b1'.*decomposition"):
         OraclePolicy().act(env)
 
 
