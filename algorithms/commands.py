@@ -182,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
             algo.save(target)
             ckpt.prune_checkpoints(out, algo.config.checkpoint.keep_last)
     print(f"done: {algo.step} steps; metrics in {out / 'metrics.jsonl'}", file=sys.stderr)
-    if algo.config.checkpoint.export_final:
+    if algo.config.checkpoint.export_final and (out / "final").is_dir():
+        # The loop's export knows the policy only; the card also says how it was trained.
+        ckpt.write_model_card(out / "final", algo.policy, config=algo.config, step=algo.step)
         print(f"final model: {out / 'final'}", file=sys.stderr)
     return 0
 

@@ -264,3 +264,55 @@ def test_stale_staging_directories_are_removed(tmp_path):
     (root / ".step-000002.abc123.tmp" / "trainer.pt").write_bytes(b"x")
     ckpt.prune_checkpoints(tmp_path, keep_last=2)
     assert sorted(p.name for p in root.iterdir()) == ["step-000001"]
+
+
+# --------------------------------------------------------------------------------------
+# LoRA adapters and exports that reload with standard tools
+# --------------------------------------------------------------------------------------
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+@pytest.mark.parametrize("from_directory", [False, True])
+def test_a_lora_checkpoint_reloads_with_auto_peft(tmp_path, monkeypatch, from_directory):
+    from peft import AutoPeftModelForCausalLM
+
+    name = "tiny-random"
+    if from_directory:  # a local model directory given by a relative path
+        load_policy("tiny-random", device="cpu").model.save_pretrained(tmp_path / "base")
+        load_policy("tiny-random", device="cpu").tokenizer.save_pretrained(tmp_path / "base")
+        monkeypatch.chdir(tmp_path)
+        name = "base"
+    policy = load_policy(name, device="cpu", lora=LoraSettings(r=4))
+    algo = GRPO(policy, None, config("grpo", tmp_path, **{"optim.lr": 1e-2}))
+    algo.learn_from(two_groups())
+    path = algo.save(tmp_path / "ckpt")
+    monkeypatch.chdir("/")  # the adapter must not depend on the working directory
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(path / "policy")
+    ids = torch.tensor([[5, 60, 700, 8000, 90]])
+    torch.testing.assert_close(_logits(reloaded, ids), _logits(algo.policy.model, ids))
+
+
+def test_a_lora_export_has_the_adapter_and_a_model_card(tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    policy = load_policy("tiny-random", device="cpu", lora=LoraSettings(r=4))
+    algo = GRPO(policy, None, config("grpo", tmp_path, **{"optim.lr": 1e-2}))
+    algo.learn_from(two_groups())
+    out = ckpt.export_pretrained(algo.policy, tmp_path / "final", config=algo.config, step=1)
+    adapter = AutoPeftModelForCausalLM.from_pretrained(out / ckpt.ADAPTER_DIR)
+    ids = torch.tensor([[5, 60, 700, 8000, 90]])
+    torch.testing.assert_close(_logits(adapter, ids), _logits(algo.policy.model, ids))
+    card = (out / "README.md").read_text()
+    assert "tiny-random" in card and "grpo" in card and "AutoModelForCausalLM" in card
+    assert "adapter/" in card
+
+
+def test_a_full_model_export_has_a_model_card(tmp_path):
+    algo = GRPO(load_policy("tiny-random", device="cpu"), None, config("grpo", tmp_path))
+    out = ckpt.export_pretrained(algo.policy, tmp_path / "final")
+    assert "from_pretrained" in (out / "README.md").read_text()
+    assert not (out / ckpt.ADAPTER_DIR).exists()

@@ -44,7 +44,14 @@ import torch
 import yaml
 
 from algorithms.config import TrainConfig
-from algorithms.policy import VALUE_HEAD_FILE, LoraSettings, Policy, load_policy
+from algorithms.policy import (
+    VALUE_HEAD_FILE,
+    LoraSettings,
+    Policy,
+    load_policy,
+    reloadable_base,
+    set_adapter_base,
+)
 from research_env import storage
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -393,18 +400,114 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def export_pretrained(policy: Policy, directory: str | os.PathLike) -> Path:
+def export_pretrained(
+    policy: Policy,
+    directory: str | os.PathLike,
+    *,
+    config: TrainConfig | None = None,
+    step: int | None = None,
+) -> Path:
     """Write the policy as a plain Hugging Face model directory (LoRA merged in).
 
     The result loads with ``AutoModelForCausalLM.from_pretrained(directory)`` and has no
-    trace of PEFT or of the value head. The export is atomic like a checkpoint.
+    trace of PEFT or of the value head. With LoRA the adapter alone is exported too, in
+    ``directory/adapter`` (``peft.AutoPeftModelForCausalLM.from_pretrained`` reloads it on
+    its base model). A model card (``README.md``) says what the model is and how to load
+    it; ``config`` and ``step`` add how it was trained. The export is atomic like a
+    checkpoint.
     """
     directory = Path(directory)
     model = policy.model
     with atomic_directory(directory) as tmp:
-        if hasattr(model, "merge_and_unload"):
+        lora = hasattr(model, "merge_and_unload")
+        if lora:
+            policy.model.save_pretrained(tmp / ADAPTER_DIR)
+            policy.tokenizer.save_pretrained(tmp / ADAPTER_DIR)
+            set_adapter_base(tmp / ADAPTER_DIR, reloadable_base(policy))
             # Merge on a copy: the live model keeps training with separate adapters.
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(tmp)
         policy.tokenizer.save_pretrained(tmp)
+        write_model_card(tmp, policy, config=config, step=step, has_adapter=lora)
     return directory
+
+
+ADAPTER_DIR = "adapter"
+
+
+def write_model_card(
+    directory: str | os.PathLike,
+    policy: Policy,
+    *,
+    config: TrainConfig | None = None,
+    step: int | None = None,
+    has_adapter: bool | None = None,
+) -> Path:
+    """``directory/README.md``: a Hugging Face model card for an exported policy."""
+    directory = Path(directory)
+    base = policy.name
+    has_adapter = (directory / ADAPTER_DIR).is_dir() if has_adapter is None else has_adapter
+    algo = config.algo if config is not None else None
+    trained = []
+    if algo is not None:
+        trained.append(f"algorithm: {algo}")
+    if step is not None:
+        trained.append(f"training steps: {step}")
+    if config is not None:
+        env = config.env
+        trained += [
+            f"dataset: {env.dataset} (split {env.split}), retriever: {env.retriever}, "
+            f"top-{env.top_k}, reward: {env.reward}, template: {env.template}",
+            f"learning rate: {config.optim.lr:g}, seed: {config.trainer.seed}",
+        ]
+    if policy.lora is not None:
+        trained.append(f"LoRA r={policy.lora.r}, alpha={policy.lora.alpha} (merged here)")
+    front = ["---", "library_name: transformers", "pipeline_tag: text-generation"]
+    if "/" in base and not Path(base).expanduser().exists():
+        front.append(f"base_model: {base}")
+    front += ["tags:", "- research-gym", "- reasoning-with-search"]
+    front += [f"- {algo}"] if algo else []
+    front.append("---")
+    lines = [
+        *front,
+        "",
+        f"# {directory.name if not directory.name.startswith('.') else 'ReSearch-Gym policy'}",
+        "",
+        f"A causal LM fine-tuned from `{base}` with ReSearch-Gym to answer multi-hop "
+        "questions by reasoning with search: it thinks in `<think>...</think>`, queries "
+        "with `<search>query</search>`, reads the `<result>...</result>` the environment "
+        "returns, and answers with `<answer>... \\boxed{answer}</answer>`.",
+        "",
+        "## Training",
+        "",
+        *([f"- {t}" for t in trained] or ["- (not recorded)"]),
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'model = AutoModelForCausalLM.from_pretrained("path/to/this/directory")',
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/directory")',
+        "```",
+    ]
+    if has_adapter:
+        lines += [
+            "",
+            f"The LoRA adapter alone is in `{ADAPTER_DIR}/`:",
+            "",
+            "```python",
+            "from peft import AutoPeftModelForCausalLM",
+            "",
+            f'model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/directory/{ADAPTER_DIR}")',
+            "```",
+        ]
+    lines += [
+        "",
+        "Evaluate it with `research-env eval --model path/to/this/directory`, or continue "
+        "training with `research-env train --model path/to/this/directory`.",
+        "",
+    ]
+    card = directory / "README.md"
+    card.write_text("\n".join(lines), encoding="utf-8")
+    return card

@@ -69,6 +69,11 @@ class MetricsLogger:
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.output_dir / "metrics.jsonl"
+        print(
+            f"output: {self.output_dir.resolve()} (metrics.jsonl, checkpoints/, final/)",
+            file=sys.stderr,
+            flush=True,
+        )
         self._written = False
         self.wandb_run: Any = None
         if config.logging.wandb and os.environ.get("WANDB_MODE") != "disabled":
