@@ -165,3 +165,31 @@ def test_reset_with_a_non_integer_index_is_a_clear_error(small_env):
     import numpy as np
 
     assert small_env.reset(options={"index": np.int64(1)})[1]["index"] == 1
+
+
+def test_eval_against_a_dead_retrieval_server_is_one_line(capsys):
+    argv = ["eval", "--policy", "oracle", "--retriever", "http://127.0.0.1:9", "--limit", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "retrieval server http://127.0.0.1:9" in err and "Traceback" not in err
+
+
+def test_gymnasium_checker_after_a_failed_first_reset_is_what_the_readme_says():
+    """README, Troubleshooting: Gymnasium 1.4's passive checker breaks every step after a
+    first reset that raised; the bare env and an env made without the checker recover."""
+    import gymnasium as gym
+
+    for disable in (True, False):
+        env = gym.make("ReSearch-MultiHop-v0", disable_env_checker=disable)
+        with pytest.raises(ValueError, match="out of range"):
+            env.reset(options={"index": 10**9})
+        env.reset(seed=0)
+        if disable:
+            assert env.step("<search>x</search>")[2] is False
+        else:
+            try:
+                env.step("<search>x</search>")
+            except TypeError as err:  # Gymnasium's own bug, documented in the README
+                assert "NoneType" in str(err)
+            env.unwrapped.reset(seed=0)
+            assert env.unwrapped.step("<search>x</search>")[2] is False

@@ -140,7 +140,12 @@ def save_checkpoint(
     critic: Policy | None = None,
     extra_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete checkpoint atomically (see the module docstring) and return its path."""
+    """Write a complete checkpoint atomically (see the module docstring) and return its path.
+
+    The directory is a checkpoint, not a model: ``from_pretrained(directory)`` fails; the
+    model is ``directory/policy`` (``AutoModelForCausalLM`` or, with LoRA,
+    ``peft.AutoPeftModelForCausalLM.from_pretrained(directory / "policy")``).
+    """
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         save_policy_weights(policy, tmp / "policy")
