@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     if args.resume is not None:
         path = _checkpoint_to_resume(args)
-        saved = ckpt.load_checkpoint(path).config
+        saved = ckpt.load_checkpoint(path, mmap=True).config
         algo_name = overrides.pop("algo", saved.algo)
         if algo_name != saved.algo:
             raise ValueError(f"{path} was trained with {saved.algo}, not {algo_name}")
@@ -198,7 +198,7 @@ def _checkpoint_to_resume(args: argparse.Namespace) -> Path:
     if args.resume != "latest":
         path = Path(args.resume)
         try:
-            ckpt.load_checkpoint(path)
+            ckpt.load_checkpoint(path, mmap=True)
         except ckpt.CorruptCheckpointError as err:
             intact, _ = ckpt.latest_intact_checkpoint(path.parent.parent)
             hint = f"; the newest intact checkpoint is {intact}" if intact else ""

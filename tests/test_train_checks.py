@@ -193,3 +193,19 @@ def test_gymnasium_checker_after_a_failed_first_reset_is_what_the_readme_says():
                 assert "NoneType" in str(err)
             env.unwrapped.reset(seed=0)
             assert env.unwrapped.step("<search>x</search>")[2] is False
+
+
+def test_resuming_a_named_damaged_checkpoint_points_to_an_intact_one(tmp_path, capsys):
+    from algorithms.grpo import GRPO
+    from algorithms.policy import load_policy
+
+    out = tmp_path / "run"
+    algo = GRPO(load_policy("tiny-random", device="cpu"), None)
+    algo.config.output_dir = str(out)
+    good = algo.save(ckpt.step_dir(out, 1))
+    bad = algo.save(ckpt.step_dir(out, 2))
+    (bad / "config.yaml").write_text("algo: [\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml" in err and str(good) in err and len(err.strip().splitlines()) == 1

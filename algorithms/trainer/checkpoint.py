@@ -178,16 +178,17 @@ class CheckpointState:
     extra: dict[str, Any]
 
 
-def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
+def load_checkpoint(directory: str | os.PathLike, *, mmap: bool = False) -> CheckpointState:
     """Read a checkpoint's trainer state and config, and check that its weight files read.
 
-    Raises :class:`CorruptCheckpointError` (a ``ValueError``) naming the file that does not
+    ``mmap=True`` maps the optimizer's tensors instead of reading them (cheap: for checking
+    a checkpoint or reading its config; a truncated file still fails). Raises :class:`CorruptCheckpointError` (a ``ValueError``) naming the file that does not
     read back, and ``FileNotFoundError`` when ``directory`` is no checkpoint at all.
     """
     directory = Path(directory)
     if not (directory / TRAINER_STATE).exists():
         raise FileNotFoundError(f"{directory} is not a checkpoint (no {TRAINER_STATE})")
-    state = _load_trainer_state(directory / TRAINER_STATE)
+    state = _load_trainer_state(directory / TRAINER_STATE, mmap=mmap)
     try:
         config = TrainConfig.from_yaml(directory / "config.yaml")
     except (OSError, ValueError, yaml.YAMLError) as err:
@@ -211,17 +212,17 @@ def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
         ) from None
 
 
-def _load_trainer_state(path: Path) -> dict[str, Any]:
+def _load_trainer_state(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``: tensors and plain values only, so a
     crafted file cannot run code. Checkpoints written before the RNG states were stored as
     lists held NumPy arrays; those few NumPy types are allowed too (they reconstruct an
     array and run nothing else)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         try:
             with torch.serialization.safe_globals(_legacy_numpy_globals()):
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError:
             raise CorruptCheckpointError(
                 f"{path} was refused: it holds Python objects other than tensors and plain "
@@ -361,7 +362,7 @@ def latest_intact_checkpoint(
         if not (path / TRAINER_STATE).exists():
             continue
         try:
-            load_checkpoint(path)
+            load_checkpoint(path, mmap=True)
         except CorruptCheckpointError as err:
             skipped.append(str(err))
             continue
