@@ -18,6 +18,7 @@ The cache directory is ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -39,6 +40,23 @@ from research_env.storage import atomic_directory, cache_root
 warnings.filterwarnings(
     "ignore",
     message=r"`past_key_values` is deprecated and will be removed in version",
+    category=FutureWarning,
+)
+# The same deprecation also arrives once per process through transformers' logger.
+_PAST_KEY_VALUES_NOTE = "`past_key_values`/`cache_params` are deprecated"
+
+
+class _DropPastKeyValuesNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_PAST_KEY_VALUES_NOTE)
+
+
+logging.getLogger("transformers.utils.generic").addFilter(_DropPastKeyValuesNote())
+# peft asks a LoRA-wrapped model for ``is_gradient_checkpointing``, which transformers
+# renamed; the same kind of note about a library's API, on every LoRA run.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`is_gradient_checkpointing` is deprecated and will be removed",
     category=FutureWarning,
 )
 

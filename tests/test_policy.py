@@ -156,3 +156,11 @@ def test_transformers_past_key_values_future_warning_is_silenced_and_only_it():
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "past_key_values" in m]
     assert "an unrelated deprecation" in messages
+    # The same note through transformers' logger (once per process) is dropped too.
+    import logging
+
+    note = "`past_key_values`/`cache_params` are deprecated. Use `cache` instead."
+    logger = logging.getLogger("transformers.utils.generic")
+    make = logger.makeRecord
+    assert not logger.filter(make(logger.name, logging.WARNING, "f", 1, note, None, None))
+    assert logger.filter(make(logger.name, logging.WARNING, "f", 1, "other", None, None))

@@ -477,7 +477,7 @@ def write_model_card(
     lines = [
         *front,
         "",
-        f"# {directory.name if not directory.name.startswith('.') else 'ReSearch-Gym policy'}",
+        f"# ReSearch-Gym policy{f': {Path(config.output_dir).name}' if config else ''}",
         "",
         f"A causal LM fine-tuned from `{base}` with ReSearch-Gym to answer multi-hop "
         "questions by reasoning with search: it thinks in `<think>...</think>`, queries "
