@@ -51,15 +51,15 @@ def test_reload_continues_exactly(cls, lora, tmp_path):
     assert loaded.scheduler.state_dict() == algo.scheduler.state_dict()
     assert loaded.optimizer.param_groups[0]["lr"] == algo.optimizer.param_groups[0]["lr"]
     # The RNG streams continue where the saved run's were.
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     expected = torch.rand(3)
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     assert torch.equal(torch.rand(3), expected)
 
     # One more identical step on both: still bit-identical (shuffles use the restored RNG).
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     algo.learn_from(two_groups())
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     loaded.learn_from(two_groups())
     _assert_same_weights(algo, loaded)
     _assert_same_optimizer(algo, loaded)
