@@ -122,9 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_cli(args)
     from algorithms.config import LoraConfig, TrainConfig, parse_overrides
-    from algorithms.policy import load_policy
-    from algorithms.registry import algorithm_class, make_algorithm
-    from algorithms.trainer.checkpoint import latest_checkpoint, load_checkpoint, lora_settings
+    from algorithms.trainer import checkpoint as ckpt
     from algorithms.trainer.distributed import init_from_environment, is_main_process
 
     overrides = _overrides(args)
@@ -134,25 +132,13 @@ def run(args: argparse.Namespace) -> int:
     if device != requested:
         overrides["model.device"] = device
     if args.resume is not None:
-        if args.resume == "latest":
-            out = args.out or (
-                TrainConfig.from_yaml(args.config).output_dir if args.config else None
-            )
-            if out is None:
-                raise ValueError("--resume without a path needs --out (or a --config with one)")
-            path = latest_checkpoint(out)
-            if path is None:
-                raise FileNotFoundError(f"no checkpoint under {out}/checkpoints to resume from")
-        else:
-            path = Path(args.resume)
-        saved = load_checkpoint(path).config
+        path = _checkpoint_to_resume(args)
+        saved = ckpt.load_checkpoint(path, mmap=True).config
         algo_name = overrides.pop("algo", saved.algo)
         if algo_name != saved.algo:
             raise ValueError(f"{path} was trained with {saved.algo}, not {algo_name}")
-        algo = algorithm_class(algo_name).load(  # type: ignore[attr-defined]
-            path, config_overrides={**overrides, **dict(parse_overrides(args.set))}
-        )
-        print(f"resuming {algo_name} from {path} at step {algo.step}", file=sys.stderr)
+        config_overrides = {**overrides, **dict(parse_overrides(args.set))}
+        config = saved.with_overrides(config_overrides).validate()
     else:
         config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
         config = config.with_overrides(overrides).with_overrides(args.set)
@@ -162,18 +148,37 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.lora and config.model.lora is None:
             config.model.lora = LoraConfig()
-        existing = latest_checkpoint(config.output_dir)
+        config.validate()  # every value, before the model loads
+        existing = ckpt.latest_checkpoint(config.output_dir)
         if existing is not None:
             raise ValueError(
                 f"{config.output_dir} already holds checkpoints ({existing.name}); pass --resume "
                 "to continue that run or choose another --out"
             )
+    probe_retriever(config.env.retriever, config.env.top_k)
+
+    from algorithms.policy import load_policy
+    from algorithms.registry import algorithm_class, make_algorithm
+
+    if args.resume is not None:
+        algo = algorithm_class(algo_name).load(  # type: ignore[attr-defined]
+            path, config_overrides=config_overrides
+        )
+        print(f"resuming {algo_name} from {path} at step {algo.step}", file=sys.stderr)
+        if algo.step >= algo.config.trainer.steps:
+            print(
+                f"nothing to train: the checkpoint is at step {algo.step} and the run has "
+                f"{algo.config.trainer.steps} steps (pass --steps N with N > {algo.step} to "
+                "continue); the model is only re-exported",
+                file=sys.stderr,
+            )
+    else:
         # No value head here: PPO builds its critic after seeding (reproducible runs).
         policy = load_policy(
             config.model.name,
             dtype=config.model.dtype,
             device=config.model.device,
-            lora=lora_settings(config),
+            lora=ckpt.lora_settings(config),
             gradient_checkpointing=config.model.gradient_checkpointing,
         )
         algo = make_algorithm(config.algo, policy, None, config)
@@ -185,6 +190,61 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Path(algo.config.output_dir)
     print(f"done: {algo.step} steps; metrics in {out / 'metrics.jsonl'}", file=sys.stderr)
-    if algo.config.checkpoint.export_final:
+    if algo.config.checkpoint.export_final and (out / "final").is_dir():
         print(f"final model: {out / 'final'}", file=sys.stderr)
     return 0
+
+
+def _checkpoint_to_resume(args: argparse.Namespace) -> Path:
+    """The checkpoint ``--resume`` names: a directory, or the newest intact one under
+    ``--out`` (damaged newer ones are skipped with a warning naming the bad file)."""
+    from algorithms.config import TrainConfig
+    from algorithms.trainer import checkpoint as ckpt
+
+    if args.resume != "latest":
+        path = Path(args.resume)
+        try:
+            ckpt.load_checkpoint(path, mmap=True)
+        except ckpt.CorruptCheckpointError as err:
+            intact, _ = ckpt.latest_intact_checkpoint(path.parent.parent)
+            hint = f"; the newest intact checkpoint is {intact}" if intact else ""
+            raise ValueError(f"cannot resume: {err}{hint}") from None
+        return path
+    out = args.out or (TrainConfig.from_yaml(args.config).output_dir if args.config else None)
+    if out is None:
+        raise ValueError("--resume without a path needs --out (or a --config with one)")
+    for stale in ckpt.remove_stale_staging(out):
+        print(f"removed {stale.name}, left by a save that was killed", file=sys.stderr)
+    latest, skipped = ckpt.latest_intact_checkpoint(out)
+    for message in skipped:
+        print(f"warning: skipping a damaged checkpoint: {message}", file=sys.stderr)
+    if latest is None:
+        found = "only damaged checkpoints" if skipped else "no checkpoint"
+        raise FileNotFoundError(f"{found} under {out}/checkpoints to resume from")
+    if skipped:
+        print(
+            f"warning: resuming from {latest.name}, the newest intact checkpoint", file=sys.stderr
+        )
+    return latest
+
+
+def probe_retriever(retriever: str, top_k: int, timeout: float = 10.0) -> None:
+    """Send one query to a retrieval server before any heavy work, so a wrong URL fails
+    now with one line, not at the first search (or never, when every search fails). A
+    server that answers with no documents, or with a malformed answer, is an error too.
+    Named in-process retrievers are built from files the config check already found."""
+    if not retriever.startswith(("http://", "https://")):
+        return
+    from research_env.retrievers.http import HttpRetriever, RetrievalError
+
+    try:
+        hits = HttpRetriever(retriever, timeout=timeout, retries=1).search(
+            ["probe query"], max(1, top_k)
+        )
+    except RetrievalError as err:
+        raise ValueError(f"the retriever does not answer a probe query: {err}") from None
+    if not hits or not hits[0]:
+        raise ValueError(
+            f"the retrieval server {retriever} answered a probe query with no documents; "
+            "is its index loaded?"
+        )

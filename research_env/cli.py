@@ -81,11 +81,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as err:
-        # User errors (bad names, files, configs) print a message, not a traceback.
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        # User errors (bad names, files, configs, an unreachable retrieval server) print a
+        # message, not a traceback.
         print(f"research-env {args.command}: error: {err}", file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the user asked for something that cannot work (imported only
+    when one is raised: the HTTP client is not needed to start the CLI)."""
+    from research_env.retrievers.http import RetrievalError
+
+    return (ValueError, FileNotFoundError, RetrievalError)
 
 
 if __name__ == "__main__":

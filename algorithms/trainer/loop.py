@@ -88,6 +88,9 @@ class OnPolicyAlgorithm:
     ) -> None:
         self.config = copy.deepcopy(config) if config is not None else TrainConfig()
         self.config.algo = self.name
+        # Every value checked before any heavy work (names only when the env comes from
+        # the config: env_kwargs may hold objects, a dataset list or a reward callable).
+        self.config.validate(check_names=env_kwargs is None)
         self.policy = policy
         _sync_model_config(self.config, policy)
         self.env_kwargs = (
@@ -398,10 +401,12 @@ class OnPolicyAlgorithm:
         if not stop:
             if every_eval and self.step % every_eval != 0 and logger is not None:
                 logger.log(self.step, self.evaluate())
-            if every_ckpt and self.step % every_ckpt != 0:
+            if not every_ckpt or self.step % every_ckpt != 0:  # every 0: only at the end
                 self._save_step(out)
             if self.config.checkpoint.export_final and main:
-                ckpt.export_pretrained(self.policy, out / "final")
+                ckpt.export_pretrained(
+                    self.policy, out / "final", config=self.config, step=self.step
+                )
             distributed.barrier()
         return self
 
@@ -464,7 +469,12 @@ class OnPolicyAlgorithm:
     # ----------------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """A complete, resumable checkpoint (written atomically)."""
+        """A complete, resumable checkpoint (written atomically).
+
+        ``directory`` is a checkpoint, not a model directory: ``from_pretrained(directory)``
+        fails; the model is ``directory/policy`` (``AutoModelForCausalLM``, or
+        ``peft.AutoPeftModelForCausalLM`` with LoRA), and ``<out>/final`` is the export.
+        """
         return ckpt.save_checkpoint(
             directory,
             policy=self.policy,

@@ -72,14 +72,27 @@ class MetricsLogger:
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.output_dir / "metrics.jsonl"
+        print(
+            f"output: {self.output_dir.resolve()} (metrics.jsonl, checkpoints/, final/)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._written = False
         self.wandb_run: Any = None
         if config.logging.wandb and os.environ.get("WANDB_MODE") != "disabled":
             self.wandb_run = _start_wandb(config)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        if not self._written:
+            # A resumed run replays the steps after its checkpoint: drop their old records
+            # (and an old record of this very step with the same metrics), not the rest.
+            self._drop_records(lambda r: r["step"] > step or (r["step"] == step and bool(
+                set(r) & set(metrics))))  # fmt: skip
+            self._written = True
         with self.jsonl.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self._warn_if_flat(step, metrics)
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
         every = self.config.logging.every
@@ -88,6 +101,50 @@ class MetricsLogger:
                 f"{k.split('/', 1)[1]}={metrics[k]:.4g}" for k in self.CONSOLE_KEYS if k in metrics
             )
             print(f"[{self.config.algo} step {step}] {shown}", file=sys.stderr, flush=True)
+
+    def resume_from(self, step: int) -> int:
+        """Drop the records of steps after ``step`` from ``metrics.jsonl`` (and a line cut
+        short by a kill): a run resumed from the checkpoint of ``step`` logs them again.
+        Returns how many lines were dropped."""
+        return self._drop_records(lambda r: r["step"] > step)
+
+    def _drop_records(self, stale_if: Any) -> int:
+        if not self.jsonl.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in self.jsonl.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                record["step"] = int(record["step"])
+                stale = bool(stale_if(record))
+            except (ValueError, KeyError, TypeError):
+                stale = bool(line.strip())  # a partial line from a killed write
+            if stale:
+                dropped += 1
+            elif line.strip():
+                kept.append(line)
+        if dropped:
+            text = "".join(line + "\n" for line in kept)
+            tmp = self.jsonl.with_name(self.jsonl.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.jsonl)
+        return dropped
+
+    def _warn_if_flat(self, step: int, metrics: dict[str, float]) -> None:
+        """A warning line when most of a step's groups were dropped for equal rewards: the
+        update then learns from few episodes, or none."""
+        flat = metrics.get("filter/zero_variance_groups", 0.0)
+        groups = self.config.rollout.questions_per_step
+        if flat and flat * 2 > groups:
+            skipped = " (update skipped)" if metrics.get("train/skipped_steps") else ""
+            print(
+                f"warning: [{self.config.algo} step {step}] {int(flat)} of {groups} groups "
+                f"had equal rewards and were dropped{skipped}: no learning signal. Raise "
+                "rollout.group_size or the temperature, warm-start with --algo sft, or ease the "
+                "task (fewer hops, reward: research).",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.wandb_run is not None:
