@@ -34,8 +34,7 @@ What the log-probs mean: :mod:`algorithms.rollout.sampler`.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +44,7 @@ from algorithms.rollout.kv_cache import GROWTH_SLACK, Rows, SlotCache
 from algorithms.rollout.sampler import sample
 from algorithms.rollout.sampling import Sampling
 from algorithms.rollout.stop import StopRule
+from algorithms.scoring import eval_mode
 from research_env.termination import Termination
 
 # Compact the working batch once this fraction of its rows has finished the turn: copying the
@@ -167,7 +167,7 @@ class DecodeState:
     @torch.inference_mode()
     def prefill(self) -> None:
         """Encode every pending token now (``decode`` does this itself)."""
-        with _decoding_mode(self.model):
+        with eval_mode(self.model):
             self._rows = self._feed_pending(self._rows)
 
     @torch.inference_mode()
@@ -224,7 +224,7 @@ class DecodeState:
         if idle:  # sequences not decoding this turn wait aside, untouched
             parked.append(rows.take(idle))
             rows = rows.take([r for r, s in enumerate(rows.seq_ids) if s in wanted], release=True)
-        with _decoding_mode(self.model):
+        with eval_mode(self.model):
             widest = max(len(p) for p in rows.pending)
             longest = max(budget[s] for s in wanted)
             rows.reserve(widest + longest)
@@ -450,14 +450,3 @@ def _sliding_window(config: Any) -> int | None:
     if "sliding_attention" in layer_types:
         return int(text.sliding_window)
     return None
-
-
-@contextlib.contextmanager
-def _decoding_mode(model: Any) -> Iterator[None]:
-    """Eval mode for the duration (no dropout; gradient checkpointing off), restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)

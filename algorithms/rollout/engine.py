@@ -129,16 +129,14 @@ class RolloutEngine:
     ) -> list[Trajectory]:
         """Play each question ``group_size`` times; trajectory ``g * group_size + j`` is
         sample ``j`` of ``question_indices[g]`` and has ``group == g``."""
-        if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}")
         s = sampling or self.sampling
-        n = len(question_indices) * group_size
+        questions = episode_questions(question_indices, group_size)
+        n = len(questions)
         if n == 0:
             return []
         if self.vector_env.num_envs != n:
             self.vector_env = self.vector_env.resized(n)
         envs = self.vector_env
-        questions = [int(question_indices[i // group_size]) for i in range(n)]
         prompts, infos = envs.reset(seed=s.seed, options={"indices": questions})
         trajectories: list[Trajectory] = []
         for i in range(n):
@@ -224,6 +222,14 @@ class RolloutEngine:
             tokenizer=self.tokenizer,
             generator=generator,
         )
+
+
+def episode_questions(question_indices: Sequence[int], group_size: int) -> list[int]:
+    """The question each episode plays: question ``g``'s ``group_size`` samples are
+    episodes ``g * group_size`` to ``(g + 1) * group_size - 1``."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    return [int(q) for q in question_indices for _ in range(group_size)]
 
 
 def _finish(trajectory: Trajectory, outcome: TurnOutcome) -> None:

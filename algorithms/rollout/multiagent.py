@@ -35,6 +35,7 @@ import torch
 
 from algorithms.buffer import Trajectory
 from algorithms.rollout.decoder import DecodeState
+from algorithms.rollout.engine import episode_questions
 from algorithms.rollout.sampling import Sampling
 from research_env.multiagent import AgentStep, TeamGames
 from research_env.termination import Termination
@@ -85,16 +86,14 @@ class TeamRolloutEngine:
         """Play each question ``group_size`` times. Trajectory ``g * n_roles + r`` is role
         ``r`` (in ``engine.agents`` order) of game ``g``; game ``g`` plays
         ``question_indices[g // group_size]``."""
-        if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}")
         s = sampling or self.sampling
-        n = len(question_indices) * group_size
+        questions = episode_questions(question_indices, group_size)
+        n = len(questions)
         if n == 0:
             return []
         if self.games.num_games != n:
             self.games = self.games.resized(n)
         games = self.games
-        questions = [int(question_indices[g // group_size]) for g in range(n)]
         starts = games.reset(seed=s.seed, options={"indices": questions})
         n_roles = len(self.agents)
 

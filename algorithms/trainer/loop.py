@@ -251,30 +251,14 @@ class OnPolicyAlgorithm:
             metrics |= self._mask_truncated(data, kept)
             t1 = time.perf_counter()
             metrics["time/prepare"] = t1 - t0
-            metrics |= run_update(
-                data,
-                self._models(),
-                self.optimizer,
-                self.config,
-                self.objective,
-                loss_agg=self.objective_terms().loss_agg,
-                entropy_grad=self.objective_terms().entropy_coef != 0.0,
-            )
+            metrics |= self._run_update(data)
             metrics |= {k: float(v) for k, v in stats.items()}  # read after the update
             metrics["time/update"] = time.perf_counter() - t1
             metrics["perf/update_tokens_per_s"] = metrics["perf/update_tokens"] / max(
                 metrics["time/update"], 1e-9
             )
         elif anywhere:  # only other ranks kept episodes: join their update with no rows
-            metrics |= run_update(
-                None,
-                self._models(),
-                self.optimizer,
-                self.config,
-                self.objective,
-                loss_agg=self.objective_terms().loss_agg,
-                entropy_grad=self.objective_terms().entropy_coef != 0.0,
-            )
+            metrics |= self._run_update(None)
         else:
             metrics["train/skipped_steps"] = 1.0
         with warnings.catch_warnings():
@@ -284,6 +268,18 @@ class OnPolicyAlgorithm:
         self.step += 1
         metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
+
+    def _run_update(self, data: UpdateBatch | None) -> dict[str, float]:
+        terms = self.objective_terms()
+        return run_update(
+            data,
+            self._models(),
+            self.optimizer,
+            self.config,
+            self.objective,
+            loss_agg=terms.loss_agg,
+            entropy_grad=terms.entropy_coef != 0.0,
+        )
 
     def objective(self, data: UpdateBatch, scores: TokenScores, denominator: float):
         """The loss of one micro-batch: the shared policy objective with this algorithm's
