@@ -305,7 +305,7 @@ def train_run(
     )  # fmt: skip
 
 
-def with_think_metrics(cls: type) -> type:
+def with_think_metrics(cls: Any) -> Any:
     """``cls`` whose step metrics also carry ``episode/think_chars``. The shared loop calls
     ``episode_metrics`` without a tokenizer, so it cannot decode the think text itself;
     when it passes ``self.policy.tokenizer``, this wrapper becomes redundant."""

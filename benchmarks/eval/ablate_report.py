@@ -180,7 +180,7 @@ def write_curves(out: Path, variants: Sequence[Any], seeds: int) -> Path | None:
             if done is None or not (run / "metrics.jsonl").exists():
                 continue
             per_step = done["episodes"] / max(1, done["steps"])
-            records = {}
+            records: dict[int, dict[str, Any]] = {}
             for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     record = json.loads(line)
