@@ -113,3 +113,16 @@ def test_interval_arithmetic():
     assert mean_ci95([0.5]) == (0.5, None)
     assert binomial_half_width(0.5, 200) == pytest.approx(0.0686, abs=1e-3)
     assert 0 < binomial_half_width(0.0, 200) < 0.02
+
+
+def test_a_wall_time_budget_stops_after_the_step_that_spends_it(tmp_path):
+    out = tmp_path / "timed"
+    argv = ["ablate", "--algos", "grpo", "--out", str(out), *TINY]
+    argv[argv.index("--budget-episodes") : argv.index("--budget-episodes") + 2] = [
+        "--budget-minutes", "0.0001"]  # fmt: skip
+    argv[argv.index("--seeds") + 1] = "1"
+    assert main(argv) == 0
+    done = json.loads((out / "grpo" / "seed-0" / "done.json").read_text())
+    assert done["steps"] == 1 and done["fingerprint"]["budget_minutes"] == 0.0001
+    table = json.loads((out / "table.json").read_text())
+    assert table["rows"]["grpo"]["seeds"] == [0]

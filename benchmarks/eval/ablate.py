@@ -13,6 +13,12 @@ Layout of ``--out``::
     table.md, table.json        mean and 95% interval across seeds, overall and per hop count
     curves.png                  per-step curves, mean over seeds with a min-max band
 
+Every run is scored with the shared env settings (``--config``, ``--set``): a variant's
+``env.*`` overrides change its training episodes, not the evaluation, so all rows are
+measured the same way. ``episode/think_chars`` is added to each run's step metrics (see
+:func:`with_think_metrics`), next to the health metrics of
+:mod:`algorithms.trainer.health`.
+
 A run counts as done when its ``done.json`` exists; a later call with the same settings
 skips it, so a table can be filled over several sittings or machines (copy the run
 directories into one ``--out``) and ``--table-only`` rebuilds it from what is there. A
@@ -92,7 +98,8 @@ def register(subparsers: Any) -> None:
         "--budget-episodes",
         type=int,
         default=None,
-        help="training episodes per run (steps = ceil(N / (questions_per_step * group_size)))",
+        help="training episodes per run (default 400; steps = ceil(N / (questions_per_step * "
+        "group_size)))",
     )
     budget.add_argument(
         "--budget-minutes",
