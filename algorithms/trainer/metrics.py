@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from algorithms.buffer import Trajectory
 from algorithms.config import TrainConfig
+from algorithms.trainer.health import HealthMonitor
 from research_env.termination import TRUNCATING
 
 
@@ -25,11 +27,15 @@ def is_truncated(trajectory: Trajectory) -> bool:
     return trajectory.finish_reason in TRUNCATING or termination in TRUNCATING
 
 
-def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """Reward, EM, F1, format rate, searches, lengths and truncation over a batch.
+def episode_metrics(trajectories: Sequence[Trajectory], tokenizer: Any = None) -> dict[str, float]:
+    """Reward, EM, F1, format rate, searches, supporting-document recall, lengths and
+    truncation over a batch, and ``health/flat_group_fraction`` (groups whose rewards are
+    all equal, whether or not the trainer drops them). With a ``tokenizer``, also
+    ``episode/think_chars`` (:func:`think_metrics`). See :mod:`algorithms.trainer.health`.
 
     Means come from :func:`research_env.metrics.mean_over`, as the evaluation's do; an
-    episode whose info lacks a score counts it as 0 (a truncated or failed episode).
+    episode whose info lacks a score counts it as 0 (a truncated or failed episode);
+    ``supporting_recall`` averages over the episodes whose dataset knows it.
     """
     from research_env.metrics import mean_over
 
@@ -41,7 +47,8 @@ def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
          "generated_tokens": t.n_generated, "total_tokens": len(t.response_ids)}
         for t in trajectories
     ]  # fmt: skip
-    episode_keys = ("em", "f1", "format_valid", "searches", "turns", "truncated")
+    episode_keys = ("em", "f1", "format_valid", "searches", "supporting_recall", "turns",
+                    "truncated")  # fmt: skip
     response_keys = ("generated_tokens", "total_tokens")
     means = mean_over(episodes, ("reward", *episode_keys, *response_keys))
     metrics = {
@@ -49,8 +56,45 @@ def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
         "episode/reward_std": float(np.std([t.reward for t in trajectories])),
         **{f"episode/{k}": means.get(k) for k in episode_keys},
         **{f"response/{k}": means.get(k) for k in response_keys},
+        "health/flat_group_fraction": flat_group_fraction(trajectories),
     }
+    if tokenizer is not None:
+        metrics |= think_metrics(trajectories, tokenizer)
     return {k: v for k, v in metrics.items() if v is not None and not math.isnan(v)}
+
+
+def flat_group_fraction(trajectories: Sequence[Trajectory]) -> float | None:
+    """The fraction of groups (questions sampled twice or more) whose samples all got the
+    same reward; None when no group has two samples."""
+    rewards: dict[int, list[float]] = {}
+    for t in trajectories:
+        rewards.setdefault(t.group, []).append(t.reward)
+    groups = [r for r in rewards.values() if len(r) > 1]
+    return sum(1 for r in groups if max(r) == min(r)) / len(groups) if groups else None
+
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
+
+
+def think_chars(text: str) -> int:
+    """Characters inside ``<think>...</think>`` in one model turn (an unclosed block runs
+    to the end; a turn that closes a block it did not open began inside the prompt's
+    ``<think>`` prefill)."""
+    close, open_ = text.find("</think>"), text.find("<think>")
+    if close != -1 and (open_ == -1 or close < open_):
+        text = "<think>" + text
+    return sum(len(m.group(1).strip()) for m in _THINK.finditer(text))
+
+
+def think_metrics(trajectories: Sequence[Trajectory], tokenizer: Any) -> dict[str, float]:
+    """``episode/think_chars``: mean ``<think>`` characters per model turn. Decodes the
+    model's turns only (the tokens of retrieved documents are never decoded)."""
+    per_turn = [
+        think_chars(tokenizer.decode(t.response_ids[start:end], skip_special_tokens=True))
+        for t in trajectories
+        for start, end in t.turn_spans
+    ]
+    return {"episode/think_chars": float(np.mean(per_turn))} if per_turn else {}
 
 
 class MetricsLogger:
@@ -78,6 +122,7 @@ class MetricsLogger:
             flush=True,
         )
         self._written = False
+        self.health = HealthMonitor()
         self.wandb_run: Any = None
         if config.logging.wandb and os.environ.get("WANDB_MODE") != "disabled":
             self.wandb_run = _start_wandb(config)
@@ -93,6 +138,8 @@ class MetricsLogger:
         with self.jsonl.open("a") as f:
             f.write(json.dumps(record) + "\n")
         self._warn_if_flat(step, metrics)
+        for line in self.health.update(step, metrics):  # one line per threshold crossing
+            print(f"{line} [{self.config.algo}]", file=sys.stderr, flush=True)
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
         every = self.config.logging.every
