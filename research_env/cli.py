@@ -2,8 +2,9 @@
 
 Every built-in subcommand is listed in :data:`COMMANDS` below, the one place to read to
 find where a command lives. Each entry is a lazy ``"module:register"`` string (as
-``algorithms/registry.py`` names algorithms), because three of the commands live outside
-this package: ``train`` in ``algorithms``, ``eval`` and ``demo`` in ``benchmarks.eval``,
+``algorithms/registry.py`` names algorithms), because four of the commands live outside
+this package: ``train`` in ``algorithms``, ``eval``, ``demo`` and ``compare`` in
+``benchmarks.eval``,
 and ``research_env`` must import neither (nor torch) when it is imported. A string is
 resolved only when it is needed: running ``research-env NAME`` imports NAME's module
 alone; ``research-env --help`` (or a command line naming no known command) imports every
@@ -37,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "train": "algorithms.commands:register",
     "eval": "benchmarks.eval.cli:register",
     "demo": "benchmarks.eval.demo:register",
+    "compare": "benchmarks.eval.compare:register",
 }
 PLUGIN_GROUP = "research_env.commands"
 
