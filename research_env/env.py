@@ -147,15 +147,14 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         self.template = get_template(template)
         cache = cache_root(cache_dir)
         self.samples, bundled_corpus = resolve_dataset(dataset, split, cache)
-        self.retriever = resolve_retriever(
-            retriever, corpus or bundled_corpus, cache, retriever_kwargs
-        )
+        corpus = corpus or bundled_corpus
+        self.retriever = resolve_retriever(retriever, corpus, cache, retriever_kwargs)
         if retriever_cache is not None:
             from research_env.retrievers.query_cache import with_query_cache
 
             self.retriever = with_query_cache(self.retriever, retriever_cache)
         # What the run's fingerprint hashes as the corpus (research_env.fingerprint).
-        self.corpus_path = Path(corpus or bundled_corpus) if corpus or bundled_corpus else None
+        self.corpus_path = Path(corpus) if corpus is not None else None
         self._index_by_id = {s.id: i for i, s in enumerate(self.samples)}
         self.action_space = FreeText(max_action_chars)
         self.observation_space = FreeText(max_observation_chars)
