@@ -205,3 +205,26 @@ def test_compare_reads_training_metrics(files, tmp_path, capsys):
         runs.append(d)
     code, out, _ = run_compare(capsys, *runs)
     assert code == 0 and "| eval (step 2) | 0.250 | 0.750 | +0.500 |" in out
+
+
+def test_training_writes_its_fingerprint_and_warns_when_resumed_differently(
+    files, tmp_path, capsys
+):
+    from algorithms.commands import write_run_fingerprint
+    from algorithms.config import TrainConfig
+
+    write_qa_jsonl(SAMPLES[:1], files / "train.jsonl")
+    config = TrainConfig()
+    config.output_dir = str(tmp_path / "run")
+    config.env.dataset = str(files)
+    config.env.corpus = str(files / "corpus.jsonl")
+    config.env.retriever = "empty"
+    config.eval.split = "dev"
+    write_run_fingerprint(config)
+    saved = read_fingerprint(tmp_path / "run")
+    assert saved["model"] == config.model.name and saved["dataset"]["n"] == 1
+    assert saved["eval_dataset"]["n"] == len(SAMPLES)
+    config.env.max_turns = 7
+    write_run_fingerprint(config)
+    assert "fingerprint changed (rules.max_turns)" in capsys.readouterr().err
+    assert read_fingerprint(tmp_path / "run")["rules"]["max_turns"] == 7
