@@ -24,7 +24,8 @@ examples:
 
 Settings come from --config (YAML, see configs/), then the flags below, then --set.
 Output: <out>/metrics.jsonl, <out>/checkpoints/step-N/, <out>/final/ (a plain Hugging Face
-model directory, LoRA merged: AutoModelForCausalLM.from_pretrained("<out>/final")).
+model directory, LoRA merged: AutoModelForCausalLM.from_pretrained("<out>/final")), and
+<out>/fingerprint.json (what the numbers depend on; research-env compare RUN_A RUN_B).
 """
 
 
@@ -156,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
                 "to continue that run or choose another --out"
             )
     probe_retriever(config.env.retriever, config.env.top_k)
+    if is_main_process():
+        write_run_fingerprint(config)
 
     from algorithms.policy import load_policy
     from algorithms.registry import algorithm_class, make_algorithm
@@ -226,6 +229,36 @@ def _checkpoint_to_resume(args: argparse.Namespace) -> Path:
             f"warning: resuming from {latest.name}, the newest intact checkpoint", file=sys.stderr
         )
     return latest
+
+
+def write_run_fingerprint(config: Any) -> None:
+    """``<output_dir>/fingerprint.json``: the training env's fingerprint (dataset split,
+    corpus, retriever, rules, template, reward; :mod:`research_env.fingerprint`), the
+    model, and the held-out split's hash. A resumed run whose fingerprint changed says
+    which fields did."""
+    from research_env.env import MultiHopSearchEnv
+    from research_env.fingerprint import (
+        dataset_sha256,
+        differing_fields,
+        fingerprint,
+        read_fingerprint,
+        write_fingerprint,
+    )
+    from research_env.sources import resolve_dataset
+    from research_env.storage import cache_root
+
+    env = MultiHopSearchEnv(**config.env.to_env_kwargs())
+    held_out, _ = resolve_dataset(config.env.dataset, config.eval.split, cache_root())
+    value = fingerprint(
+        env,
+        model=config.model.name,
+        eval_dataset={"n": len(held_out), "sha256": dataset_sha256(held_out)},
+    )
+    old = read_fingerprint(config.output_dir)
+    if old is not None and old.get("hash") != value["hash"]:
+        fields = ", ".join(differing_fields(old, value))
+        print(f"warning: this run's fingerprint changed ({fields})", file=sys.stderr)
+    write_fingerprint(config.output_dir, value)
 
 
 def probe_retriever(retriever: str, top_k: int, timeout: float = 10.0) -> None:

@@ -3,14 +3,15 @@
 Every built-in subcommand is listed in :data:`COMMANDS` below, the one place to read to
 find where a command lives. Each entry is a lazy ``"module:register"`` string (as
 ``algorithms/registry.py`` names algorithms), because four of the commands live outside
-this package: ``train`` in ``algorithms``; ``eval``, ``demo`` and ``ablate`` in
-``benchmarks.eval``; and ``research_env`` must import neither (nor torch) when it is
-imported. A string is resolved only when it is needed: running ``research-env NAME`` imports NAME's module
-alone; ``research-env --help`` (or a command line naming no known command) imports every
-command's module to list its help line. A ``register(subparsers)`` function only adds
-arguments; heavy imports (torch, transformers) happen inside the command's handler, so
-``--help`` works, and the torch-free commands (``data``, ``play``, ``serve``, ``eval``
-of scripted policies) run, without torch installed.
+this package: ``train`` in ``algorithms``; ``eval``, ``demo``, ``ablate`` and ``compare``
+in ``benchmarks.eval``; and ``research_env`` must import neither (nor torch) when it is
+imported. A string is resolved only when it is needed: running ``research-env NAME``
+imports NAME's module alone; ``research-env --help`` (or a command line naming no known
+command) imports every command's module to list its help line. A
+``register(subparsers)`` function only adds arguments; heavy imports (torch,
+transformers) happen inside the command's handler, so ``--help`` works, and the
+torch-free commands (``data``, ``play``, ``serve``, ``compare``, ``eval`` of scripted
+policies) run, without torch installed.
 
 Other packages add commands without touching this file: a ``register`` function named
 in the ``research_env.commands`` entry-point group of their ``pyproject.toml``::
@@ -38,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "eval": "benchmarks.eval.cli:register",
     "demo": "benchmarks.eval.demo:register",
     "ablate": "benchmarks.eval.ablate:register",
+    "compare": "benchmarks.eval.compare:register",
 }
 PLUGIN_GROUP = "research_env.commands"
 

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 
 from research_env.data.types import QASample
-from research_env.episode import Episode, EpisodeRules, InvalidTurnPolicy
+from research_env.episode import Episode, EpisodeRules, InvalidTurnPolicy, TurnOutcome
 from research_env.protocol import FormatMode
 from research_env.retrievers.base import Retriever
 from research_env.rewards import RewardFn, get_reward
@@ -92,6 +92,10 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     - ``cache_dir=None``: where generated data and indexes live
       (default ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``).
     - ``retriever_kwargs=None``: passed to the retriever factory.
+    - ``retriever_cache=None``: a sqlite file of query -> documents answers, keyed by the
+      retriever's fingerprint (:mod:`research_env.retrievers.query_cache`): replays a
+      remote or paid retriever for free. The final ``info`` then holds
+      ``retrieval_cache_hit_rate`` (over the cache's life in this process).
     - ``max_action_chars``, ``max_observation_chars``: text space bounds.
     - ``render_mode=None``: ``"ansi"`` returns, ``"human"`` prints, the transcript.
 
@@ -121,6 +125,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         require_search: bool = False,
         cache_dir: str | Path | None = None,
         retriever_kwargs: dict[str, Any] | None = None,
+        retriever_cache: str | Path | None = None,
         max_action_chars: int = 1_000_000,
         max_observation_chars: int = 1_000_000,
         render_mode: str | None = None,
@@ -142,9 +147,14 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         self.template = get_template(template)
         cache = cache_root(cache_dir)
         self.samples, bundled_corpus = resolve_dataset(dataset, split, cache)
-        self.retriever = resolve_retriever(
-            retriever, corpus or bundled_corpus, cache, retriever_kwargs
-        )
+        corpus = corpus or bundled_corpus
+        self.retriever = resolve_retriever(retriever, corpus, cache, retriever_kwargs)
+        if retriever_cache is not None:
+            from research_env.retrievers.query_cache import with_query_cache
+
+            self.retriever = with_query_cache(self.retriever, retriever_cache)
+        # What the run's fingerprint hashes as the corpus (research_env.fingerprint).
+        self.corpus_path = Path(corpus) if corpus is not None else None
         self._index_by_id = {s.id: i for i, s in enumerate(self.samples)}
         self.action_space = FreeText(max_action_chars)
         self.observation_space = FreeText(max_observation_chars)
@@ -173,7 +183,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         query = episode.begin_turn(action)
         # A search that raises leaves the episode unchanged: begin_turn records nothing.
         hits = None if query is None else self.retriever.search([query], self.rules.top_k)[0]
-        outcome = episode.end_turn(hits)
+        outcome = self.with_retrieval_stats(episode.end_turn(hits))
         if self.render_mode == "human":
             print(action + outcome.observation, end="", flush=True)
         return outcome.as_step()
@@ -192,7 +202,15 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     ) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """End the episode between turns (a token budget ran out, or the model emitted
         EOS); rewarded as usual. See :meth:`research_env.episode.Episode.end_early`."""
-        return self._require_episode().end_early(reason).as_step()
+        return self.with_retrieval_stats(self._require_episode().end_early(reason)).as_step()
+
+    def with_retrieval_stats(self, outcome: TurnOutcome) -> TurnOutcome:
+        """``outcome``, with ``retrieval_cache_hit_rate`` in a final info when the
+        retriever is a cache (anything with a ``hit_rate``)."""
+        hit_rate = getattr(self.retriever, "hit_rate", None)
+        if outcome.done and isinstance(hit_rate, float):
+            outcome.info["retrieval_cache_hit_rate"] = hit_rate
+        return outcome
 
     # -- helpers ------------------------------------------------------------------
 

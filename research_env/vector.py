@@ -240,7 +240,9 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
             if query is not None:
                 queries[i] = query
         hits = self._search(queries)
-        return {i: episodes[i].end_turn(hits.get(i)) for i in turns}
+        return {
+            i: self.envs[i].with_retrieval_stats(episodes[i].end_turn(hits.get(i))) for i in turns
+        }
 
     def end_early(
         self, indices: Sequence[int], reason: Termination = Termination.TOKEN_BUDGET
@@ -248,7 +250,10 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
         """End these sub-episodes now, between steps, for ``reason`` (``TOKEN_BUDGET``:
         truncated; ``EOS``: terminated); each is rewarded as usual. With NEXT_STEP
         autoreset, they are reset on the next step like any finished sub-episode."""
-        outcomes = {i: self._episode(i).end_early(reason) for i in indices}
+        outcomes = {
+            i: self.envs[i].with_retrieval_stats(self._episode(i).end_early(reason))
+            for i in indices
+        }
         self._autoreset[list(outcomes)] = self.autoreset_mode == AutoresetMode.NEXT_STEP
         return outcomes
 

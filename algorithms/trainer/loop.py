@@ -223,7 +223,7 @@ class OnPolicyAlgorithm:
         t0 = time.perf_counter()
         trajectories = self.collect_rollouts(self.step)
         t1 = time.perf_counter()
-        metrics = episode_metrics(trajectories)
+        metrics = episode_metrics(trajectories, self.policy.tokenizer)
         metrics["time/rollout"] = t1 - t0
         metrics["perf/rollout_tokens_per_s"] = (
             metrics.get("response/generated_tokens", 0.0) * len(trajectories) / max(t1 - t0, 1e-9)

@@ -15,9 +15,8 @@ Layout of ``--out``::
 
 Every run is scored with the shared env settings (``--config``, ``--set``): a variant's
 ``env.*`` overrides change its training episodes, not the evaluation, so all rows are
-measured the same way. ``episode/think_chars`` is added to each run's step metrics (see
-:func:`with_think_metrics`), next to the health metrics of
-:mod:`algorithms.trainer.health`.
+measured the same way. Each run's step metrics carry ``episode/think_chars`` and the
+other health metrics of :mod:`algorithms.trainer.health`.
 
 A run counts as done when its ``done.json`` exists; a later call with the same settings
 skips it, so a table can be filled over several sittings or machines (copy the run
@@ -283,7 +282,7 @@ def train_run(
         lora=ckpt.lora_settings(config),
         gradient_checkpointing=config.model.gradient_checkpointing,
     )
-    algo = with_think_metrics(algorithm_class(config.algo))(policy, None, config)
+    algo = algorithm_class(config.algo)(policy, None, config)
     steps = config.trainer.steps
     deadline = None if args.budget_minutes is None else time.monotonic() + 60 * args.budget_minutes
 
@@ -310,19 +309,6 @@ def train_run(
          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
          "fingerprint": fingerprint},
     )  # fmt: skip
-
-
-def with_think_metrics(cls: Any) -> Any:
-    """``cls`` whose step metrics also carry ``episode/think_chars``. The shared loop calls
-    ``episode_metrics`` without a tokenizer, so it cannot decode the think text itself;
-    when it passes ``self.policy.tokenizer``, this wrapper becomes redundant."""
-    from algorithms.trainer.metrics import think_metrics
-
-    def learn_from(self: Any, trajectories: Any) -> dict[str, float]:
-        metrics = cls.learn_from(self, trajectories)
-        return {**think_metrics(trajectories, self.policy.tokenizer), **metrics}
-
-    return type(cls.__name__, (cls,), {"learn_from": learn_from})
 
 
 class Evaluator:

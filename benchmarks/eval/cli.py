@@ -3,6 +3,10 @@
 Without ``--model`` it plays the scripted policies (``--policy oracle random``). With
 ``--model`` it evaluates that model as the search agent and as the direct-answer and
 naive-RAG baselines (``--baselines``), side by side; see :mod:`benchmarks.eval.harness`.
+``--controls`` adds the agent (or the scripted policies) under the control retrievers
+``empty`` and ``random``, reported beside the real retriever's row. ``--out`` also gets
+the run's ``fingerprint.json`` (``research-env compare`` reads it);
+``--retriever-cache FILE`` replays searches from a sqlite query cache.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ DESCRIPTION = (
 
 def register(subparsers: Any) -> None:
     from benchmarks.eval.baselines import BASELINES
+    from benchmarks.eval.harness import CONTROLS
 
     parser = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION)
     what = parser.add_argument_group("what to evaluate")
@@ -44,11 +49,30 @@ def register(subparsers: Any) -> None:
         choices=["oracle", "random"],
         help="without --model: scripted policies (default: oracle random)",
     )
+    what.add_argument(
+        "--controls",
+        nargs="*",
+        default=None,
+        choices=list(CONTROLS),
+        metavar="RETRIEVER",
+        help=(
+            "also run the agent (without --model: each policy) under these control "
+            "retrievers, reported side by side (default with the flag: empty random): "
+            "a policy whose EM does not drop under 'empty' is not using search"
+        ),
+    )
     env = parser.add_argument_group("environment")
     env.add_argument("--dataset", default="synthetic", help="dataset name or path")
     env.add_argument("--split", default="dev", help="split (default: dev)")
     env.add_argument("--retriever", default="bm25", help="retriever name or server URL")
     env.add_argument("--corpus", default=None, help="corpus jsonl for the retriever")
+    env.add_argument(
+        "--retriever-cache",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sqlite query->documents cache keyed by the retriever's fingerprint (replay)",
+    )
     env.add_argument("--top-k", type=int, default=3, help="documents per search (default 3)")
     env.add_argument(
         "--max-turns", type=int, default=5, help="agent's turn budget (default 5; baselines: 1)"
@@ -126,13 +150,15 @@ def run(args: argparse.Namespace) -> int:
         "top_k": args.top_k,
         "max_turns": args.max_turns,
     }
+    if args.retriever_cache is not None:
+        env_kwargs["retriever_cache"] = args.retriever_cache
     if args.model is None:
         return _run_scripted(args, env_kwargs)
     return _run_model(args, env_kwargs)
 
 
 def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
-    from benchmarks.eval.harness import evaluate_scripted
+    from benchmarks.eval.harness import evaluate_scripted, scripted_controls
     from benchmarks.eval.report import report, save_results
 
     if args.template is not None:
@@ -141,11 +167,24 @@ def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         evaluate_scripted(name, limit=args.limit, seed=args.seed, **env_kwargs)
         for name in args.policy
     ]
+    for name in args.policy if args.controls is not None else ():
+        results += scripted_controls(
+            name, _controls(args), limit=args.limit, seed=args.seed, **env_kwargs
+        )
     print(report(results))
     if args.out is not None:
         save_results(results, args.out)
-        print(f"results written to {args.out}/results.json and results.md")
+        print(f"results written to {args.out}/results.json, results.md and fingerprint.json")
     return 0
+
+
+def _controls(args: argparse.Namespace) -> list[str]:
+    """The control retrievers asked for: ``--controls`` alone means all of them."""
+    from benchmarks.eval.harness import CONTROLS
+
+    if args.controls is None:
+        return []
+    return list(args.controls) or list(CONTROLS)
 
 
 def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
@@ -184,6 +223,7 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         {k: v for k, v in env_kwargs.items() if v is not None},
         baselines=args.baselines,
         on_result=save,
+        controls=_controls(args),
         limit=args.limit,
         sampling=sampling,
         samples=args.samples_per_question,
@@ -195,5 +235,8 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         fused=args.fused,
     )
     print(report(results))
-    print(f"results: {out}/results.json, results.md; transcripts: {out}/transcripts/")
+    print(
+        f"results: {out}/results.json, results.md, fingerprint.json; "
+        f"transcripts: {out}/transcripts/"
+    )
     return 0

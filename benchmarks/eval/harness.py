@@ -12,7 +12,12 @@ question type, into one :class:`EvalResult` per policy.
   decoded greedily with one sample per question, or sampled ``samples`` times for pass@k.
   An optional judge (:mod:`~benchmarks.eval.judge`) adds a ``judge`` score.
 - :func:`evaluate_baselines`: :func:`evaluate_model` for each baseline, sharing one
-  loaded dataset and retriever.
+  loaded dataset and retriever, then (``controls``) the agent again under the control
+  retrievers ``empty`` and ``random``: a policy whose EM does not drop under ``empty`` is
+  not using search (:func:`evaluate_controls`; scripted policies: :func:`scripted_controls`).
+
+Every result carries the run's fingerprint (:mod:`research_env.fingerprint`), which
+:func:`~benchmarks.eval.report.save_results` writes as ``fingerprint.json``.
 
     from benchmarks.eval.harness import evaluate_model
     result = evaluate_model(policy, {"split": "dev"}, baseline="agent", limit=50)
@@ -37,12 +42,15 @@ from tqdm import tqdm
 from benchmarks.eval.baselines import BASELINES, baseline_vector_env
 from benchmarks.eval.judge import JudgeFn, judge_episodes
 from research_env.env import MultiHopSearchEnv
+from research_env.fingerprint import fingerprint
 from research_env.metrics import METRICS, summarize, summarize_by
 from research_env.policies import get_policy
 from research_env.vector import SearchVectorEnv
 
 # Per-episode numbers a language model's evaluation averages next to the env's metrics.
 LLM_METRICS = (*METRICS, "retrievals", "response_tokens", "judge")
+# The control retrievers (research_env.retrievers.controls) an evaluation can add.
+CONTROLS = ("empty", "random")
 
 
 @dataclass
@@ -52,7 +60,9 @@ class EvalResult:
     ``overall`` and each group of ``by_hops`` / ``by_type`` map metric names (see
     :data:`COLUMNS`, :data:`EXTRA_COLUMNS`, ``pass@k``) to means over episodes; ``n`` counts
     questions. ``episodes`` holds one record per episode (the env's final info plus what
-    the evaluator adds, e.g. the transcript).
+    the evaluator adds, e.g. the transcript). ``fingerprint`` is the run's
+    (:func:`research_env.fingerprint.fingerprint`: dataset, corpus, retriever, rules,
+    template, reward, model); a control row's names its control retriever.
     """
 
     name: str
@@ -62,6 +72,7 @@ class EvalResult:
     seconds: float
     episodes: list[dict[str, Any]] = field(default_factory=list)
     by_type: dict[Any, dict[str, float]] = field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = None
 
     def to_json(self, *, with_episodes: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -72,6 +83,8 @@ class EvalResult:
             "by_type": {str(k): v for k, v in self.by_type.items()},
             "seconds": self.seconds,
         }
+        if self.fingerprint is not None:
+            data["fingerprint"] = self.fingerprint["hash"]
         if with_episodes:
             data["episodes"] = self.episodes
         return data
@@ -120,6 +133,7 @@ def evaluate_scripted(
         "top_k": env.rules.top_k,
         "max_turns": env.rules.max_turns,
         "template": env.template.name,
+        **_cache_settings(env),
     }
     return EvalResult(
         name=policy_name,
@@ -129,6 +143,7 @@ def evaluate_scripted(
         seconds=elapsed,
         episodes=episodes,
         by_type=summarize_by(episodes, "type"),
+        fingerprint=fingerprint(env, model="scripted", questions=n),
     )
 
 
@@ -240,6 +255,7 @@ def evaluate_model(
         "fused": fused,
         "questions": len(indices),
         "judge": getattr(judge, "name", type(judge).__name__) if judge is not None else None,
+        **_cache_settings(base),
         **(settings or {}),
     }
     if baseline == "direct":
@@ -255,6 +271,7 @@ def evaluate_model(
         by_type=summarize_by(episodes, "type", LLM_METRICS),
         seconds=seconds,
         episodes=episodes,
+        fingerprint=fingerprint(base, model=recorded["model"], questions=len(indices)),
     )
 
 
@@ -263,11 +280,14 @@ def evaluate_baselines(
     env_kwargs: dict[str, Any] | None = None,
     baselines: Sequence[str] = BASELINES,
     on_result: Callable[[list[EvalResult]], None] | None = None,
+    controls: Sequence[str] = (),
     **kwargs: Any,
 ) -> list[EvalResult]:
-    """:func:`evaluate_model` for each baseline, sharing one loaded dataset and retriever.
+    """:func:`evaluate_model` for each baseline, sharing one loaded dataset and retriever;
+    then the ``agent`` baseline once under each retriever in ``controls`` (e.g.
+    :data:`CONTROLS`; see :func:`evaluate_controls`).
 
-    ``on_result(results_so_far)`` runs after each baseline (e.g. to save them, so an
+    ``on_result(results_so_far)`` runs after each result (e.g. to save them, so an
     interrupted run keeps what it finished).
     """
     base = MultiHopSearchEnv(**(env_kwargs or {}))
@@ -276,7 +296,71 @@ def evaluate_baselines(
         results.append(evaluate_model(policy, env_kwargs, baseline=b, base_env=base, **kwargs))
         if on_result is not None:
             on_result(results)
+    for control in controls:
+        results += evaluate_controls(policy, env_kwargs, [control], **kwargs)
+        if on_result is not None:
+            on_result(results)
     return results
+
+
+def control_env_kwargs(env_kwargs: dict[str, Any] | None, control: str) -> dict[str, Any]:
+    """``env_kwargs`` with the retriever replaced by the control ``control`` (same dataset
+    and corpus; the real retriever's own arguments and query cache dropped)."""
+    kwargs = {**(env_kwargs or {}), "retriever": control}
+    kwargs.pop("retriever_kwargs", None)
+    kwargs.pop("retriever_cache", None)
+    return kwargs
+
+
+def evaluate_controls(
+    policy: Any,
+    env_kwargs: dict[str, Any] | None = None,
+    controls: Sequence[str] = CONTROLS,
+    **kwargs: Any,
+) -> list[EvalResult]:
+    """The ``agent`` baseline under each control retriever (``empty``: no documents;
+    ``random``: documents drawn at random from the corpus), as rows ``agent@<control>``
+    whose settings hold ``control``. Beside the agent's own row they show what search is
+    worth: a policy whose EM does not drop under ``empty`` is not using it."""
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("baseline", "name", "base_env")}
+    given = kwargs.pop("settings", None) or {}
+    results = []
+    for control in controls:
+        result = evaluate_model(
+            policy,
+            control_env_kwargs(env_kwargs, control),
+            baseline="agent",
+            name=f"agent@{control}",
+            settings={**given, "control": control, "controls": "agent"},
+            **kwargs,
+        )
+        results.append(result)
+    return results
+
+
+def scripted_controls(
+    policy_name: str, controls: Sequence[str] = CONTROLS, **kwargs: Any
+) -> list[EvalResult]:
+    """:func:`evaluate_scripted` under each control retriever, as rows ``<policy>@<control>``
+    (the oracle under ``empty`` shows the questions need retrieval)."""
+    run_keys = ("limit", "seed", "batch_size", "show_progress")
+    env_kwargs = {k: v for k, v in kwargs.items() if k not in run_keys}
+    run = {"show_progress": False, **{k: v for k, v in kwargs.items() if k in run_keys}}
+    results = []
+    for control in controls:
+        result = evaluate_scripted(policy_name, **run, **control_env_kwargs(env_kwargs, control))
+        result.name = f"{policy_name}@{control}"
+        result.settings |= {"control": control, "controls": policy_name}
+        results.append(result)
+    return results
+
+
+def _cache_settings(env: MultiHopSearchEnv) -> dict[str, Any]:
+    """The query cache's hit rate, when the env's retriever is a persistent cache."""
+    stats = getattr(env.retriever, "stats", None)
+    if not callable(stats) or not hasattr(env.retriever, "path"):
+        return {}
+    return {"retrieval_cache_hit_rate": round(float(stats()["hit_rate"]), 4)}
 
 
 def describe_env(env_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """Evaluation results as files a reader opens: markdown tables (:func:`report`),
-``results.json``, and each result's transcripts (:func:`save_results`,
-:func:`write_transcripts_text`). The tables are :func:`research_env.metrics.markdown_table`.
+``results.json``, the run's ``fingerprint.json`` and each result's transcripts
+(:func:`save_results`, :func:`write_transcripts_text`). The tables are
+:func:`research_env.metrics.markdown_table`. When the results include control rows
+(the agent under the ``empty`` and ``random`` retrievers), a "Controls" section puts them
+beside the agent's own row (:func:`controls_section`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ SETTING_COLUMNS = (
     "samples",
     "decoding",
     "max_turn_tokens",
+    "control",
+    "retrieval_cache_hit_rate",
 )
+# The columns of the controls section.
+CONTROL_COLUMNS = ("n", "em", "f1", "format_valid", "searches")
 # Episode keys too bulky for results.json: they go to transcripts/<name>.jsonl instead.
 TRANSCRIPT_KEYS = ("transcript", "prompt", "turn_texts")
 
@@ -56,12 +63,58 @@ def report(results: Sequence[EvalResult]) -> str:
         }
         if rows:
             parts += [f"## By {title}", markdown_table(rows, _columns(rows.values()))]
+    controls = controls_section(results)
+    if controls:
+        parts.insert(4, controls)
     return "\n\n".join(parts) + "\n"
 
 
+def controls_section(results: Sequence[EvalResult]) -> str:
+    """Each controlled policy's row beside its rows under the control retrievers, and a
+    verdict: if EM does not drop under ``empty``, the policy is not using search. Empty
+    when no result is a control (``settings["control"]``)."""
+    parts = []
+    by_name = {r.name: r for r in results}
+    controlled = dict.fromkeys(
+        r.settings["controls"] for r in results if r.settings.get("control") is not None
+    )
+    for name in controlled:
+        rows: dict[str, dict[str, Any]] = {}
+        own = by_name.get(name)
+        if own is not None:
+            rows[f"{name} ({own.settings.get('retriever', 'bm25')})"] = own.overall
+        for r in results:
+            if r.settings.get("controls") == name and r.settings.get("control") is not None:
+                rows[f"{name} ({r.settings['control']})"] = r.overall
+        parts.append(markdown_table(rows, CONTROL_COLUMNS))
+        empty = next((r for r in results if r.settings.get("controls") == name
+                      and r.settings.get("control") == "empty"), None)  # fmt: skip
+        if own is not None and empty is not None:
+            em, em_empty = own.overall.get("em", 0.0), empty.overall.get("em", 0.0)
+            if em_empty >= em:
+                parts.append(
+                    f"**{name}: EM does not drop under the empty retriever ({em_empty:.3f} vs "
+                    f"{em:.3f}): this policy is not using search.**"
+                )
+            else:
+                parts.append(
+                    f"{name}: EM drops from {em:.3f} to {em_empty:.3f} under the empty "
+                    "retriever: the policy uses what search returns."
+                )
+    if not parts:
+        return ""
+    intro = (
+        "## Controls\n\nThe same policy under control retrievers: `empty` returns no "
+        "documents, `random` returns documents drawn at random from the corpus."
+    )
+    return "\n\n".join([intro, *parts])
+
+
 def save_results(results: Sequence[EvalResult], out_dir: Path) -> None:
-    """Write ``results.json`` and ``results.md``, and each result's per-episode transcripts
-    to ``transcripts/<name>.jsonl`` (one JSON object per episode)."""
+    """Write ``results.json`` and ``results.md``, each result's per-episode transcripts
+    to ``transcripts/<name>.jsonl`` (one JSON object per episode), and ``fingerprint.json``:
+    the fingerprint of the first result that is not a control (what ``research-env
+    compare`` checks)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = []
@@ -79,6 +132,11 @@ def save_results(results: Sequence[EvalResult], out_dir: Path) -> None:
                     f.write(json.dumps(episode, ensure_ascii=False) + "\n")
     (out_dir / "results.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
     (out_dir / "results.md").write_text(report(results))
+    main = [r.fingerprint for r in results if r.fingerprint and "control" not in r.settings]
+    if main:
+        from research_env.fingerprint import write_fingerprint
+
+        write_fingerprint(out_dir, main[0])
 
 
 def _columns(score_dicts: Iterable[Mapping[str, float]]) -> list[str]:

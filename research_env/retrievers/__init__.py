@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from research_env.retrievers.dense import DenseRetriever, dense_for_corpus
     from research_env.retrievers.http import HttpRetriever, RetrievalError
     from research_env.retrievers.hybrid import HybridRetriever
+    from research_env.retrievers.query_cache import PersistentCachedRetriever
 
 _LAZY = {
     "BM25Retriever": "bm25",
@@ -28,6 +29,7 @@ _LAZY = {
     "HttpRetriever": "http",
     "RetrievalError": "http",
     "HybridRetriever": "hybrid",
+    "PersistentCachedRetriever": "query_cache",
 }
 
 __all__ = [  # noqa: RUF022 - the protocol first, then implementations
@@ -41,6 +43,7 @@ __all__ = [  # noqa: RUF022 - the protocol first, then implementations
     "HttpRetriever",
     "RetrievalError",
     "HybridRetriever",
+    "PersistentCachedRetriever",
 ]
 
 

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import bm25s
 import Stemmer
@@ -297,6 +297,18 @@ class BM25Retriever:
     def document(self, index: int) -> Document:
         """The document at position ``index`` of the indexed corpus."""
         return self._documents[index]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What changes this retriever's answers (for :mod:`research_env.fingerprint`);
+        the backend and threads do not."""
+        return {
+            "name": "bm25",
+            "documents": self._num_docs,
+            "k1": 1.5,
+            "b": 0.75,
+            "analyzer": self._analyzer.language,
+            "max_query_terms": self.max_query_terms,
+        }
 
     def query_term_ids(self, query: str) -> list[int]:
         """Vocabulary ids of the query's terms (unknown terms dropped, truncated)."""

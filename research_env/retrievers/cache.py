@@ -64,6 +64,12 @@ class CachedRetriever:
                 "maxsize": self.maxsize,
             }
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The inner retriever's: a cache does not change the answers."""
+        from research_env.fingerprint import describe_retriever
+
+        return describe_retriever(self.inner)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -32,6 +32,9 @@ class EmptyRetriever:
     def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
         return [[] for _ in queries]
 
+    def fingerprint(self) -> dict[str, Any]:
+        return {"name": "empty"}
+
 
 class RandomRetriever:
     """Every query gets ``k`` distinct documents drawn uniformly from ``documents``
@@ -41,7 +44,11 @@ class RandomRetriever:
         if not documents:
             raise ValueError("RandomRetriever needs at least one document")
         self.documents = list(documents)
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"name": "random", "documents": len(self.documents), "seed": self.seed}
 
     def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
         k = min(k, len(self.documents))

@@ -238,6 +238,20 @@ class DenseRetriever:
             for row_scores, row_found in zip(scores, found, strict=True)
         ]
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What changes this retriever's answers (for :mod:`research_env.fingerprint`)."""
+        config = getattr(self.encoder, "config", None)
+        encoder = config() if callable(config) else {"name": getattr(self.encoder, "name", "")}
+        return {
+            "name": "dense",
+            "documents": len(self),
+            "index": self.kind,
+            "params": dict(self.params),
+            "ef_search": self.ef_search,
+            "nprobe": self.nprobe,
+            "encoder": encoder,
+        }
+
     def __repr__(self) -> str:
         return f"DenseRetriever({len(self)} docs, index={self.kind!r}, encoder={self.encoder!r})"
 

@@ -318,6 +318,11 @@ class HttpRetriever:
         )
 
     # --------------------------------------------------------------------- lifetime
+    def fingerprint(self) -> dict[str, Any]:
+        """The server it asks (for :mod:`research_env.fingerprint`); what that server
+        indexes is the server's business, so name it in the URL or the run's notes."""
+        return {"name": "http", "url": self.url}
+
     def close(self) -> None:
         """Close the connection pool."""
         self._pool.close()

@@ -117,6 +117,18 @@ class HybridRetriever:
             for i in range(len(queries))
         ]
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Its parts' fingerprints and the fusion settings (for :mod:`research_env.fingerprint`)."""
+        from research_env.fingerprint import describe_retriever
+
+        return {
+            "name": "hybrid",
+            "retrievers": [describe_retriever(r) for r in self.retrievers],
+            "rrf_k": self.rrf_k,
+            "pool_size": self.pool_size,
+            "weights": self.weights,
+        }
+
     def __repr__(self) -> str:
         inner = ", ".join(type(r).__name__ for r in self.retrievers)
         return f"HybridRetriever([{inner}], rrf_k={self.rrf_k})"
