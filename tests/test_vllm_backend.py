@@ -183,6 +183,10 @@ def test_budgets_reach_vllm_and_length_maps_to_the_vocabulary(policy):
     assert all(b - a == 8 for a, b in t.turn_spans)
     assert [p["max_tokens"] for p in fake.params] == [8, 8, 8]
     assert fake.params[0]["temperature"] == 0.0  # greedy
+    assert "stop_token_ids" not in fake.params[0]
+    # Stop tokens, where a caller gives them, go into the request.
+    params = VLLMBackend(fake, sampling_params=FakeParams).params(s, 4, ["x"], 1, [13])
+    assert params.kwargs["stop_token_ids"] == [13] and params.kwargs["seed"] == 1
     assert t.finish_reason == Termination.TURN_BUDGET
 
 
@@ -304,6 +308,8 @@ def test_decode_state_verbs():
     with pytest.raises(ValueError, match="released"):
         state.decode(max_new_tokens=4, seq_indices=[1])
     assert state.decode(max_new_tokens={0: 0}, seq_indices=[0])[0].token_ids == []
+    with pytest.raises(ValueError, match="EOS"):
+        state.decode(max_new_tokens=4, eos_token_ids=[2])
     with pytest.raises(ValueError):
         VLLMDecodeState(VLLMBackend(fake), [[]])
 

@@ -155,10 +155,16 @@ class VLLMBackend:
         return VLLMDecodeState(self, prompt_ids)
 
     def params(
-        self, sampling: Sampling, max_tokens: int, stop: Sequence[str], seed: int | None
+        self,
+        sampling: Sampling,
+        max_tokens: int,
+        stop: Sequence[str],
+        seed: int | None,
+        stop_token_ids: Sequence[int] = (),
     ) -> Any:
         """One request's ``SamplingParams``."""
         cls = self._sampling_params or _import_vllm().SamplingParams
+        extra = {"stop_token_ids": list(stop_token_ids)} if stop_token_ids else {}
         return cls(
             n=1,
             temperature=0.0 if sampling.greedy else sampling.temperature,
@@ -169,6 +175,7 @@ class VLLMBackend:
             include_stop_str_in_output=True,
             logprobs=0,  # the sampled token's log-prob only
             seed=seed,
+            **extra,
         )
 
     # -- weights ---------------------------------------------------------------------------
@@ -238,14 +245,19 @@ class VLLMDecodeState:
         seq_indices: Sequence[int] | None = None,
         sampling: Sampling | None = None,
         stop_strings: Sequence[str] = (),
+        stop_token_ids: Sequence[int] = (),
+        eos_token_ids: Sequence[int] | None = None,
         tokenizer: Any = None,
         generator: torch.Generator | None = None,
-        **_: Any,
     ) -> dict[int, TurnOutput]:
         """One turn for ``seq_indices`` (default: all live sequences), as
         :meth:`~algorithms.rollout.DecodeState.decode`. ``tokenizer`` and ``generator``
         are not needed (vLLM matches stop strings itself; requests are seeded from
-        ``sampling.seed``, the sequence and the turn)."""
+        ``sampling.seed``, the sequence and the turn, through vLLM's per-request
+        generators). vLLM stops at the model's own EOS tokens: ``eos_token_ids`` cannot
+        change them."""
+        if eos_token_ids is not None:
+            raise ValueError("the vLLM backend stops at the model's EOS; pass stop_token_ids")
         sampling = sampling or Sampling()
         wanted = (
             [s for s in range(len(self)) if s not in self._released]
@@ -265,7 +277,9 @@ class VLLMDecodeState:
             return outputs
         prompts = [{"prompt_token_ids": list(self._history[s])} for s in todo]
         params = [
-            self.backend.params(sampling, budget[s], stop_strings, self._seed(sampling, s))
+            self.backend.params(
+                sampling, budget[s], stop_strings, self._seed(sampling, s), stop_token_ids
+            )
             for s in todo
         ]
         results = self.backend.llm.generate(prompts, params, use_tqdm=False)
