@@ -386,3 +386,34 @@ def test_gpu_vllm_rollout_matches_the_trainer_logprobs():
     mask = batch.loss_mask.bool()
     # bf16 vLLM vs the fp32 trainer: close, not equal.
     assert (fresh[mask] - batch.sample_logprobs[mask]).abs().mean() < 0.05
+
+
+def test_create_builds_a_colocated_llm_with_prefix_caching_and_processed_logprobs(monkeypatch):
+    built = {}
+
+    def fake_llm(**kwargs):
+        built.update(kwargs)
+        return SimpleNamespace(kind="llm")
+
+    monkeypatch.setitem(
+        sys.modules, "vllm", SimpleNamespace(LLM=fake_llm, SamplingParams=FakeParams)
+    )
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # restored after the test
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    backend = VLLMBackend.create("org/model", gpu_memory_utilization=0.25, max_model_len=4096)
+    assert backend.llm.kind == "llm"
+    assert built == {
+        "model": "org/model",
+        "gpu_memory_utilization": 0.25,
+        "dtype": "bfloat16",
+        "seed": 0,
+        "enable_prefix_caching": True,
+        "logprobs_mode": "processed_logprobs",
+        "max_model_len": 4096,
+    }
+    import os
+
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the engine in this process
+    assert backend.params(Sampling(), 3, ["</a>"], 7).kwargs["max_tokens"] == 3
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        VLLMBackend.create("org/model", gpu_memory_utilization=1.5)

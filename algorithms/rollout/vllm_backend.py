@@ -53,7 +53,9 @@ This is *colocated* mode: vLLM lives in the trainer's process on the trainer's G
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set, as TRL does, so ``load_weights`` writes
 the live model), sharing the GPU memory: keep ``vllm_gpu_memory_utilization`` small
 enough for the policy, its optimizer state and activations. With torch.distributed, each
-rank builds its own colocated engine on its own GPU. Check a machine with::
+rank builds its own colocated engine on its own GPU (``distributed_executor_backend=
+"external_launcher"``, as TRL's colocate mode does; not yet run here on several GPUs).
+Check a machine with::
 
     pytest tests/test_vllm_backend.py -k gpu     # needs vllm and a CUDA GPU
 
@@ -144,6 +146,10 @@ class VLLMBackend:
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Under torchrun each rank runs its own engine inside the existing process
+            # group rather than starting one of its own (TRL's colocate mode does this).
+            kwargs.setdefault("distributed_executor_backend", "external_launcher")
         return cls(vllm.LLM(**kwargs), sampling_params=vllm.SamplingParams)
 
     # -- the rollout engine's side --------------------------------------------------------
