@@ -143,6 +143,17 @@ class RolloutConfig:
             :mod:`algorithms.rollout.fused_llama` when the model is Llama-family (faster
             than the packed copy on CPU: benchmarks/RESULTS.md); ``false`` keeps the
             transformers forward.
+        backend: what generates the turns: ``hf`` (the built-in decoder on the policy
+            itself) or ``vllm`` (a colocated ``vllm.LLM``, GPU only; see
+            :mod:`algorithms.rollout.vllm_backend`). The ``rollout_dtype``, ``pack_weights``
+            and ``fused`` settings apply to ``hf`` only.
+        vllm_gpu_memory_utilization: the GPU memory share vLLM may take (weights and KV
+            cache); the trainer uses the rest.
+        vllm_max_model_len: vLLM's context length (``null``: the model's); at least the
+            longest prompt plus ``max_total_tokens``.
+        vllm_model: the path or hub id vLLM loads the architecture from (``null``: the
+            policy's own); the trainer's weights replace its weights before the first
+            rollout either way.
     """
 
     questions_per_step: int = 4
@@ -156,6 +167,10 @@ class RolloutConfig:
     rollout_dtype: str | None = None
     pack_weights: bool = False
     fused: bool = True
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_max_model_len: int | None = None
+    vllm_model: str | None = None
 
     def sampling(
         self, *, greedy: bool = False, temperature: float | None = None, seed: int | None = None

@@ -408,3 +408,197 @@ def test_custom_headers_reach_the_server():
         client = HttpRetriever(running.url, "search-r1", headers={"Authorization": "Bearer t"})
         assert client.search(["q"], 1) == [[]]
     assert seen["token"] == "Bearer t"
+
+
+# ------------------------------------------------------------ several servers
+def counting_app(name: str, calls: list[str], status: int = 200) -> FastAPI:
+    """A Search-R1 server that answers one hit named after itself (or ``status``) and
+    records which server was asked."""
+    app = FastAPI()
+
+    @app.post("/retrieve")
+    async def retrieve(request: Request):
+        from fastapi.responses import JSONResponse
+
+        body = await request.json()
+        calls.append(name)
+        if status != 200:
+            return JSONResponse({"detail": f"{name} says {status}"}, status_code=status)
+        hit = {"document": {"id": name, "contents": f"from {name}"}, "score": 1.0}
+        return {"result": [[hit] for _ in body["queries"]]}
+
+    return app
+
+
+def test_round_robin_spreads_requests_over_replicas():
+    calls: list[str] = []
+    with (
+        BackgroundServer(app=counting_app("a", calls)) as a,
+        BackgroundServer(app=counting_app("b", calls)) as b,
+    ):
+        client = HttpRetriever([a.url, b.url], "search-r1")
+        answered = [client.search(["q"], 1)[0][0].document.id for _ in range(4)]
+        assert answered == ["a", "b", "a", "b"] and calls == answered
+        # The one-string form (what a YAML env.retriever holds) means the same.
+        same = HttpRetriever(f"{a.url},{b.url}/retrieve")
+        assert (same.urls, same.policy, same.protocol) == (
+            [a.url, b.url],
+            "round_robin",
+            "search-r1",
+        )
+
+
+def test_a_failed_request_is_retried_on_the_next_replica():
+    calls: list[str] = []
+    dead = f"http://127.0.0.1:{closed_port()}"
+    with (
+        BackgroundServer(app=counting_app("sick", calls, status=500)) as sick,
+        BackgroundServer(app=counting_app("ok", calls)) as ok,
+    ):
+        client = HttpRetriever([dead, sick.url, ok.url], "search-r1", retries=2, backoff=0.01)
+        for _ in range(3):  # whichever server a request starts on, it ends on "ok"
+            assert client.search(["q"], 1)[0][0].document.id == "ok"
+        # All replicas failing: the error names them and the last failure.
+        client = HttpRetriever([dead, sick.url], "search-r1", retries=1, backoff=0.01)
+        with pytest.raises(RetrievalError, match="gave up after 2 attempts") as error:
+            client.search(["q"], 1)
+        assert dead in error.value.url and sick.url in error.value.url
+
+
+def test_every_5xx_is_retried_but_a_4xx_is_not():
+    for status, retried in ((500, True), (507, True), (429, True), (404, False), (422, False)):
+        calls: list[str] = []
+        with BackgroundServer(app=counting_app("s", calls, status=status)) as s:
+            client = HttpRetriever(s.url, "search-r1", retries=2, backoff=0.01)
+            with pytest.raises(RetrievalError, match=f"HTTP {status}: s says {status}"):
+                client.search(["q"], 1)
+        assert len(calls) == (3 if retried else 1), status
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    import random
+
+    from research_env.retrievers.http_endpoints import backoff_delay
+
+    rng = random.Random(0)
+    for attempt, full in ((1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (9, 8.0)):
+        delays = [backoff_delay(attempt, 0.5, 8.0, rng) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(set(delays)) > 1  # jittered: workers do not retry in lockstep
+
+
+def test_shards_are_all_asked_and_merged_by_score():
+    queries = ["Brisa Telk Quimby Forge", "Ostravel port city Quesland", "Glass Tide", "zzz"]
+    whole = KeywordRetriever().search(queries, 3)
+    with (
+        BackgroundServer(KeywordRetriever(DOCS[:2])) as a,
+        BackgroundServer(KeywordRetriever(DOCS[2:])) as b,
+    ):
+        for client in (
+            HttpRetriever([a.url, b.url], policy="shard"),
+            HttpRetriever(f"{a.url},{b.url}#shard", "flashrag"),
+        ):
+            with client:
+                assert client.policy == "shard"
+                # Two disjoint halves of the corpus answer as the whole corpus does.
+                assert as_pairs(client.search(queries, 3)) == as_pairs(whole)
+                # One query: FlashRAG's single-query /search on each shard.
+                assert as_pairs(client.search(queries[:1], 1)) == [as_pairs(whole)[0][:1]]
+
+
+def test_merge_shards_orders_by_score_breaks_ties_by_shard_and_dedups():
+    from research_env.data.types import Document
+    from research_env.retrievers.base import SearchHit
+    from research_env.retrievers.http_endpoints import merge_shards
+
+    def hit(doc_id, score):
+        return SearchHit(Document(doc_id, doc_id), score)
+
+    first = [hit("a", 0.9), hit("b", 0.5), hit("dup", 0.4)]
+    second = [hit("c", 0.7), hit("d", 0.5), hit("dup", 0.4)]
+    merged = merge_shards([first, second], 5)
+    assert [h.document.id for h in merged] == ["a", "c", "b", "d", "dup"]
+    assert [h.document.id for h in merge_shards([first, second], 2)] == ["a", "c"]
+    assert merge_shards([[], []], 3) == []
+
+
+def test_a_failing_shard_fails_the_search():
+    calls: list[str] = []
+    with (
+        BackgroundServer(app=counting_app("up", calls)) as up,
+        BackgroundServer(app=counting_app("down", calls, status=503)) as down,
+    ):
+        client = HttpRetriever([up.url, down.url], "search-r1", policy="shard", retries=1)
+        client.backoff = 0.01
+        with pytest.raises(RetrievalError, match="down says 503") as error:
+            client.search(["q"], 2)
+        assert error.value.url == f"{down.url}/retrieve"
+        assert calls.count("down") == 2 and calls.count("up") == 1  # retried on its own shard
+
+
+def test_server_lists_are_checked():
+    with pytest.raises(ValueError, match="unknown policy #mirror"):
+        HttpRetriever("http://127.0.0.1:1,http://127.0.0.1:2#mirror")
+    with pytest.raises(ValueError, match="listed twice"):
+        HttpRetriever(["http://127.0.0.1:1", "http://127.0.0.1:1/"])
+    with pytest.raises(ValueError, match="different protocols"):
+        HttpRetriever("http://127.0.0.1:1/retrieve,http://127.0.0.1:2/batch_search")
+    with pytest.raises(ValueError, match="http://"):
+        HttpRetriever("http://127.0.0.1:1,127.0.0.1:2")
+    with pytest.raises(ValueError, match="says #shard"):
+        HttpRetriever("http://127.0.0.1:1#shard", policy="round_robin")
+    with pytest.raises(ValueError, match="policy"):
+        HttpRetriever("http://127.0.0.1:1", policy="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_concurrency"):
+        HttpRetriever("http://127.0.0.1:1", max_concurrency=0)
+    assert "policy='shard'" in repr(HttpRetriever("http://127.0.0.1:1,http://127.0.0.1:2#shard"))
+
+
+def in_flight_app(state: dict[str, int], seconds: float) -> FastAPI:
+    """A server that holds each request ``seconds`` and records the most it held at once."""
+    app = FastAPI()
+
+    @app.post("/retrieve")
+    async def retrieve(request: Request):
+        body = await request.json()
+        state["now"] += 1
+        state["most"] = max(state["most"], state["now"])
+        await asyncio.sleep(seconds)
+        state["now"] -= 1
+        hit = {"document": {"id": "x", "contents": "X"}, "score": 1.0}
+        return {"result": [[hit] for _ in body["queries"]]}
+
+    return app
+
+
+@pytest.mark.parametrize("cap", [2, None])
+def test_max_concurrency_caps_requests_in_flight_across_threads(cap):
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = {"now": 0, "most": 0}
+    with BackgroundServer(app=in_flight_app(state, 0.3)) as running:
+        client = HttpRetriever(running.url, "search-r1", max_concurrency=cap, timeout=10)
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda q: client.search([q], 1), [f"q{i}" for i in range(6)]))
+    assert all(r[0][0].document.id == "x" for r in results)
+    if cap is None:
+        assert state["most"] > 2  # without a cap the threads do overlap
+    else:
+        assert 1 <= state["most"] <= cap
+
+
+def test_empty_passages_are_errors_not_empty_documents():
+    app = FastAPI()
+
+    @app.post("/retrieve")
+    async def retrieve():
+        return {"result": [[{"document": {"id": "d9", "contents": "  "}, "score": 1.0}]]}
+
+    with BackgroundServer(app=app) as running:
+        client = HttpRetriever(running.url, "search-r1", retries=0)
+        with pytest.raises(RetrievalError, match=r"empty passage.*'d9'"):
+            client.search(["q"], 1)
+    with pytest.raises(ValueError, match="empty passage"):
+        document_from_wire("")
+    with pytest.raises(ValueError, match="empty passage"):
+        document_from_wire({"id": 1, "text": "", "title": ""})

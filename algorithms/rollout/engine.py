@@ -58,6 +58,10 @@ class RolloutEngine:
             training dtype) or ``None`` to decode with the policy's own weights.
         pack_weights: let the rollout copy pre-pack its linear layers for oneDNN (CPU).
         fused: let the rollout copy use :mod:`algorithms.rollout.fused_llama` where it applies.
+        backend: what generates the turns: ``None`` (default) decodes with the HF model on
+            :class:`~algorithms.rollout.DecodeState`; a
+            :class:`~algorithms.rollout.vllm_backend.VLLMBackend` generates them with vLLM
+            (it gets the policy's weights before each collect where they changed).
 
     ``engine.vector_env`` is the vector env it plays in (resized to each collect's number
     of episodes); ``engine.vector_env.envs[0]`` is an ordinary ``MultiHopSearchEnv`` over
@@ -76,6 +80,7 @@ class RolloutEngine:
         rollout_dtype: str | None = None,
         pack_weights: bool = False,
         fused: bool = True,
+        backend: Any = None,
     ) -> None:
         if prompt_format not in ("auto", "text", "chat"):
             raise ValueError(f"prompt_format must be auto, text or chat, got {prompt_format!r}")
@@ -88,6 +93,7 @@ class RolloutEngine:
         self.rollout_dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
         self.pack_weights = pack_weights
         self.fused = fused
+        self.backend = backend
         self.vector_env = vector_env or SearchVectorEnv(
             1, autoreset_mode=AutoresetMode.DISABLED, **(env_kwargs or {})
         )
@@ -147,10 +153,13 @@ class RolloutEngine:
         if s.seed is not None and not s.greedy:
             # On the policy's device: sampling draws its uniforms where the logits are.
             generator = torch.Generator(device=self.policy.device).manual_seed(s.seed)
-        model = self._decode_model()
         prompt_ids = [t.prompt_ids for t in trajectories]
-        capacity = max(map(len, prompt_ids)) + s.max_turn_tokens
-        state = DecodeState(model, prompt_ids, capacity=capacity)
+        if self.backend is None:
+            model = self._decode_model()
+            capacity = max(map(len, prompt_ids)) + s.max_turn_tokens
+            state = DecodeState(model, prompt_ids, capacity=capacity)
+        else:
+            state = self.backend.start(prompt_ids, self.policy.model)
         used = [0] * n  # response tokens so far, per episode
         live = list(range(n))
         while live:

@@ -178,6 +178,16 @@ class OnPolicyAlgorithm:
         from algorithms.rollout import RolloutEngine
 
         r = self.config.rollout
+        backend = getattr(self, "_vllm_backend", None)  # one vLLM engine for train and eval
+        if r.backend == "vllm" and backend is None:
+            from algorithms.rollout.vllm_backend import VLLMBackend
+
+            backend = self._vllm_backend = VLLMBackend.create(
+                r.vllm_model or self.policy.model.config._name_or_path,
+                gpu_memory_utilization=r.vllm_gpu_memory_utilization,
+                max_model_len=r.vllm_max_model_len,
+                seed=self.config.trainer.seed,
+            )
         return RolloutEngine(
             self.policy,
             env_kwargs,
@@ -186,6 +196,7 @@ class OnPolicyAlgorithm:
             rollout_dtype=r.rollout_dtype,
             pack_weights=r.pack_weights,
             fused=r.fused,
+            backend=backend,
         )
 
     @property

@@ -27,14 +27,35 @@ A training run must never hang on a dead, slow or broken server:
   and write sees the time left. Talking to httpcore directly also means the
   ``HTTP(S)_PROXY`` environment variables are not consulted: the server is reached
   directly, as a cluster-local retrieval server should be.
-* failures (connection errors, timeouts, HTTP 408/429/5xx) are retried ``retries`` times
-  with exponential backoff, and then :class:`RetrievalError` names the URL and the last
-  failure. The worst-case time of one request batch is
+* failures (connection errors, timeouts, HTTP 5xx, and 408/429, the two 4xx statuses
+  that mean "try again later") are retried ``retries`` times with exponential backoff and
+  jitter (each delay drawn between half and all of ``backoff * 2**i``, so many workers
+  that failed together do not retry together), and then :class:`RetrievalError` names
+  the URL and the last failure. The worst-case time of one request batch is
   :attr:`HttpRetriever.max_wait_seconds`.
-* a 4xx answer is the caller's fault and is raised at once with the server's message.
+* any other 4xx answer is the caller's fault and is raised at once with the server's
+  message.
 * an answer that is not what the protocol promises (not JSON, nested too deeply to
-  decode, missing fields, wrong types, fewer result lists than queries) raises
-  :class:`RetrievalError` saying what was wrong: it never becomes an empty hit list.
+  decode, missing fields, wrong types, fewer result lists than queries, a passage with no
+  text) raises :class:`RetrievalError` saying what was wrong: it never becomes an empty
+  hit list or an empty document.
+
+Many workers, several servers (deployment: docs/retrieval-deployment.md):
+
+* ``HttpRetriever(["http://a:8000", "http://b:8000"])`` (or the one string
+  ``"http://a:8000,http://b:8000"``, which is what a YAML ``env.retriever`` holds) spreads
+  requests over *replicas* of one index: ``policy="round_robin"`` (the default) sends each
+  request to the next server, and a retry goes to the server after the one that failed.
+* ``policy="shard"`` (or a ``#shard`` suffix on the string) treats the servers as *shards*
+  of one corpus, each indexing a disjoint part: every query goes to every shard (in
+  parallel), each shard's top ``k`` are merged by score, highest first (ties: earlier
+  shard first; a document id seen twice is kept once), and the top ``k`` kept. Shards must
+  send scores that compare across shards (dense inner products from one encoder do; BM25
+  scores differ slightly with each shard's term statistics). A shard that fails after its
+  retries fails the search: a missing shard would silently change what is retrieved.
+* ``max_concurrency`` caps the requests this client has in flight at once, across all
+  the threads that share it (a semaphore around each HTTP request): a trainer's threads
+  cannot pile more concurrent searches onto a server than it can take.
 
 This module is the client (protocol choice, batching, retries); the deadline transport
 lives in :mod:`research_env.retrievers.http_deadline` and the strict reading of answers
@@ -44,16 +65,21 @@ lives in :mod:`research_env.retrievers.http_deadline` and the strict reading of 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import httpcore
 
 from research_env.retrievers.base import SearchHit
 from research_env.retrievers.http_deadline import DeadlineBackend, request_deadline
+from research_env.retrievers.http_endpoints import backoff_delay, merge_shards, parse_endpoints
 from research_env.retrievers.http_wire import (
     error_detail,
     hits_from_docs,
@@ -64,18 +90,18 @@ from research_env.retrievers.http_wire import (
     split_flashrag_single,
 )
 
-__all__ = ["PROTOCOLS", "HttpRetriever", "RetrievalError", "http_factory"]
+__all__ = ["POLICIES", "PROTOCOLS", "HttpRetriever", "RetrievalError", "http_factory"]
 
 Protocol = Literal["auto", "search-r1", "flashrag"]
 PROTOCOLS: tuple[str, ...] = ("search-r1", "flashrag")
+Policy = Literal["round_robin", "shard"]
+POLICIES: tuple[str, ...] = ("round_robin", "shard")
 
-# Endpoint paths a user may paste as part of the URL; they also pin the protocol.
-_ENDPOINT_SUFFIXES = {
-    "/retrieve": "search-r1",
-    "/batch_search": "flashrag",
-    "/search": "flashrag",
-}
-_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+def _retryable(status: int) -> bool:
+    """Server trouble (5xx) or "try again later" (408 Request Timeout, 429 Too Many
+    Requests); every other 4xx is the caller's fault and would fail again."""
+    return status >= 500 or status in (408, 429)
 
 
 class RetrievalError(RuntimeError):
@@ -92,59 +118,72 @@ class _RetryableFailure(Exception):
 
 
 class HttpRetriever:
-    """Retriever backed by a remote server; implements ``Retriever``.
+    """Retriever backed by one or several remote servers; implements ``Retriever``.
 
     Arguments:
-        url: the server, e.g. ``"http://127.0.0.1:8000"``. A URL ending in an endpoint
-            (``/retrieve``, ``/batch_search``, ``/search``) also fixes the protocol.
-        protocol: ``"auto"`` (default: probe once on first use, then remember),
-            ``"search-r1"`` or ``"flashrag"``.
+        url: the server, e.g. ``"http://127.0.0.1:8000"``; several as a list or as one
+            comma-separated string (a ``#shard`` / ``#round_robin`` suffix on the string
+            sets ``policy``). A URL ending in an endpoint (``/retrieve``,
+            ``/batch_search``, ``/search``) also fixes the protocol.
+        protocol: ``"auto"`` (default: probe the first server once on first use, then
+            remember; all servers must speak the same one), ``"search-r1"`` or
+            ``"flashrag"``.
+        policy: with several servers, ``"round_robin"`` (default: replicas of one index;
+            each request goes to the next one, a retry to the one after) or ``"shard"``
+            (each holds a disjoint part of the corpus; every query goes to all of them and
+            the hits are merged by score). See the module docstring.
         timeout: seconds one HTTP request may take in all (connect, send, wait for and
             read the answer), default 30.
         retries: extra attempts after a retryable failure (default 3, so 4 in all).
-        backoff: first retry delay in seconds, doubled each retry (default 0.5) and
-            capped at ``max_backoff`` (default 8).
+        backoff: first retry delay in seconds, doubled each retry (default 0.5), capped
+            at ``max_backoff`` (default 8), and jittered down by up to half.
         batch_size: most queries sent in one request (default 256); bigger batches are
             split into consecutive requests.
+        max_concurrency: most HTTP requests in flight at once from this client, over all
+            threads and servers (``None``, the default: no cap).
         headers: extra HTTP headers (e.g. an auth token).
 
-    ``search`` returns one list per query of at most ``k`` hits in the server's order.
-    Hits carry the server's scores (0.0 when the server sends none).
+    ``search`` returns one list per query of at most ``k`` hits in the server's order (in
+    score order across shards). Hits carry the server's scores (0.0 when it sends none).
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         protocol: Protocol = "auto",
         *,
+        policy: Policy | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         batch_size: int = 256,
+        max_concurrency: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         if protocol not in ("auto", *PROTOCOLS):
             raise ValueError(
                 f"protocol must be 'auto', 'search-r1' or 'flashrag', not {protocol!r}"
             )
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if policy is not None and policy not in POLICIES:
+            raise ValueError(f"policy must be 'round_robin' or 'shard', not {policy!r}")
         if timeout <= 0 or retries < 0 or backoff < 0 or batch_size < 1:
             raise ValueError("need timeout > 0, retries >= 0, backoff >= 0 and batch_size >= 1")
-        base = url.rstrip("/")
-        for suffix, implied in _ENDPOINT_SUFFIXES.items():
-            if base.endswith(suffix):
-                base = base[: -len(suffix)]
-                if protocol == "auto":
-                    protocol = implied  # type: ignore[assignment]
-                break
-        self.url = base
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
+        self.urls, named_policy, implied = parse_endpoints(url, POLICIES)
+        if policy is not None and named_policy is not None and policy != named_policy:
+            raise ValueError(f"policy={policy!r} but the URL says #{named_policy}")
+        self.url = self.urls[0]
+        self.policy: str = policy or named_policy or "round_robin"
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        if protocol == "auto" and implied is not None:
+            protocol = implied  # type: ignore[assignment]
         self._protocol: str | None = None if protocol == "auto" else protocol
         self._protocol_lock = threading.Lock()
         self._headers = [
@@ -154,9 +193,18 @@ class HttpRetriever:
                 for name, value in (headers or {}).items()
             ),
         ]
+        self._next_server = itertools.count()  # round robin (next() is atomic in CPython)
+        self._slots = (
+            None if max_concurrency is None else threading.BoundedSemaphore(max_concurrency)
+        )
+        self._random = random.Random()
+        self._shard_pool: ThreadPoolExecutor | None = None
         # httpcore is the engine under httpx; using it directly lets the deadline live in
         # the network stream (research_env.retrievers.http_deadline), which httpx cannot.
-        self._pool = httpcore.ConnectionPool(network_backend=DeadlineBackend())
+        # The pool itself is not a second, hidden cap: max_concurrency is the one.
+        self._pool = httpcore.ConnectionPool(
+            network_backend=DeadlineBackend(), max_connections=max_concurrency
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -170,7 +218,8 @@ class HttpRetriever:
 
     @property
     def max_wait_seconds(self) -> float:
-        """Upper bound on the time one request batch can take before it fails."""
+        """Upper bound on the time one request batch can take before it fails (not
+        counting time spent waiting for a ``max_concurrency`` slot)."""
         delays = sum(min(self.max_backoff, self.backoff * 2**i) for i in range(self.retries))
         return (self.retries + 1) * self.timeout + delays
 
@@ -185,15 +234,40 @@ class HttpRetriever:
         results: list[list[SearchHit]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = queries[start : start + self.batch_size]
-            if self.protocol == "search-r1":
-                results.extend(self._search_r1(chunk, k))
+            if self.policy == "shard" and len(self.urls) > 1:
+                results.extend(self._search_shards(chunk, k))
             else:
-                results.extend(self._flashrag(chunk, k))
+                first = next(self._next_server) % len(self.urls)
+                servers = self.urls[first:] + self.urls[:first]  # retries fail over in turn
+                results.extend(self._search_at(servers, chunk, k))
         return [hits[:k] for hits in results]
 
-    def _search_r1(self, queries: list[str], k: int) -> list[list[SearchHit]]:
-        endpoint = f"{self.url}/retrieve"
-        payload = self._post(endpoint, {"queries": queries, "topk": k, "return_scores": True})
+    def _search_shards(self, queries: list[str], k: int) -> list[list[SearchHit]]:
+        """Every shard answers every query (in parallel); per query, the merged top k."""
+        if self._shard_pool is None:
+            with self._protocol_lock:
+                if self._shard_pool is None:
+                    self._shard_pool = ThreadPoolExecutor(
+                        len(self.urls), thread_name_prefix="retrieval-shard"
+                    )
+        protocol = self.protocol  # detected once, before the threads start
+        futures = [
+            self._shard_pool.submit(self._search_at, [shard], queries, k, protocol)
+            for shard in self.urls
+        ]
+        per_shard = [future.result() for future in futures]  # a failed shard raises here
+        return [merge_shards([hits[i] for hits in per_shard], k) for i in range(len(queries))]
+
+    def _search_at(
+        self, servers: list[str], queries: list[str], k: int, protocol: str | None = None
+    ) -> list[list[SearchHit]]:
+        if (protocol or self.protocol) == "search-r1":
+            return self._search_r1(servers, queries, k)
+        return self._flashrag(servers, queries, k)
+
+    def _search_r1(self, servers: list[str], queries: list[str], k: int) -> list[list[SearchHit]]:
+        body = {"queries": queries, "topk": k, "return_scores": True}
+        endpoint, payload = self._post(servers, "/retrieve", body)
         try:
             if not isinstance(payload, dict) or "result" not in payload:
                 raise ValueError(f"expected an object with 'result', got {json_kind(payload)}")
@@ -207,14 +281,14 @@ class HttpRetriever:
         except ValueError as error:
             raise RetrievalError(endpoint, f"unexpected Search-R1 answer: {error}") from None
 
-    def _flashrag(self, queries: list[str], k: int) -> list[list[SearchHit]]:
+    def _flashrag(self, servers: list[str], queries: list[str], k: int) -> list[list[SearchHit]]:
         if len(queries) == 1:
-            endpoint = f"{self.url}/search"
+            path = "/search"
             body: dict[str, Any] = {"query": queries[0], "top_n": k, "return_score": True}
         else:
-            endpoint = f"{self.url}/batch_search"
+            path = "/batch_search"
             body = {"query": queries, "top_n": k, "return_score": True}
-        payload = self._post(endpoint, body)
+        endpoint, payload = self._post(servers, path, body)
         try:
             if len(queries) == 1:
                 docs, scores = split_flashrag_single(payload)
@@ -234,23 +308,26 @@ class HttpRetriever:
             raise RetrievalError(endpoint, f"unexpected FlashRAG answer: {error}") from None
 
     # ------------------------------------------------------------------- transport
-    def _post(self, endpoint: str, body: dict[str, Any]) -> Any:
-        """POST JSON with a deadline and bounded retries; the decoded JSON answer."""
-        last = "no attempt made"
+    def _post(self, servers: list[str], path: str, body: dict[str, Any]) -> tuple[str, Any]:
+        """POST JSON with a deadline and bounded retries, attempt ``i`` to
+        ``servers[i % len(servers)]``: ``(endpoint that answered, decoded JSON answer)``."""
+        last, endpoint = "no attempt made", servers[0] + path
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+                time.sleep(backoff_delay(attempt, self.backoff, self.max_backoff, self._random))
+            endpoint = servers[attempt % len(servers)] + path
             try:
-                return self._post_once(endpoint, body)
+                return endpoint, self._post_once(endpoint, body)
             except _RetryableFailure as failure:
-                last = str(failure)
+                last = str(failure) if len(servers) == 1 else f"{endpoint}: {failure}"
         raise RetrievalError(
-            endpoint, f"gave up after {self.retries + 1} attempts; last error: {last}"
+            endpoint if len(servers) == 1 else ", ".join(s + path for s in servers),
+            f"gave up after {self.retries + 1} attempts; last error: {last}",
         )
 
     def _post_once(self, endpoint: str, body: dict[str, Any]) -> Any:
         status, content = self._request(endpoint, body)
-        if status in _RETRYABLE_STATUS:
+        if _retryable(status):
             raise _RetryableFailure(f"HTTP {status}: {error_detail(status, content)}")
         if status >= 400:
             raise RetrievalError(endpoint, f"HTTP {status}: {error_detail(status, content)}")
@@ -266,12 +343,14 @@ class HttpRetriever:
             raise _RetryableFailure(f"answer is not JSON: {content[:200]!r}") from error
 
     def _request(self, endpoint: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        """One POST within ``timeout`` seconds in all: ``(status, body)``, or
-        :class:`_RetryableFailure` when the connection fails or time runs out."""
+        """One POST within ``timeout`` seconds in all (after a ``max_concurrency`` slot is
+        free): ``(status, body)``, or :class:`_RetryableFailure` when the connection fails
+        or time runs out."""
         data = json.dumps(body).encode("utf-8")
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
+        slot = self._slots if self._slots is not None else contextlib.nullcontext()
         try:
-            with request_deadline(self.timeout):
+            with slot, request_deadline(self.timeout):
                 response = self._pool.request(
                     "POST",
                     endpoint,
@@ -288,18 +367,20 @@ class HttpRetriever:
         return response.status, response.content
 
     def _detect_protocol(self) -> str:
-        """Ask one tiny Search-R1 request; fall back to FlashRAG when /retrieve is absent."""
+        """Ask one tiny Search-R1 request (each attempt of the servers in turn); fall back
+        to FlashRAG when /retrieve is absent."""
         probe = {"queries": ["probe"], "topk": 1, "return_scores": True}
         last = "no attempt made"
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+                time.sleep(backoff_delay(attempt, self.backoff, self.max_backoff, self._random))
+            server = self.urls[attempt % len(self.urls)]  # a dead replica is not fatal
             try:
-                status, content = self._request(f"{self.url}/retrieve", probe)
+                status, content = self._request(f"{server}/retrieve", probe)
             except _RetryableFailure as failure:
                 last = str(failure)
                 continue
-            if status in _RETRYABLE_STATUS:
+            if _retryable(status):
                 last = f"HTTP {status}: {error_detail(status, content)}"
                 continue
             if 200 <= status < 300:
@@ -307,12 +388,12 @@ class HttpRetriever:
             if status in (404, 405):
                 return "flashrag"
             raise RetrievalError(
-                self.url,
+                server,
                 f"cannot tell the protocol: /retrieve answered HTTP {status} "
                 f"({error_detail(status, content)}); pass protocol='search-r1' or 'flashrag'",
             )
         raise RetrievalError(
-            self.url,
+            ", ".join(self.urls),
             f"unreachable while detecting the protocol after {self.retries + 1} attempts; "
             f"last error: {last}",
         )
@@ -324,7 +405,10 @@ class HttpRetriever:
         return {"name": "http", "url": self.url}
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the shard threads)."""
+        if self._shard_pool is not None:
+            self._shard_pool.shutdown(wait=True)
+            self._shard_pool = None
         self._pool.close()
 
     def __enter__(self) -> HttpRetriever:
@@ -334,9 +418,11 @@ class HttpRetriever:
         self.close()
 
     def __repr__(self) -> str:
-        return f"HttpRetriever({self.url!r}, protocol={self._protocol or 'auto'!r})"
+        where = repr(self.url) if len(self.urls) == 1 else f"{self.urls!r}, policy={self.policy!r}"
+        return f"HttpRetriever({where}, protocol={self._protocol or 'auto'!r})"
 
 
 def http_factory(url: str, cache_dir: object = None, **kwargs: Any) -> HttpRetriever:
-    """Registry factory for ``retriever="http://..."`` (``retriever_kwargs`` pass through)."""
+    """Registry factory for ``retriever="http://..."`` (``retriever_kwargs`` pass through;
+    ``"http://a:8000,http://b:8000#shard"`` names several servers and the policy)."""
     return HttpRetriever(url, **kwargs)

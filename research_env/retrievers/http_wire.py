@@ -32,9 +32,12 @@ __all__ = [
 def document_from_wire(doc: Any) -> Document:
     """A :class:`Document` from a server's JSON document (dict or plain string).
 
-    Raises ValueError naming the problem when ``doc`` is neither, or lacks text.
+    Raises ValueError naming the problem when ``doc`` is neither, or lacks text (a
+    passage that is empty or only whitespace is an error, not an empty document).
     """
     if isinstance(doc, str):
+        if not doc.strip():
+            raise ValueError("an empty passage (a blank document string)")
         return Document(id=_content_id(doc), contents=doc)
     if not isinstance(doc, dict):
         raise ValueError(f"a document must be an object or a string, got {json_kind(doc)}")
@@ -49,6 +52,10 @@ def document_from_wire(doc: Any) -> Document:
     elif not isinstance(contents, str):
         raise ValueError(f"a document's 'contents' must be a string, got {json_kind(contents)}")
     doc_id = doc.get("id", doc.get("doc_id", doc.get("docid")))
+    if not contents.strip():
+        # A server that lost its document store still answers ids and scores: training on
+        # blank observations would go on silently, so it is an error.
+        raise ValueError(f"an empty passage (document id {doc_id!r} has no text)")
     if doc_id is None or doc_id == "":
         # Without an id, the contents identify the document (for dedup and metrics).
         return Document(id=_content_id(contents), contents=contents)
