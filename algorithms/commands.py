@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.lora and config.model.lora is None:
             config.model.lora = LoraConfig()
+        config = _tiny_random_defaults(config, args)
         config.validate()  # every value, before the model loads
         existing = ckpt.latest_checkpoint(config.output_dir)
         if existing is not None:
@@ -196,6 +197,57 @@ def run(args: argparse.Namespace) -> int:
     if algo.config.checkpoint.export_final and (out / "final").is_dir():
         print(f"final model: {out / 'final'}", file=sys.stderr)
     return 0
+
+
+# The tiny random model never emits a stop string, so with the general defaults every turn
+# runs its full 256 tokens and a step takes minutes on a CPU. It is for trying the
+# machinery, so its step should take seconds: these apply unless the user set the key.
+TINY_RANDOM_DEFAULTS: dict[str, int] = {
+    "rollout.max_turn_tokens": 32,
+    "rollout.questions_per_step": 2,
+    "rollout.group_size": 2,
+}
+
+
+def _tiny_random_defaults(config: Any, args: argparse.Namespace) -> Any:
+    """``config`` with :data:`TINY_RANDOM_DEFAULTS` as caps for the keys the user did not
+    set (in ``--config`` or with ``--set``), when the model is ``tiny-random``; says so on
+    one line of stderr."""
+    from algorithms.config import parse_overrides
+
+    if config.model.name != "tiny-random" or config.algo == "sft":
+        return config
+    chosen = {key for key, _ in parse_overrides(args.set)}
+    if args.config is not None:
+        import yaml
+
+        chosen |= _dotted_keys(yaml.safe_load(Path(args.config).read_text()) or {})
+    current = config.to_dict()
+    caps = {}
+    for key, cap in TINY_RANDOM_DEFAULTS.items():
+        section, leaf = key.split(".")
+        chosen_by_user = any(key == c or key.startswith(f"{c}.") for c in chosen)
+        if not chosen_by_user and current[section][leaf] > cap:
+            caps[key] = cap
+    if not caps:
+        return config
+    settings = ", ".join(f"{key}={value}" for key, value in caps.items())
+    print(
+        f"tiny-random: using {settings} so a step takes seconds (the random model's turns "
+        "never stop); --set KEY=VALUE to choose others",
+        file=sys.stderr,
+    )
+    return config.with_overrides(caps)
+
+
+def _dotted_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        keys.add(name)
+        if isinstance(value, dict):
+            keys |= _dotted_keys(value, f"{name}.")
+    return keys
 
 
 def _checkpoint_to_resume(args: argparse.Namespace) -> Path:

@@ -17,11 +17,12 @@ The cache directory is ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,13 +129,31 @@ class Policy:
         """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        with quiet_saving():
+            self.model.save_pretrained(path)
+            self.tokenizer.save_pretrained(path)
         if self.lora is not None and (path / "adapter_config.json").exists():
             set_adapter_base(path, reloadable_base(self))
         if self.value_head is not None:
             torch.save(self.value_head.state_dict(), path / VALUE_HEAD_FILE)
         return path
+
+
+@contextlib.contextmanager
+def quiet_saving() -> Iterator[None]:
+    """Within it, ``save_pretrained`` prints no "Writing model shards" progress bar (a
+    transformers 5 tqdm bar, shown at every checkpoint). transformers' bars are switched
+    off for the block and back on after it, unless they were off already."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def reloadable_base(policy: Policy) -> str:

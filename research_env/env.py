@@ -72,7 +72,14 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     :class:`~research_env.termination.Termination` value: answered, turn_budget,
     invalid_output, token_budget, eos),
     ``supporting_recall`` when the dataset lists supporting documents, and ``hops`` /
-    ``type`` when known. Golden answers never appear in an observation.
+    ``type`` when known. When ``format_valid`` is False it also holds why:
+    ``invalid_reason``, a stable code (``no_answer``, ``unclosed_answer``,
+    ``multiple_answers``, ``conflicting_answers``, ``invalid_turn`` for a turn the env had
+    to correct, ``repeated_prefill`` for a first turn that opens the prefilled ``<think>``
+    again, ``unclosed_think``, ``unboxed_answer``, ``search_without_result``,
+    ``answered_without_search``, ...; see
+    :data:`research_env.episode.INVALID_REASONS`), and ``invalid_detail``, a sentence
+    saying the same for people. Golden answers never appear in an observation.
 
     ## Arguments
     - ``dataset="synthetic"``: a dataset name, a FlashRAG jsonl file, a directory of

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from research_env.data.types import QASample
-from research_env.protocol import FormatMode, Turn, clean_text, is_valid_format, parse_turn
+from research_env.protocol import (
+    FORMAT_VIOLATIONS,
+    FormatMode,
+    Turn,
+    clean_text,
+    format_violation,
+    parse_turn,
+)
 from research_env.retrievers.base import SearchHit
 from research_env.rewards import EpisodeRecord, RewardFn, supporting_recall
 from research_env.templates import PromptTemplate
@@ -31,6 +38,21 @@ CORRECTION = (
     "<answer>...</answer>. Search with <search>query</search> or give the final answer "
     "with <answer>...</answer>.\n"
 )
+
+# ``info["invalid_reason"]`` codes and their sentences (``info["invalid_detail"]``): the
+# protocol's, plus the ones only an episode can tell.
+INVALID_REASONS: dict[str, str] = {
+    **FORMAT_VIOLATIONS,
+    "repeated_prefill": (
+        "the first turn repeats the prefilled text the prompt already ends with, so the "
+        "think tags do not pair (continue after the prefill, do not open it again)"
+    ),
+    "invalid_turn": (
+        "a turn had neither a complete <search> nor an <answer> (the env replied with a correction)"
+    ),
+    "conflicting_answers": "several <answer> blocks with different answers",
+    "answered_without_search": "answered without searching (require_search=True)",
+}
 
 
 @dataclass(frozen=True)
@@ -168,18 +190,52 @@ class Episode:
         record.termination = reason.value
         # The prefill is part of the assistant's text even though the prompt carries it.
         response = self.template.prefill + record.response
-        valid = is_valid_format(response, self.rules.format_mode, self.template.result_tag)
+        format_reason = format_violation(response, self.rules.format_mode, self.template.result_tag)
         violation = None
         if record.conflicting_answers:
             violation = "conflicting_answers"
         elif self.rules.require_search and record.searches == 0 and reason == Termination.ANSWERED:
             violation = "answered_without_search"
-        record.format_valid = valid and violation is None
+        record.format_valid = format_reason is None and violation is None
+        invalid_reason = None
+        if not record.format_valid:
+            # Conflicting answers are also several answer blocks: name the specific fault.
+            invalid_reason = (
+                violation
+                if violation == "conflicting_answers"
+                else self._explain(format_reason) or violation
+            )
         reward = float(self.reward_fn(record)) - self.rules.search_cost * record.searches
         truncated = reason in TRUNCATING
-        return TurnOutcome("", reward, not truncated, truncated, self.final_info(violation))
+        info = self.final_info(violation, invalid_reason)
+        return TurnOutcome("", reward, not truncated, truncated, info)
 
-    def final_info(self, violation: str | None = None) -> dict[str, Any]:
+    def _explain(self, format_reason: str | None) -> str | None:
+        """The protocol's reason, made specific to this episode. The response holds the
+        env's corrections too, whose tags would otherwise be blamed: an episode with a turn
+        the env had to correct (or ended for it) is ``invalid_turn``, one that never
+        answered is ``no_answer``. Think tags that do not pair because the first turn opened the
+        template's prefill again are ``repeated_prefill`` (the prompt ends with it)."""
+        if format_reason is None:
+            return None
+        record = self.record
+        if CORRECTION in record.observations or record.termination == "invalid_output":
+            return "invalid_turn"
+        if record.prediction is None:
+            return "no_answer"
+        prefill = self.template.prefill.strip()
+        if (
+            format_reason in ("unclosed_think", "unopened_think")
+            and prefill
+            and self.record.turns
+            and self.record.turns[0].lstrip().startswith(prefill)
+        ):
+            return "repeated_prefill"
+        return format_reason
+
+    def final_info(
+        self, violation: str | None = None, invalid_reason: str | None = None
+    ) -> dict[str, Any]:
         record = self.record
         info: dict[str, Any] = {
             "question_id": self.sample.id,
@@ -195,6 +251,9 @@ class Episode:
         }
         if violation:
             info["violation"] = violation
+        if invalid_reason:
+            info["invalid_reason"] = invalid_reason
+            info["invalid_detail"] = INVALID_REASONS.get(invalid_reason, invalid_reason)
         recall = supporting_recall(self.sample.metadata, record.retrieved_doc_ids)
         if recall is not None:
             info["supporting_recall"] = recall

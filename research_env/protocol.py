@@ -241,34 +241,61 @@ def parse_turn(text: str) -> Turn:
 FormatMode = Literal["strict", "loose"]
 
 
-def is_valid_format(response: str, mode: FormatMode = "strict", result_tag: str = "result") -> bool:
-    """Whether a whole response (the model's turns with the env's results interleaved)
-    follows the protocol.
+# Why a response breaks the protocol: each code :func:`format_violation` can return, with a
+# sentence for people. The codes are stable (logs and ``info["invalid_reason"]`` use them).
+FORMAT_VIOLATIONS: dict[str, str] = {
+    "not_text": "the response is not a string",
+    "no_answer": "no <answer> block",
+    "unclosed_answer": "the <answer> block is never closed with </answer>",
+    "multiple_answers": "more than one <answer> block",
+    "unclosed_think": "a <think> is never closed (more <think> than </think>)",
+    "unopened_think": "a </think> closes nothing (more </think> than <think>)",
+    "unbalanced_search": "a <search> is never closed, or a </search> closes nothing",
+    "search_without_result": (
+        "a search got no result (several searches in one turn run only the last)"
+    ),
+    "stray_result": "a result block that no search asked for (written by the model?)",
+    "answer_before_result": "the answer comes before the last search's result",
+    "unboxed_answer": "the answer holds no \\boxed{...}",
+}
+
+
+def format_violation(
+    response: str, mode: FormatMode = "strict", result_tag: str = "result"
+) -> str | None:
+    """Why a whole response (the model's turns with the env's results interleaved)
+    breaks the protocol: a key of :data:`FORMAT_VIOLATIONS`, or None when it follows it.
 
     ``strict`` (the ReSearch rules): think tags paired, exactly one answer block, every
     search followed by exactly one result block, and a ``\\boxed{}`` inside the answer.
     ``loose``: one complete answer block, nothing more. ``result_tag`` names the
     block the env wraps documents in (``information`` for Search-R1's template).
-    Never raises.
+    The first rule broken is reported. Never raises; linear time.
     """
     result_open, result_close = f"<{result_tag}>", f"</{result_tag}>"
     if not isinstance(response, str):
-        return False
+        return "not_text"
     answers = _complete_blocks(_ANSWER_RE, response)
-    if len(answers) != 1 or response.count(ANSWER_OPEN) != 1:
-        return False
+    n_answer_open = response.count(ANSWER_OPEN)
+    if n_answer_open == 0:
+        return "no_answer"
+    if not answers:
+        return "unclosed_answer"
+    if len(answers) != 1 or n_answer_open != 1:
+        return "multiple_answers"
     if mode == "loose":
-        return True
-    if response.count(THINK_OPEN) != response.count(THINK_CLOSE):
-        return False
+        return None
+    n_think_open, n_think_close = response.count(THINK_OPEN), response.count(THINK_CLOSE)
+    if n_think_open != n_think_close:
+        return "unclosed_think" if n_think_open > n_think_close else "unopened_think"
     n_search = response.count(SEARCH_OPEN)
-    if not (
-        n_search
-        == response.count(SEARCH_CLOSE)
-        == response.count(result_open)
-        == response.count(result_close)
-    ):
-        return False
+    if n_search != response.count(SEARCH_CLOSE):
+        return "unbalanced_search"
+    n_result_open, n_result_close = response.count(result_open), response.count(result_close)
+    if n_result_open != n_result_close or n_result_open > n_search:
+        return "stray_result"
+    if n_result_open < n_search:
+        return "search_without_result"
     # Each search must be answered by a result before the next search or the answer.
     pos = 0
     for _ in range(n_search):
@@ -276,10 +303,17 @@ def is_valid_format(response: str, mode: FormatMode = "strict", result_tag: str 
         r_open = response.find(result_open, s_close)
         next_search = response.find(SEARCH_OPEN, s_close)
         if s_close == -1 or r_open == -1 or (next_search != -1 and next_search < r_open):
-            return False
+            return "search_without_result"
         pos = response.find(result_close, r_open)
         if pos == -1:
-            return False
+            return "stray_result"
     if response.find(ANSWER_OPEN) < pos:
-        return False
-    return last_boxed(answers[0]) is not None
+        return "answer_before_result"
+    return None if last_boxed(answers[0]) is not None else "unboxed_answer"
+
+
+def is_valid_format(response: str, mode: FormatMode = "strict", result_tag: str = "result") -> bool:
+    """Whether a whole response follows the protocol: :func:`format_violation` finds
+    nothing wrong (see it for the rules, and for why a response fails them). Never raises.
+    """
+    return format_violation(response, mode, result_tag) is None

@@ -80,6 +80,7 @@ def test_invalid_turn_can_terminate(retriever):
     env.reset(options={"index": 0})
     _, reward, term, trunc, info = env.step("nonsense")
     assert term and not trunc and info["termination"] == "invalid_output"
+    assert info["invalid_reason"] == "invalid_turn"
 
 
 def test_truncated_episode_reward_uses_reward_fn(retriever):
@@ -100,6 +101,46 @@ def test_conflicting_answers_are_malformed(small_env):
     assert reward == 0.0 and info["violation"] == "conflicting_answers"
 
 
+def test_repeated_prefill_says_why_it_scores_zero(small_env):
+    """The prompt ends with the prefilled <think>; a first turn opening it again used to
+    score 0 with no reason given."""
+    small_env.reset(options={"index": 1})
+    small_env.step("<think>plan</think><search>Glass Tide</search>")
+    _, reward, term, _, info = small_env.step("<think>y</think><answer>\\boxed{Tamsy Orr}</answer>")
+    assert term and reward == 0.0 and not info["format_valid"]
+    assert info["invalid_reason"] == "repeated_prefill"
+    assert "prefill" in info["invalid_detail"]
+
+
+@pytest.mark.parametrize(
+    ("turns", "reason"),
+    [
+        (["x</think><search>Glass Tide</search>", "<think>y</think><answer>Tamsy Orr"], "unclosed_answer"),
+        (["x</think><search>Glass Tide</search>", "<think>y</think><answer>Tamsy Orr</answer>"], "unboxed_answer"),
+        (["x</think><search>a</search>", "<think>y</think><search>b</search>"] * 2, "no_answer"),
+        (["rambling", "x</think><answer>\\boxed{Tamsy Orr}</answer>"], "invalid_turn"),
+        (["rambling", "more rambling", "still", "nothing"], "invalid_turn"),
+        (["<answer>Tamsy Orr</answer>"], "unclosed_think"),
+        (
+            ["x</think><search>Glass Tide</search>",
+             "<think>y</think><answer>\\boxed{Tamsy Orr}</answer><answer>\\boxed{Orr Tamsy}</answer>"],
+            "conflicting_answers",
+        ),
+    ],
+)  # fmt: skip
+def test_final_info_says_why_a_response_is_invalid(small_env, turns, reason):
+    small_env.reset(options={"index": 1})
+    for turn in turns:
+        *_, info = small_env.step(turn)
+    assert not info["format_valid"]
+    assert info["invalid_reason"] == reason and info["invalid_detail"]
+
+
+def test_valid_response_has_no_invalid_reason(small_env):
+    _, info, _ = play(small_env, OraclePolicy(), 0)
+    assert info["format_valid"] and "invalid_reason" not in info
+
+
 def test_search_cost_and_require_search(retriever):
     env = MultiHopSearchEnv(dataset=SAMPLES, retriever=retriever, search_cost=0.05)
     total, info, _ = play(env, OraclePolicy(), 0)
@@ -108,6 +149,7 @@ def test_search_cost_and_require_search(retriever):
     env.reset(options={"index": 1})
     _, reward, _, _, info = env.step("x</think><answer>\\boxed{Tamsy Orr}</answer>")
     assert reward == 0.0 and info["violation"] == "answered_without_search"
+    assert info["invalid_reason"] == "answered_without_search"
 
 
 def test_step_after_end_raises_clear_error(small_env):

@@ -1,7 +1,14 @@
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from research_env.protocol import is_valid_format, last_boxed, parse_turn
+from research_env.protocol import (
+    FORMAT_VIOLATIONS,
+    format_violation,
+    is_valid_format,
+    last_boxed,
+    parse_turn,
+)
 
 
 def test_search_turn_uses_last_complete_query():
@@ -78,6 +85,41 @@ def test_invalid_formats_strict():
     assert not is_valid_format("<search>a</search><answer>\\boxed{X}</answer><result>1</result>")
 
 
+@pytest.mark.parametrize(
+    ("response", "mode", "reason"),
+    [
+        (GOOD, "strict", None),
+        ("<think>x</think> just text", "strict", "no_answer"),
+        ("<think>x</think><answer>\\boxed{X", "strict", "unclosed_answer"),
+        (GOOD + "<answer>\\boxed{Y}</answer>", "strict", "multiple_answers"),
+        (GOOD.replace("<think>done</think>", "<think>done"), "strict", "unclosed_think"),
+        (GOOD.replace("<think>done</think>", "done</think>"), "strict", "unopened_think"),
+        ("<search>q<answer>\\boxed{X}</answer>", "strict", "unbalanced_search"),
+        ("<search>q</search><answer>\\boxed{X}</answer>", "strict", "search_without_result"),
+        (
+            "<search>a</search><search>b</search><result>1</result><result>2</result>"
+            "<answer>\\boxed{X}</answer>",
+            "strict",
+            "search_without_result",
+        ),
+        ("<result>1</result><answer>\\boxed{X}</answer>", "strict", "stray_result"),
+        (
+            "<search>a</search><answer>\\boxed{X}</answer><result>1</result>",
+            "strict",
+            "answer_before_result",
+        ),
+        (GOOD.replace("\\boxed{X}", "X"), "strict", "unboxed_answer"),
+        ("<answer>X</answer>", "loose", None),
+        ("no answer", "loose", "no_answer"),
+        (17, "strict", "not_text"),
+    ],
+)
+def test_format_violation_names_the_rule_broken(response, mode, reason):
+    assert format_violation(response, mode) == reason
+    assert is_valid_format(response, mode) == (reason is None)
+    assert reason is None or reason in FORMAT_VIOLATIONS
+
+
 def test_loose_format_needs_only_one_answer():
     assert is_valid_format("<answer>X</answer>", mode="loose")
     assert not is_valid_format("no answer", mode="loose")
@@ -127,6 +169,10 @@ def test_parser_never_raises_on_tag_soup(parts):
     if turn.kind == "search":
         assert turn.query is not None and "\ud800" not in turn.query
     assert isinstance(is_valid_format(text, mode="strict"), bool)
+    for mode in ("strict", "loose"):
+        reason = format_violation(text, mode)
+        assert (reason is None) == is_valid_format(text, mode)
+        assert reason is None or reason in FORMAT_VIOLATIONS
 
 
 def test_huge_and_odd_inputs():

@@ -49,6 +49,7 @@ from algorithms.policy import (
     LoraSettings,
     Policy,
     load_policy,
+    quiet_saving,
     reloadable_base,
     set_adapter_base,
 )
@@ -424,7 +425,7 @@ def export_pretrained(
     """
     directory = Path(directory)
     model = policy.model
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory) as tmp, quiet_saving():
         lora = hasattr(model, "merge_and_unload")
         if lora:
             policy.model.save_pretrained(tmp / ADAPTER_DIR)

@@ -12,6 +12,7 @@ terminal, where each line is one turn). Example, scripted:
 
   printf '%s\\n' 'plan</think><search>Brisa Telk</search>' \\
       '<think>ok</think><answer>\\\\boxed{Ostravel}</answer>' | research-env play --index 0
+  research-env play --retriever http://127.0.0.1:8000    # documents from a server
 """
 
 
@@ -27,6 +28,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--split", default="dev", help="split to draw from (default: dev)")
     parser.add_argument("--index", type=int, default=None, help="question index in the split")
     parser.add_argument("--seed", type=int, default=None, help="seed for a random question")
+    # The same flags, with the same meaning, as eval's and train's: passed to the env as
+    # its ``retriever`` and ``corpus`` arguments (research_env.sources.resolve_retriever).
+    parser.add_argument(
+        "--retriever",
+        default="bm25",
+        help="retriever name (bm25, dense, hybrid, empty, random, ...) or server URL",
+    )
+    parser.add_argument(
+        "--corpus", default=None, help="corpus jsonl for a named retriever (default: the dataset's)"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="documents per search")
     parser.add_argument("--max-turns", type=int, default=4, help="turn budget")
     parser.add_argument("--show-answer", action="store_true", help="print the gold at the end")
@@ -50,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from research_env.env import MultiHopSearchEnv
 
     env = MultiHopSearchEnv(
-        dataset=args.dataset, split=args.split, top_k=args.top_k, max_turns=args.max_turns
+        dataset=args.dataset,
+        split=args.split,
+        retriever=args.retriever,
+        corpus=args.corpus,
+        top_k=args.top_k,
+        max_turns=args.max_turns,
     )
     options = {"index": args.index} if args.index is not None else None
     prompt, _ = env.reset(seed=args.seed, options=options)
@@ -69,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         f"\n[{info['termination']}] reward={reward:.3f} em={info['em']:.0f} "
         f"f1={info['f1']:.2f} format_valid={info['format_valid']} searches={info['searches']}"
     )
+    if "invalid_reason" in info:
+        print(f"invalid ({info['invalid_reason']}): {info['invalid_detail']}")
     if args.show_answer:
         print(f"golden answers: {info['golden_answers']}")
     return 0
