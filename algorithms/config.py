@@ -21,6 +21,10 @@ Every algorithm's section is always present (with defaults), so an ablation is o
 ``--algo ppo`` with a GRPO YAML trains PPO with that file's model, env and optimizer and
 PPO's own defaults. A key that is not a field is an error naming the valid keys, so a typo
 never silently falls back to a default.
+
+Why one file of ~600 lines: it is one idea, the run's schema; each section's docstring
+documents its fields (what a user reads), and YAML conversion is the schema's own. The
+value checks of :meth:`TrainConfig.validate` live in ``config_checks.py``.
 """
 
 from __future__ import annotations
@@ -497,11 +501,13 @@ class TrainConfig:
         ``check_device`` checks that ``model.device`` exists on this machine. Raises one
         ``ValueError`` listing every problem; returns ``self`` when all is well.
         """
-        problems = _range_problems(self)
+        from algorithms.config_checks import device_problems, name_problems, range_problems
+
+        problems = range_problems(self)
         if check_names:
-            problems += _name_problems(self)
+            problems += name_problems(self)
         if check_device:
-            problems += _device_problems(self.model.device)
+            problems += device_problems(self.model.device)
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems))
         return self
@@ -540,193 +546,6 @@ def parse_overrides(assignments: list[str]) -> list[tuple[str, Any]]:
             raise ValueError(f"override {item!r} must look like section.key=value")
         pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
     return pairs
-
-
-# --------------------------------------------------------------------------------------
-# Value checks (TrainConfig.validate)
-# --------------------------------------------------------------------------------------
-
-
-def _range_problems(c: TrainConfig) -> list[str]:
-    problems: list[str] = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    t, r, o = c.trainer, c.rollout, c.optim
-    need(t.steps >= 1, f"trainer.steps (--steps) must be >= 1, got {t.steps}")
-    need(t.epochs >= 1, f"trainer.epochs must be >= 1, got {t.epochs}")
-    need(
-        t.micro_batch_size >= 1, f"trainer.micro_batch_size must be >= 1, got {t.micro_batch_size}"
-    )
-    need(
-        t.minibatch_size is None or t.minibatch_size >= 1,
-        f"trainer.minibatch_size must be >= 1 or null, got {t.minibatch_size}",
-    )
-    need(
-        t.logprob_chunk_size is None or t.logprob_chunk_size >= 1,
-        f"trainer.logprob_chunk_size must be >= 1 or null, got {t.logprob_chunk_size}",
-    )
-    need(
-        t.num_threads is None or t.num_threads >= 1,
-        f"trainer.num_threads must be >= 1 or null, got {t.num_threads}",
-    )
-    need(t.seed >= 0, f"trainer.seed must be >= 0, got {t.seed}")
-    need(
-        r.questions_per_step >= 1,
-        f"rollout.questions_per_step must be >= 1, got {r.questions_per_step}",
-    )
-    need(r.group_size >= 1, f"rollout.group_size must be >= 1, got {r.group_size}")
-    group_needed = c.algo == "grpo" or (c.algo == "reinforce" and c.reinforce.baseline == "rloo")
-    if group_needed and r.group_size == 1:
-        what = "GRPO" if c.algo == "grpo" else "REINFORCE with the rloo baseline"
-        problems.append(
-            f"{what} needs rollout.group_size >= 2 (advantages compare the episodes of a "
-            "group; with 1 they are all 0 and nothing is learned)"
-        )
-    need(r.temperature > 0, f"rollout.temperature must be > 0, got {r.temperature}")
-    need(0 < r.top_p <= 1, f"rollout.top_p must be in (0, 1], got {r.top_p}")
-    need(r.top_k >= 0, f"rollout.top_k must be >= 0 (0 = off), got {r.top_k}")
-    need(r.max_turn_tokens >= 1, f"rollout.max_turn_tokens must be >= 1, got {r.max_turn_tokens}")
-    need(
-        r.max_total_tokens >= 1, f"rollout.max_total_tokens must be >= 1, got {r.max_total_tokens}"
-    )
-    need(o.lr >= 0, f"optim.lr must be >= 0, got {o.lr}")
-    need(o.critic_lr is None or o.critic_lr > 0, f"optim.critic_lr must be > 0, got {o.critic_lr}")
-    need(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
-    need(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
-    need(
-        o.max_grad_norm is None or o.max_grad_norm > 0,
-        f"optim.max_grad_norm must be > 0 or null, got {o.max_grad_norm}",
-    )
-    need(
-        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
-        f"optim.betas must be two numbers in [0, 1), got {o.betas}",
-    )
-    need(c.env.top_k >= 1, f"env.top_k must be >= 1, got {c.env.top_k}")
-    need(c.env.max_turns >= 1, f"env.max_turns must be >= 1, got {c.env.max_turns}")
-    need(c.eval.every >= 0, f"eval.every must be >= 0 (0 = never), got {c.eval.every}")
-    need(c.eval.questions >= 1, f"eval.questions must be >= 1, got {c.eval.questions}")
-    need(c.eval.temperature >= 0, f"eval.temperature must be >= 0, got {c.eval.temperature}")
-    need(c.logging.every >= 0, f"logging.every must be >= 0, got {c.logging.every}")
-    need(
-        c.checkpoint.every >= 0,
-        f"checkpoint.every must be >= 0 (0 = only at the end), got {c.checkpoint.every}",
-    )
-    need(
-        c.checkpoint.keep_last >= 1,
-        f"checkpoint.keep_last must be >= 1, got {c.checkpoint.keep_last}",
-    )
-    if c.model.lora is not None:
-        need(c.model.lora.r >= 1, f"model.lora.r must be >= 1, got {c.model.lora.r}")
-        need(
-            0 <= c.model.lora.dropout < 1,
-            f"model.lora.dropout must be in [0, 1), got {c.model.lora.dropout}",
-        )
-        need(bool(c.model.lora.target_modules), "model.lora.target_modules must not be empty")
-    need(
-        c.model.dtype in _DTYPES,
-        f"model.dtype must be one of {sorted(_DTYPES)}, got {c.model.dtype!r}",
-    )
-    for name in ("grpo", "ppo"):
-        section = getattr(c, name)
-        need(section.clip_low >= 0, f"{name}.clip_low must be >= 0, got {section.clip_low}")
-        need(
-            section.clip_high is None or section.clip_high >= 0,
-            f"{name}.clip_high must be >= 0 or null, got {section.clip_high}",
-        )
-    for name in ("grpo", "ppo", "reinforce"):
-        kl = getattr(c, name).kl_coef
-        need(kl >= 0, f"{name}.kl_coef must be >= 0, got {kl}")
-    need(
-        0 <= c.ppo.gamma <= 1 and 0 <= c.ppo.lam <= 1,
-        f"ppo.gamma and ppo.lam must be in [0, 1], got {c.ppo.gamma} and {c.ppo.lam}",
-    )
-    need(0 <= c.reinforce.gamma <= 1, f"reinforce.gamma must be in [0, 1], got {c.reinforce.gamma}")
-    need(
-        c.ppo.vf_clip is None or c.ppo.vf_clip > 0,
-        f"ppo.vf_clip must be > 0 or null, got {c.ppo.vf_clip}",
-    )
-    return problems  # fmt: skip
-
-
-_DTYPES = frozenset({"float32", "fp32", "bfloat16", "bf16", "float16", "fp16"})
-
-
-def _name_problems(c: TrainConfig) -> list[str]:
-    """The names the env resolves, checked through research_env's registries (no torch,
-    no model, no index: a dataset name or path is looked up, not read)."""
-    from algorithms.registry import available_algorithms
-    from research_env import data, sources
-    from research_env.rewards import get_reward
-    from research_env.templates import get_template
-
-    problems: list[str] = []
-    if c.algo not in available_algorithms():
-        problems.append(f"algo must be one of {available_algorithms()}, got {c.algo!r}")
-    for key, check in (("reward", get_reward), ("template", get_template)):
-        try:
-            check(getattr(c.env, key))
-        except ValueError as err:
-            problems.append(f"env.{key}: {err}")
-    splits = [("env.split", c.env.split)]
-    if c.eval.every:
-        splits.append(("eval.split", c.eval.split))
-    dataset = c.env.dataset
-    named = data.DATASETS.get(dataset)
-    if named is not None:
-        for key, split in splits:
-            if split not in named.splits:
-                problems.append(
-                    f"{key}: dataset {dataset!r} has no split {split!r}; choose one of "
-                    f"{list(named.splits)}"
-                )
-    elif not dataset.startswith("hf:") and not Path(dataset).expanduser().exists():
-        problems.append(
-            f"env.dataset: unknown dataset {dataset!r}: not a dataset name "
-            f"({', '.join(sorted(data.DATASETS))}) and no such file or directory"
-        )
-    retriever = c.env.retriever
-    if not retriever.startswith(("http://", "https://")) and retriever not in sources.RETRIEVERS:
-        problems.append(
-            f"env.retriever: unknown retriever {retriever!r}; choose one of "
-            f"{sorted(sources.RETRIEVERS)} or a server URL (http://host:port)"
-        )
-    if c.env.corpus is not None and not Path(c.env.corpus).expanduser().exists():
-        problems.append(f"env.corpus: no such file {c.env.corpus!r}")
-    demos = c.sft.demonstrations
-    if c.algo == "sft" and demos != "oracle" and not Path(demos).expanduser().is_file():
-        problems.append(
-            f"sft.demonstrations (--from): {demos!r} is neither 'oracle' nor an existing "
-            "jsonl file of episodes"
-        )
-    return problems
-
-
-def _device_problems(device: str) -> list[str]:
-    import torch
-
-    if device == "auto":
-        return []
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        return [
-            f"model.device (--device): {device!r} is not a device; use auto, cpu, cuda or cuda:N"
-        ]
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            return [f"model.device (--device) is {device!r}, but this machine has no CUDA GPU"]
-        if parsed.index is not None and parsed.index >= count:
-            return [
-                f"model.device (--device) is {device!r}, but this machine has {count} CUDA "
-                f"GPU(s): cuda:0 to cuda:{count - 1}"
-            ]
-    elif parsed.type not in ("cpu", "mps", "xpu", "meta"):
-        return [f"model.device (--device): unsupported device {device!r}"]
-    return []
 
 
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,10 @@ PyPI package:
   it explains how to install them.
 
 The cache directory is ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``.
+
+Why one file of ~500 lines: it is one idea, turning a name into a ready policy (offline
+GGUF models, tiny test models, hub models, LoRA, the value head), and the loaders share
+their cache and dtype handling.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ Every other turn is a message to the team.
   :mod:`algorithms.rollout.multiagent` plays, and what the ParallelEnv wraps, with one game).
 
 PettingZoo is imported only by the ParallelEnv (``pip install research-gym[multiagent]``).
+
+Why one file of ~550 lines: it is one idea, the team game (roles, turn order, messages,
+shaping) over one shared episode; most of its length is the protocol documented in the
+class docstring.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ pre-packed for oneDNN, and for Llama-family models the fused forward of
 help: benchmarks/RESULTS.md, "Decoding").
 
 What the log-probs mean: :mod:`algorithms.rollout.sampler`.
+
+Why one file of ~450 lines: it is one idea, decoding many sequences on one KV cache kept
+across turns; the cache's data structures and the sampler live in their own files.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ run code when a run resumes. A checkpoint that does not read back (a truncated
 ``trainer.pt``, a damaged safetensors file, an invalid ``config.yaml``) raises
 :class:`CorruptCheckpointError` naming the file; :func:`latest_intact_checkpoint` skips
 such checkpoints and returns the newest one that is whole.
+
+Why one file of ~500 lines: it is one idea, the checkpoint's on-disk format, and its
+writing, reading, integrity checks and export must change together.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ Why this shape:
 
 ``bm25_for_corpus`` adds a disk cache keyed by the corpus file's content hash and an
 in-process cache, so the many env instances of one process share one index.
+
+Why one file of ~410 lines: it is one idea, the BM25 retriever with its index and the
+two scoring backends it chooses between.
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ This module is the client (protocol choice, batching, retries); the deadline tra
 lives in :mod:`research_env.retrievers.http_deadline` and the strict reading of answers
 (:func:`~research_env.retrievers.http_wire.document_from_wire` and friends) in
 :mod:`research_env.retrievers.http_wire`.
+
+Why one file of ~430 lines: it is one idea, the retrieval client (endpoints, retries,
+batching, the protocols); its transport deadline and answer parsing live in
+``http_deadline.py`` and ``http_wire.py``.
 """
 
 from __future__ import annotations
