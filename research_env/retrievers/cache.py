@@ -18,20 +18,82 @@ from typing import Any
 
 from research_env.retrievers.base import Retriever, SearchHit
 
-__all__ = ["CachedRetriever"]
+__all__ = ["BatchQueryCache", "CachedRetriever"]
 
 
-class CachedRetriever:
+class BatchQueryCache:
+    """The part every query cache shares: counters, and a batch ``search`` that answers
+    known queries from the store and sends the distinct misses to ``inner`` in one call.
+
+    Subclasses say how the store is read and written: ``_lookup(queries, k)`` returns the
+    stored hits of those of ``queries`` it knows (called under ``self._lock``), and
+    ``_store(k, fetched)`` keeps the inner retriever's answers (called without the lock).
+
+    Accounting, per query of every ``search`` call: a query found in the store, or a
+    repeat of a query already missing earlier in the same call, is a hit (the inner
+    retriever is not asked for it); every other query is a miss. ``hits``, ``misses``
+    and ``hit_rate`` (``hits / (hits + misses)``, 0 before any query) report it.
+    """
+
+    def __init__(self, inner: Retriever) -> None:
+        self.inner = inner
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def _lookup(self, queries: list[str], k: int) -> dict[str, list[SearchHit]]:
+        raise NotImplementedError
+
+    def _store(self, k: int, fetched: dict[str, list[SearchHit]]) -> None:
+        raise NotImplementedError
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
+        """Stored hits for known queries; one inner call for the distinct misses."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0, not {k}")
+        queries = list(queries)
+        results: list[list[SearchHit] | None] = [None] * len(queries)
+        missing: dict[str, list[int]] = {}  # distinct missed query -> its positions
+        with self._lock:
+            stored = self._lookup(queries, k)
+            for position, query in enumerate(queries):
+                if query in stored:
+                    results[position] = list(stored[query])
+                    self.hits += 1
+                elif query in missing:
+                    missing[query].append(position)
+                    self.hits += 1
+                else:
+                    missing[query] = [position]
+                    self.misses += 1
+        if missing:
+            fetched = self.inner.search(list(missing), k)
+            if len(fetched) != len(missing):
+                raise RuntimeError(
+                    f"{type(self.inner).__name__}.search returned {len(fetched)} hit lists "
+                    f"for {len(missing)} queries"
+                )
+            answers = {q: list(h) for q, h in zip(missing, fetched, strict=True)}
+            self._store(k, answers)
+            for query, positions in missing.items():
+                for position in positions:
+                    results[position] = list(answers[query])
+        return [r if r is not None else [] for r in results]
+
+
+class CachedRetriever(BatchQueryCache):
     """Wraps ``inner`` with an LRU cache of ``(query, k) -> hits``; implements ``Retriever``.
 
     Arguments:
         inner: the retriever answering cache misses.
         maxsize: most entries kept (default 100,000); the least recently used go first.
 
-    Accounting, per query of every ``search`` call: a query found in the cache, or a
-    repeat of a query already missing earlier in the same call, is a hit (the inner
-    retriever is not asked for it); every other query is a miss. ``hits``, ``misses``
-    and ``hit_rate`` (``hits / (hits + misses)``, 0 before any query) report it.
+    Hits and misses are counted as :class:`BatchQueryCache` says.
 
     Safe to share between threads; the lock is not held while the inner retriever runs,
     so two threads missing the same query at once may both fetch it (both count as
@@ -41,17 +103,9 @@ class CachedRetriever:
     def __init__(self, inner: Retriever, maxsize: int = 100_000) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, not {maxsize}")
-        self.inner = inner
+        super().__init__(inner)
         self.maxsize = maxsize
-        self.hits = 0
-        self.misses = 0
         self._entries: OrderedDict[tuple[str, int], list[SearchHit]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
 
     def stats(self) -> dict[str, Any]:
         """Counters for logging: hits, misses, hit_rate, size, maxsize."""
@@ -79,39 +133,22 @@ class CachedRetriever:
             self._entries.clear()
             self.hits = self.misses = 0
 
-    def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
-        """Cached hits for known queries; one inner call for the distinct misses."""
-        if k < 0:
-            raise ValueError(f"k must be >= 0, not {k}")
-        queries = list(queries)
-        results: list[list[SearchHit] | None] = [None] * len(queries)
-        missing: dict[str, list[int]] = {}  # distinct missed query -> its positions
+    def _lookup(self, queries: list[str], k: int) -> dict[str, list[SearchHit]]:
+        found: dict[str, list[SearchHit]] = {}
+        for query in queries:
+            cached = self._entries.get((query, k))
+            if cached is not None:
+                self._entries.move_to_end((query, k))
+                found[query] = cached
+        return found
+
+    def _store(self, k: int, fetched: dict[str, list[SearchHit]]) -> None:
         with self._lock:
-            for position, query in enumerate(queries):
-                key = (query, k)
-                cached = self._entries.get(key)
-                if cached is not None:
-                    self._entries.move_to_end(key)
-                    results[position] = list(cached)
-                    self.hits += 1
-                elif query in missing:
-                    missing[query].append(position)
-                    self.hits += 1
-                else:
-                    missing[query] = [position]
-                    self.misses += 1
-        if missing:
-            fetched = self.inner.search(list(missing), k)
-            with self._lock:
-                for (query, positions), hits in zip(missing.items(), fetched, strict=True):
-                    stored = list(hits)
-                    self._entries[(query, k)] = stored
-                    self._entries.move_to_end((query, k))
-                    for position in positions:
-                        results[position] = list(stored)
-                while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
-        return [r if r is not None else [] for r in results]
+            for query, hits in fetched.items():
+                self._entries[(query, k)] = hits
+                self._entries.move_to_end((query, k))
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
 
     def __repr__(self) -> str:
         return f"CachedRetriever({self.inner!r}, maxsize={self.maxsize})"

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from research_env.data.types import Document
 from research_env.retrievers.base import Retriever, SearchHit
+from research_env.retrievers.cache import BatchQueryCache
 
 __all__ = ["PersistentCachedRetriever", "with_query_cache"]
 
@@ -57,7 +57,7 @@ def _decode(text: str) -> list[SearchHit]:
     ]
 
 
-class PersistentCachedRetriever:
+class PersistentCachedRetriever(BatchQueryCache):
     """Wraps ``inner`` with an on-disk cache of ``(fingerprint, query, k) -> hits``;
     implements ``Retriever``.
 
@@ -65,34 +65,24 @@ class PersistentCachedRetriever:
         inner: the retriever answering cache misses.
         path: the sqlite file (created, with its directory, if missing).
 
-    Accounting, per query of every ``search`` call: found in the file, or a repeat of a
-    query already missing earlier in the same call, is a hit (the inner retriever is not
-    asked); anything else is a miss, and all the distinct misses of a call go to the
-    inner retriever in one call. ``hits``, ``misses`` and ``hit_rate`` count this
-    object's calls (not the file's history); :meth:`stats` adds the file's size.
+    Hits and misses are counted as :class:`~research_env.retrievers.cache.BatchQueryCache`
+    says, for this object's calls (not the file's history); :meth:`stats` adds the
+    file's size.
     """
 
     def __init__(self, inner: Retriever, path: str | os.PathLike[str]) -> None:
         from research_env.fingerprint import describe_retriever, stable_hash
 
-        self.inner = inner
+        super().__init__(inner)
         self.path = Path(path)
         self.retriever_fingerprint = describe_retriever(inner)
         self.key = stable_hash(self.retriever_fingerprint)
-        self.hits = 0
-        self.misses = 0
-        self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection, used under the lock from whichever thread searches.
         self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
         with self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
-
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
 
     def fingerprint(self) -> dict[str, Any]:
         """The inner retriever's: a cache does not change the answers."""
@@ -112,54 +102,24 @@ class PersistentCachedRetriever:
                 "path": str(self.path),
             }
 
-    def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
-        """Stored hits for known queries; one inner call for the distinct misses."""
-        if k < 0:
-            raise ValueError(f"k must be >= 0, not {k}")
-        queries = list(queries)
-        results: list[list[SearchHit] | None] = [None] * len(queries)
-        missing: dict[str, list[int]] = {}  # distinct missed query -> its positions
-        with self._lock:
-            stored = self._lookup(set(queries), k)
-            for position, query in enumerate(queries):
-                if query in stored:
-                    results[position] = _decode(stored[query])
-                    self.hits += 1
-                elif query in missing:
-                    missing[query].append(position)
-                    self.hits += 1
-                else:
-                    missing[query] = [position]
-                    self.misses += 1
-        if missing:
-            fetched = self.inner.search(list(missing), k)
-            if len(fetched) != len(missing):
-                raise RuntimeError(
-                    f"{type(self.inner).__name__}.search returned {len(fetched)} hit lists "
-                    f"for {len(missing)} queries"
-                )
-            rows = [(self.key, q, k, _encode(h)) for q, h in zip(missing, fetched, strict=True)]
-            with self._lock, self._db:
-                self._db.executemany("INSERT OR REPLACE INTO hits VALUES (?, ?, ?, ?)", rows)
-            for (_, positions), hits in zip(missing.items(), fetched, strict=True):
-                for position in positions:
-                    results[position] = list(hits)
-        return [r if r is not None else [] for r in results]
-
-    def _lookup(self, queries: set[str], k: int) -> dict[str, str]:
-        found: dict[str, str] = {}
-        ordered = sorted(queries)
+    def _lookup(self, queries: list[str], k: int) -> dict[str, list[SearchHit]]:
+        found: dict[str, list[SearchHit]] = {}
+        ordered = sorted(set(queries))
         for start in range(0, len(ordered), 500):  # stay under sqlite's variable limit
             chunk = ordered[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(
-                self._db.execute(
-                    f"SELECT query, hits FROM hits WHERE retriever = ? AND k = ? "
-                    f"AND query IN ({marks})",
-                    (self.key, k, *chunk),
-                ).fetchall()
-            )
+            rows = self._db.execute(
+                f"SELECT query, hits FROM hits WHERE retriever = ? AND k = ? "
+                f"AND query IN ({marks})",
+                (self.key, k, *chunk),
+            ).fetchall()
+            found.update((query, _decode(text)) for query, text in rows)
         return found
+
+    def _store(self, k: int, fetched: dict[str, list[SearchHit]]) -> None:
+        rows = [(self.key, q, k, _encode(h)) for q, h in fetched.items()]
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO hits VALUES (?, ?, ?, ?)", rows)
 
     def close(self) -> None:
         with self._lock:
