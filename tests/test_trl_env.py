@@ -28,10 +28,16 @@ FIRST_QUERY = "company founded by Brisa Telk"
 SECOND_QUERY = "Quimby Forge headquarters"
 
 
-def make_task(retriever=None, **kwargs):
+def make_task(retriever=None, instructions=None, **kwargs):
     kwargs = {"top_k": 2, "max_turns": 4, **kwargs}
     env = MultiHopSearchEnv(dataset=SAMPLES, retriever=retriever or KeywordRetriever(), **kwargs)
-    return TRLSearchTask(env)
+    if instructions is None:
+        return TRLSearchTask(env)
+    return TRLSearchTask(env, instructions=instructions)
+
+
+# TRL's fused LM head scores every prompt token too: short prompts keep a CPU step quick.
+SHORT = "Search, then answer inside <answer>\\boxed{{}}</answer>. Results come in <{tag}>."
 
 
 def call(query):
@@ -201,7 +207,7 @@ def grpo(policy, task, tmp_path, trainer_class=None, **overrides):
         "report_to": "none",
         "use_cpu": True,
         "max_steps": 1,
-        "per_device_train_batch_size": 4,
+        "per_device_train_batch_size": 2,  # one question, two generations
         "num_generations": 2,
         "max_completion_length": 12,
         "max_tool_calling_iterations": task.max_tool_calling_iterations,
@@ -231,14 +237,13 @@ def test_the_fixture_tokenizer_gets_our_chatml_parser(policy):
 
 
 def test_grpo_steps_with_the_tiny_random_model(policy, tmp_path):
-    trainer = grpo(policy, make_task(), tmp_path, max_steps=2)
+    trainer = grpo(policy, make_task(instructions=SHORT), tmp_path)
     logs = [entry for entry in trainer.state.log_history if "reward" in entry]
-    assert trainer.state.global_step == 2 and len(logs) == 2
-    for entry in logs:
-        # The random model never answers: the research reward of a malformed rollout is 0.
-        assert entry["rewards/search_env_reward/mean"] == 0.0
-        assert entry["env/format_valid"] == 0.0
-        assert "tools/call_frequency" in entry
+    assert trainer.state.global_step == 1 and len(logs) == 1
+    # The random model never answers: the research reward of a malformed rollout is 0.
+    assert logs[0]["rewards/search_env_reward/mean"] == 0.0
+    assert logs[0]["env/format_valid"] == 0.0
+    assert "tools/call_frequency" in logs[0]
 
 
 def test_grpo_step_runs_the_search_tool_and_masks_its_result(policy, tmp_path):
@@ -251,6 +256,7 @@ def test_grpo_step_runs_the_search_tool_and_masks_its_result(policy, tmp_path):
         "call": '<tool_call>\n{"name": "search", "arguments": {"query": "Brisa Telk"}}\n</tool_call>',
         "q1": "<answer>\\boxed{Ostravel}</answer>",
         "q2": "<answer>\\boxed{Tamsy Orr}</answer>",
+        "wrong": "<answer>\\boxed{Lund}</answer>",
     }
     scripted = {
         k: tokenizer.encode(v + "<|im_end|>", add_special_tokens=False) for k, v in turns.items()
@@ -260,12 +266,15 @@ def test_grpo_step_runs_the_search_tool_and_masks_its_result(policy, tmp_path):
     class ScriptedTrainer(GRPOTrainer):
         def _generate_single_turn(self, prompt_ids, *args, **kwargs):
             completions = []
-            for ids in prompt_ids:
+            for position, ids in enumerate(prompt_ids):
                 text = tokenizer.decode(ids)
                 if "<tool_response>" not in text:
-                    completions.append(list(scripted["call"]))
+                    turn = "call"
+                elif position % 2:  # the group's second rollout answers wrong
+                    turn = "wrong"
                 else:
-                    completions.append(list(scripted["q2" if "Glass Tide" in text else "q1"]))
+                    turn = "q2" if "Glass Tide" in text else "q1"
+                completions.append(list(scripted[turn]))
             return completions, None
 
         def _generate_and_score_completions(self, inputs):
@@ -276,18 +285,20 @@ def test_grpo_step_runs_the_search_tool_and_masks_its_result(policy, tmp_path):
     retriever = KeywordRetriever()
     trainer = grpo(
         policy,
-        make_task(retriever),
+        make_task(retriever, instructions=SHORT),
         tmp_path,
         trainer_class=ScriptedTrainer,
         max_completion_length=256,
     )
-    # One search per rollout: 2 questions x 2 generations.
-    assert len(retriever.calls) == 4 and retriever.calls[0] == ["Brisa Telk"]
+    # One search per rollout: one question x 2 generations.
+    assert len(retriever.calls) == 2 and retriever.calls[0] == ["Brisa Telk"]
     log = next(entry for entry in trainer.state.log_history if "reward" in entry)
-    # Every rollout searched once, then gave its question's golden answer: reward 1.0.
-    assert log["rewards/search_env_reward/mean"] == 1.0
-    assert log["env/searches"] == 1.0 and log["env/em"] == 1.0
-    assert log["tools/call_frequency"] == 1.0
+    # Both searched once and answered well formed: the golden answer scores 1.0, "Lund"
+    # the research reward's 0.1, so the group has an advantage and the step a gradient.
+    assert log["rewards/search_env_reward/mean"] == pytest.approx((1.0 + 0.1) / 2)
+    assert log["env/em"] == 0.5 and log["env/searches"] == 1.0
+    assert log["env/format_valid"] == 1.0 and log["tools/call_frequency"] == 1.0
+    assert log["grad_norm"] > 0
 
     output = captured[0]
     mask = output["tool_mask"] * output["completion_mask"]
