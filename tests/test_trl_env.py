@@ -137,6 +137,36 @@ def test_replayed_reward_equals_our_envs_own_episode():
         assert env.outcome.info["f1"] == info["f1"]
 
 
+def test_reasoning_split_off_by_the_parser_is_put_back_in_think_tags():
+    """TRL's Qwen3 parser moves <think> text to reasoning_content; the replay restores it,
+    so a reward reading the response sees what the model wrote."""
+
+    def play(env):
+        return [
+            {
+                "role": "assistant",
+                "reasoning_content": "Who founded it?",
+                "content": "",
+                "tool_calls": [call(FIRST_QUERY)],
+            },
+            {"role": "tool", "name": "search", "content": env.search(FIRST_QUERY)},
+            {
+                "role": "assistant",
+                "reasoning_content": "Done.",
+                "content": "<answer>\\boxed{Ostravel}</answer>",
+            },
+        ]
+
+    def reward(record):
+        expected = "<think>Who founded it?</think><search>" + FIRST_QUERY + "</search>\n<result>"
+        return float(
+            record.response.startswith(expected) and "<think>Done.</think>" in record.response
+        )
+
+    env, score = rollout(make_task(reward=reward), play)
+    assert score == 1.0 and env.outcome.info["format_valid"]
+
+
 def test_failed_tool_call_is_an_invalid_turn_and_tags_are_refused():
     task = make_task(on_invalid="terminate")
 
