@@ -341,3 +341,11 @@ def test_grpo_step_runs_the_search_tool_and_masks_its_result(policy, tmp_path):
         assert "<answer>\\boxed{" in tokenizer.decode(kept)
         assert "<result>" not in tokenizer.decode(kept)
         assert "Doc 1 (Title:" in tokenizer.decode(masked)
+
+
+def test_ensure_tool_parser_refuses_a_template_without_tool_calls():
+    class Tokenizer:
+        chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+    with pytest.raises(ValueError, match="tool-calling template"):
+        ensure_tool_parser(Tokenizer())
