@@ -307,3 +307,31 @@ def test_a_chat_template_without_tools_is_refused_before_decoding(tiny):
     gap = traj.response_ids[len(turn1) : -len(answer)]
     assert tiny.tokenizer.decode(gap) == f"\n<tool_response>\n{DOC_BRISA}\n</tool_response>\n"
     assert traj.reward == 1.0
+
+
+# A chat template unlike ChatML: its own turn markers, tool turns with their own role, and
+# an assistant turn rendered differently when it is the last message (as Qwen3's adds an
+# empty think block). The reply is still exactly what it puts between the call and the
+# next assistant turn.
+OTHER_TEMPLATE = (
+    "{%- if tools %}[tools]{{ tools | length }}[/tools]{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}[A]{%- if loop.last %}(last){%- endif %}{{ m.content }}"
+    "{%- for c in m.tool_calls or [] %}<tool_call>{{ c.function.arguments.query }}</tool_call>"
+    "{%- endfor %}[/A]"
+    "{%- else %}[{{ m.role }}]{{ m.content }}[/{{ m.role }}]{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}[A]{%- endif %}"
+)
+
+
+def test_the_reply_follows_any_tool_capable_template(tiny):
+    from algorithms.rollout.chat_turns import ChatReplies
+
+    tokenizer = copy.deepcopy(tiny.tokenizer)
+    tokenizer.chat_template = OTHER_TEMPLATE
+    replies = ChatReplies(tokenizer, [SEARCH_TOOL])
+    tool = {"role": "tool", "name": "search", "content": DOC_BRISA}
+    assert replies.reply(tool) == f"[/A][tool]{DOC_BRISA}[/tool][A]"
+    user = {"role": "user", "content": "Try again."}
+    assert replies.reply(user) == "[/A][user]Try again.[/user][A]"
