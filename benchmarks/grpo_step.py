@@ -149,14 +149,13 @@ def run_ours(
     import torch
 
     import algorithms.rollout.decoder as decoding
-    import algorithms.rollout.engine as rollout
     from algorithms.config import TrainConfig
     from algorithms.grpo import GRPO
     from algorithms.policy import LoraSettings, load_policy
 
     torch.set_num_threads(threads)
-    # Exactly COMPLETION_TOKENS tokens per completion, as TRL's min_new_tokens gives.
-    rollout.STOP_STRINGS = ()  # type: ignore[misc]
+    # Exactly COMPLETION_TOKENS tokens per completion, as TRL's min_new_tokens gives: no EOS
+    # here, no stop strings on the engine below.
     decoding._eos_ids = lambda model, tokenizer: []  # type: ignore[assignment]
 
     policy = load_policy(
@@ -192,6 +191,7 @@ def run_ours(
     env_kwargs = {"dataset": "synthetic", "split": "train", "template": TEMPLATE}
     env_kwargs |= {"max_turns": 1, "reward": reward}
     algo = GRPO(policy, env_kwargs, config)
+    algo.engine.stop_strings = ()
     algo.question_indices = lambda step: list(range(QUESTIONS))  # the same two prompts
     clock = Clock()
     collect = clock.wrap("generation", algo.collect_rollouts)

@@ -35,6 +35,10 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     ``FreeText(max_action_chars)``: one assistant turn. Any string is valid input.
     A turn holding ``<answer>`` ends the episode. Otherwise a turn with a complete
     ``<search>...</search>`` runs its *last* query. A turn with neither is invalid.
+    With ``template="tool-call"`` the turn searches by calling a ``search`` tool
+    (``<tool_call>{"name": "search", "arguments": {"query": ...}}</tool_call>``) and
+    answers in plain text with ``\\boxed{}``; a malformed call is an invalid turn whose
+    step ``info`` says why (:mod:`research_env.tool_calls`).
 
     ## Observation Space
     ``FreeText(max_observation_chars)``. ``reset`` returns the prompt (instructions,
@@ -43,7 +47,11 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     documents: ``\\n<result>\\nDoc 1 (Title: ...) ...\\n</result>\\n``. After an invalid
     turn it is a short correction (or the episode ends, see ``on_invalid``). The final
     observation is the empty string. Observations are increments: the agent's context
-    is the prompt followed by its turns and these observations, in order.
+    is the prompt followed by its turns and these observations, in order. With the
+    ``tool-call`` template, documents come back inside ``<tool_response>``, the step
+    ``info["message"]`` holds the same reply as a chat message (a ``tool`` message, or a
+    ``user`` correction) for a trainer to render with its chat template, and the reset
+    ``info["tools"]`` holds the search tool's JSON schema.
 
     ## Rewards
     0 on every non-final step. At the end, ``reward`` (a name or a callable of the
@@ -183,6 +191,10 @@ class MultiHopSearchEnv(gym.Env[str, str]):
             "messages": self.template.render_messages(sample.question),
             "prefill": self.template.prefill,
         }
+        if self.template.tools:
+            # For apply_chat_template(messages, tools=...): the template's action format
+            # is tool calls (the ``tool-call`` template).
+            info["tools"] = self.template.tools
         return self.episode.prompt, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:

@@ -17,31 +17,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from research_env.actions import CORRECTION, Observation
 from research_env.data.types import QASample
-from research_env.protocol import (
-    FORMAT_VIOLATIONS,
-    FormatMode,
-    Turn,
-    clean_text,
-    format_violation,
-    parse_turn,
-)
+from research_env.protocol import FORMAT_VIOLATIONS, FormatMode, Turn, clean_text
 from research_env.retrievers.base import SearchHit
 from research_env.rewards import EpisodeRecord, RewardFn, supporting_recall
 from research_env.templates import PromptTemplate
 from research_env.termination import EPISODE_ENDS, TRUNCATING, Termination
+from research_env.tool_calls import TOOL_CALL_VIOLATIONS
 
 InvalidTurnPolicy = Literal["correct", "terminate"]
 
-CORRECTION = (
-    "\nThat turn had neither a complete <search>query</search> nor an "
-    "<answer>...</answer>. Search with <search>query</search> or give the final answer "
-    "with <answer>...</answer>.\n"
-)
+__all__ = ["CORRECTION", "INVALID_REASONS", "Episode", "EpisodeRules", "TurnOutcome"]
 
 # ``info["invalid_reason"]`` codes and their sentences (``info["invalid_detail"]``): the
-# protocol's, plus the ones only an episode can tell.
+# protocol's and the tool-call format's, plus the ones only an episode can tell. Where
+# both formats use a code (``no_answer``), the template's own sentence is the one reported.
 INVALID_REASONS: dict[str, str] = {
+    **TOOL_CALL_VIOLATIONS,
     **FORMAT_VIOLATIONS,
     "repeated_prefill": (
         "the first turn repeats the prefilled text the prompt already ends with, so the "
@@ -122,6 +115,8 @@ class Episode:
         self.done = False
         # The turn begun and not yet ended: its cleaned text and its parse.
         self._pending: tuple[str, Turn] | None = None
+        # Why the first invalid turn was invalid (the episode's invalid_reason, if any).
+        self._first_invalid: str | None = None
 
     @property
     def prompt(self) -> str:
@@ -136,7 +131,7 @@ class Episode:
         if self.done:
             raise RuntimeError("the episode is over: call reset() before step()")
         text = clean_text(text) if isinstance(text, str) else ""
-        turn = parse_turn(text)
+        turn = self.template.actions.parse(text)
         self._pending = (text, turn)
         return turn.query if turn.kind == "search" else None
 
@@ -154,20 +149,29 @@ class Episode:
             record.conflicting_answers = turn.conflicting_answers
             return self._finish(Termination.ANSWERED)
 
+        info: dict[str, Any] = {}
+        observation: Observation
         if turn.kind == "search":
             hits = list(hits or [])[: self.rules.top_k]
-            observation = self.template.format_documents(hits)
+            observation = self.template.actions.search_result(self.template, hits)
             record.searches += 1
             record.retrieved_doc_ids.extend(h.document.id for h in hits)
             record.retrieved_texts.extend(h.document.contents for h in hits)
-        elif self.rules.on_invalid == "terminate":
-            return self._finish(Termination.INVALID_OUTPUT)
         else:
-            observation = CORRECTION
-        record.observations.append(observation)
+            reason = turn.reason or "invalid_turn"
+            self._first_invalid = self._first_invalid or reason
+            if self.rules.on_invalid == "terminate":
+                return self._finish(Termination.INVALID_OUTPUT)
+            observation = self.template.actions.correction(turn)
+            info |= {"invalid_reason": reason, "invalid_detail": self._detail(reason)}
+        record.observations.append(observation.text)
         if n_turns >= self.rules.max_turns:
             return self._finish(Termination.TURN_BUDGET)
-        return TurnOutcome(observation, 0.0, False, False, {"searches": record.searches})
+        info["searches"] = record.searches
+        if observation.message is not None:
+            # For a trainer that renders the reply through a chat template.
+            info["message"] = observation.message
+        return TurnOutcome(observation.text, 0.0, False, False, info)
 
     def end_early(self, reason: Termination = Termination.TOKEN_BUDGET) -> TurnOutcome:
         """End the episode from outside, between turns: the trainer's token budget ran out
@@ -190,7 +194,9 @@ class Episode:
         record.termination = reason.value
         # The prefill is part of the assistant's text even though the prompt carries it.
         response = self.template.prefill + record.response
-        format_reason = format_violation(response, self.rules.format_mode, self.template.result_tag)
+        format_reason = self.template.actions.violation(
+            record.turns, response, self.rules.format_mode, self.template.result_tag
+        )
         violation = None
         if record.conflicting_answers:
             violation = "conflicting_answers"
@@ -219,8 +225,8 @@ class Episode:
         if format_reason is None:
             return None
         record = self.record
-        if CORRECTION in record.observations or record.termination == "invalid_output":
-            return "invalid_turn"
+        if self._first_invalid is not None:
+            return self._first_invalid
         if record.prediction is None:
             return "no_answer"
         prefill = self.template.prefill.strip()
@@ -232,6 +238,11 @@ class Episode:
         ):
             return "repeated_prefill"
         return format_reason
+
+    def _detail(self, reason: str) -> str:
+        """The sentence for an invalid-reason code: the template's format's, else the
+        episode's."""
+        return self.template.actions.violations.get(reason) or INVALID_REASONS.get(reason, reason)
 
     def final_info(
         self, violation: str | None = None, invalid_reason: str | None = None
@@ -253,7 +264,7 @@ class Episode:
             info["violation"] = violation
         if invalid_reason:
             info["invalid_reason"] = invalid_reason
-            info["invalid_detail"] = INVALID_REASONS.get(invalid_reason, invalid_reason)
+            info["invalid_detail"] = self._detail(invalid_reason)
         recall = supporting_recall(self.sample.metadata, record.retrieved_doc_ids)
         if recall is not None:
             info["supporting_recall"] = recall

@@ -134,7 +134,7 @@ def fingerprint(env: Any, *, model: str | None = None, **extra: Any) -> dict[str
         "corpus": {"sha256": corpus_sha256(corpus)} if corpus is not None else None,
         "retriever": describe_retriever(env.retriever),
         "rules": dataclasses.asdict(env.rules),
-        "template": {"name": template.name, "sha256": stable_hash(dataclasses.asdict(template))},
+        "template": {"name": template.name, "sha256": stable_hash(template.fingerprint_fields())},
         "reward": _reward_name(env.reward_fn),
         "model": None if model is None else str(model),
         **extra,

@@ -12,7 +12,8 @@ record so far) and writes the next turn as text, exactly as a language model wou
   played from those: it searches each supporting paragraph's title and answers once every
   supporting document was retrieved. Data with neither is refused (``ValueError``).
 
-A policy accepts the env as ``gym.make`` returns it (wrapped) or the bare env.
+A policy accepts the env as ``gym.make`` returns it (wrapped) or the bare env, and writes
+its turns in the env template's action format (tags, or tool calls for ``tool-call``).
 - :class:`RandomPolicy` searches random words of the question or answers a random word.
 """
 
@@ -87,14 +88,14 @@ class OraclePolicy:
                 thought = f"To answer this I first need to know: {query}"
             else:
                 thought = f"So {answers[hop - 1]} is the answer to that. Next: {query}"
-            return _open_think(env, thought) + f"<search>{query}</search>"
+            return _open_think(env, thought) + env.template.actions.write_search(query)
         if self._facts_found(episode.record.retrieved_texts, answers):
             final = episode.sample.golden_answers[0]
             thought = f"The documents give every fact needed, so the answer is {final}."
         else:
             final = "unknown"
             thought = "The documents did not give me what I needed."
-        return _open_think(env, thought) + f"<answer>The answer is \\boxed{{{final}}}</answer>"
+        return _open_think(env, thought) + env.template.actions.write_answer(final)
 
     def _act_from_supporting_facts(self, env: MultiHopSearchEnv) -> str:
         episode = env.episode
@@ -117,7 +118,7 @@ class OraclePolicy:
                 if hop == 0
                 else f"I also need to read about {query}."
             )
-            return _open_think(env, thought) + f"<search>{query}</search>"
+            return _open_think(env, thought) + env.template.actions.write_search(query)
         supporting = sample.metadata.get("supporting_doc_ids") or []
         retrieved = set(episode.record.retrieved_doc_ids)
         found = all(d in retrieved for d in supporting) if supporting else self._facts_found(
@@ -129,7 +130,7 @@ class OraclePolicy:
         else:
             final = "unknown"
             thought = "The documents did not give me what I needed."
-        return _open_think(env, thought) + f"<answer>The answer is \\boxed{{{final}}}</answer>"
+        return _open_think(env, thought) + env.template.actions.write_answer(final)
 
     @staticmethod
     def _facts_found(texts: list[str], answers: list[str]) -> bool:
@@ -167,7 +168,7 @@ class RandomPolicy:
             guess = self.rng.choice(words)
             return _open_think(env, "I will guess.") + f"<answer>\\boxed{{{guess}}}</answer>"
         query = " ".join(self.rng.sample(words, k=min(3, len(words))))
-        return _open_think(env, "Let me search.") + f"<search>{query}</search>"
+        return _open_think(env, "Let me search.") + env.template.actions.write_search(query)
 
 
 POLICIES = {"oracle": OraclePolicy, "random": RandomPolicy}

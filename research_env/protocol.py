@@ -56,6 +56,9 @@ class Turn:
         n_answers: how many ``<answer>`` blocks the turn holds.
         conflicting_answers: several answer blocks that disagree (a way to game a
             max-over-answers reward, so it counts as malformed).
+        reason: why an invalid turn is invalid, where the format can tell (the tool-call
+            format's codes, :data:`research_env.tool_calls.TOOL_CALL_VIOLATIONS`); None
+            otherwise.
     """
 
     kind: TurnKind
@@ -64,6 +67,7 @@ class Turn:
     boxed: bool = False
     n_answers: int = 0
     conflicting_answers: bool = False
+    reason: str | None = None
 
 
 def clean_text(text: str) -> str:
@@ -195,7 +199,8 @@ def _complete_blocks(pattern: re.Pattern[str], text: str) -> list[str]:
     return blocks
 
 
-def _normalize_query(query: str) -> str:
+def normalize_query(query: str) -> str:
+    """A query as the retriever gets it: whitespace collapsed, cut at MAX_QUERY_CHARS."""
     return _WHITESPACE_RE.sub(" ", query).strip()[:MAX_QUERY_CHARS]
 
 
@@ -234,7 +239,7 @@ def parse_turn(text: str) -> Turn:
 
     queries = _complete_blocks(_SEARCH_RE, text)
     if queries:
-        return Turn(kind="search", query=_normalize_query(queries[-1]))
+        return Turn(kind="search", query=normalize_query(queries[-1]))
     return Turn(kind="invalid")
 
 

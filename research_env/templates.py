@@ -10,10 +10,14 @@ Pass a template name, a :class:`PromptTemplate`, or your own format string conta
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
+from research_env.actions import TAGS, ActionFormat
 from research_env.retrievers.base import SearchHit
+from research_env.tool_calls import TOOL_CALLS
 
 _PROTOCOL = (
     "Answer the question by reasoning step by step and searching a document collection. "
@@ -68,6 +72,18 @@ _READ_EXAMPLE = (
     "<answer>The answer is \\boxed{{Pellmarin}}</answer>"
 )
 
+# The tool-call format: the chat template lists the search tool (its JSON schema comes
+# with the prompt as ``tools``); these instructions say the same in words, so a plain-text
+# prompt (no chat template) teaches it too.
+_TOOL_CALL = (
+    "Answer the question by reasoning step by step and searching a document collection. "
+    "To search, call the search tool with a short query, one call per turn, written as\n"
+    '<tool_call>\n{{"name": "search", "arguments": {{"query": "your query"}}}}\n</tool_call>\n'
+    "The documents found come back in <{tag}> and </{tag}>. Search as often as you need. "
+    "When you know the answer, reply in plain text, without a tool call, with the final "
+    "short answer in \\boxed{{}}, for example: The answer is \\boxed{{Paris}}."
+)
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -81,6 +97,9 @@ class PromptTemplate:
         prefill: text the assistant's first turn starts with (part of the prompt, so the
             model continues from it; it also counts when checking the response format).
         question_format: how the question itself is written.
+        actions: the :class:`~research_env.actions.ActionFormat` the instructions teach
+            (how turns are parsed, what the env replies, where a generator stops);
+            the ReSearch tags unless the template says otherwise.
     """
 
     name: str
@@ -89,6 +108,21 @@ class PromptTemplate:
     result_tag: str = "result"
     prefill: str = ""
     question_format: str = "Question: {question}"
+    actions: ActionFormat = TAGS
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The tools to hand a chat template (``apply_chat_template(..., tools=...)``)."""
+        return copy.deepcopy(list(self.actions.tools))
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Everything the template renders, as plain JSON values, for a run's fingerprint
+        (:mod:`research_env.fingerprint`). The action format counts by name, and only when
+        it is not the tags: a tag template hashes as it did before formats existed."""
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "actions"}
+        if self.actions is not TAGS:
+            plain["actions"] = self.actions.name
+        return plain
 
     def system_prompt(self) -> str:
         text = self.instructions.format(tag=self.result_tag)
@@ -113,14 +147,17 @@ class PromptTemplate:
             {"role": "user", "content": self.question_format.format(question=question)},
         ]
 
-    def format_documents(self, hits: Sequence[SearchHit]) -> str:
-        """The observation for a search: ``<result>`` block with numbered documents."""
+    def documents(self, hits: Sequence[SearchHit]) -> str:
+        """The numbered documents of a search, one per line (a tool message's content)."""
         lines = [
             f"Doc {i} (Title: {hit.document.title}) {hit.document.text.strip()}"
             for i, hit in enumerate(hits, 1)
         ]
-        body = "\n".join(lines) if lines else "No documents found."
-        return f"\n<{self.result_tag}>\n{body}\n</{self.result_tag}>\n"
+        return "\n".join(lines) if lines else "No documents found."
+
+    def format_documents(self, hits: Sequence[SearchHit]) -> str:
+        """The observation for a search: ``<result>`` block with numbered documents."""
+        return f"\n<{self.result_tag}>\n{self.documents(hits)}\n</{self.result_tag}>\n"
 
 
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -140,6 +177,11 @@ TEMPLATES: dict[str, PromptTemplate] = {
     # Naive-RAG baseline: the documents retrieved once with the question are put in the
     # prompt ("Documents:" lines before the question, as in the example), then one answer.
     "rag": PromptTemplate(name="rag", instructions=_READ, example=_READ_EXAMPLE, prefill="<think>"),
+    # Search as a tool call in the chat template's convention (Qwen2.5/Qwen3 style), results
+    # as tool messages, the answer in plain text with \boxed{} (research_env.tool_calls).
+    "tool-call": PromptTemplate(
+        name="tool-call", instructions=_TOOL_CALL, result_tag="tool_response", actions=TOOL_CALLS
+    ),
 }
 
 

@@ -9,7 +9,9 @@ One straight path per collect:
 3. the vector env steps all of them (:meth:`~research_env.vector.SearchVectorEnv.step_turns`:
    one retriever call for every search); the engine parses nothing itself;
 4. each observation is tokenized on its own and appended with loss mask 0; only those new
-   tokens are encoded before the next turn;
+   tokens are encoded before the next turn (a reply the env gives as a chat message, with
+   the ``tool-call`` template, is first rendered as its chat template places it between two
+   turns: :class:`~algorithms.rollout.chat_turns.ChatReplies`);
 5. episodes that emitted EOS, or whose next observation would overflow the token budget,
    are ended through the vector env (:meth:`~research_env.vector.SearchVectorEnv.end_early`)
    with ``Termination.EOS`` / ``Termination.TOKEN_BUDGET``, and rewarded as usual.
@@ -27,11 +29,11 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from algorithms.buffer import Trajectory
+from algorithms.rollout.chat_turns import ChatReplies
 from algorithms.rollout.decoder import DecodeState, TurnOutput
 from algorithms.rollout.inference_copy import rollout_copy
 from algorithms.rollout.sampling import Sampling
 from research_env.episode import TurnOutcome
-from research_env.protocol import STOP_STRINGS
 from research_env.termination import Termination
 from research_env.vector import SearchVectorEnv
 
@@ -62,6 +64,9 @@ class RolloutEngine:
             :class:`~algorithms.rollout.DecodeState`; a
             :class:`~algorithms.rollout.vllm_backend.VLLMBackend` generates them with vLLM
             (it gets the policy's weights before each collect where they changed).
+
+    ``engine.stop_strings`` are where a turn stops: the template's action format's
+    (``</search>``, ``</answer>``; ``</tool_call>`` for the ``tool-call`` template).
 
     ``engine.vector_env`` is the vector env it plays in (resized to each collect's number
     of episodes); ``engine.vector_env.envs[0]`` is an ordinary ``MultiHopSearchEnv`` over
@@ -97,6 +102,14 @@ class RolloutEngine:
         self.vector_env = vector_env or SearchVectorEnv(
             1, autoreset_mode=AutoresetMode.DISABLED, **(env_kwargs or {})
         )
+        actions = self.vector_env.template.actions
+        self.stop_strings: tuple[str, ...] = actions.stop_strings
+        # Tool-call replies rendered by the chat template (checked now, before any decoding).
+        self.chat_replies = (
+            ChatReplies(self.tokenizer, actions.tools)
+            if actions.tools and self._use_chat()
+            else None
+        )
 
     @property
     def num_questions(self) -> int:
@@ -106,7 +119,10 @@ class RolloutEngine:
         """Token ids of an episode's prompt (``reset``'s observation and info), rendered once."""
         if self._use_chat():
             text = self.tokenizer.apply_chat_template(
-                info["messages"], tokenize=False, add_generation_prompt=True
+                info["messages"],
+                tools=info.get("tools") or None,
+                tokenize=False,
+                add_generation_prompt=True,
             )
             text += info.get("prefill", "")
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -206,7 +222,10 @@ class RolloutEngine:
             if outputs[i].finish_reason == Termination.EOS:
                 to_end.setdefault(Termination.EOS, []).append(i)
                 continue
-            obs_ids = self.tokenizer(outcome.observation, add_special_tokens=False)["input_ids"]
+            text = outcome.observation
+            if self.chat_replies is not None and "message" in outcome.info:
+                text = self.chat_replies.reply(outcome.info["message"])
+            obs_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if used[i] + len(obs_ids) >= s.max_total_tokens:
                 to_end.setdefault(Termination.TOKEN_BUDGET, []).append(i)
             else:
@@ -227,7 +246,7 @@ class RolloutEngine:
             max_new_tokens=budgets,
             seq_indices=live,
             sampling=s,
-            stop_strings=STOP_STRINGS,
+            stop_strings=self.stop_strings,
             tokenizer=self.tokenizer,
             generator=generator,
         )

@@ -13,6 +13,7 @@ terminal, where each line is one turn). Example, scripted:
   printf '%s\\n' 'plan</think><search>Brisa Telk</search>' \\
       '<think>ok</think><answer>\\\\boxed{Ostravel}</answer>' | research-env play --index 0
   research-env play --retriever http://127.0.0.1:8000    # documents from a server
+  research-env play --template tool-call   # search with <tool_call>{"name": "search", ...}
 """
 
 
@@ -40,6 +41,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--top-k", type=int, default=3, help="documents per search")
     parser.add_argument("--max-turns", type=int, default=4, help="turn budget")
+    parser.add_argument(
+        "--template",
+        default="research",
+        help="prompt template name (research, search-r1, tool-call, ...; default: research)",
+    )
     parser.add_argument("--show-answer", action="store_true", help="print the gold at the end")
     parser.set_defaults(handler=run)
 
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         corpus=args.corpus,
         top_k=args.top_k,
         max_turns=args.max_turns,
+        template=args.template,
     )
     options = {"index": args.index} if args.index is not None else None
     prompt, _ = env.reset(seed=args.seed, options=options)
