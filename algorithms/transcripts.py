@@ -23,8 +23,8 @@ E     environment     any other observation token: the block's tags, corrective 
 ====  ==============  ===============================================================
 
 ``T`` comes from the loss mask alone, so an observation token with mask 1 shows as trained
-(and is counted in ``record["leaks"]``): the view shows the mask as it is, not as it
-should be.
+(and its response position is listed in ``record["leaks"]``, which the view outlines in
+red): the view shows the mask as it is, not as it should be.
 
 Files are named ``*.tokens.jsonl`` (:data:`SUFFIX`) so they are never confused with the
 text transcripts ``research-env eval`` writes to ``transcripts/<name>.jsonl``. The trainer
@@ -163,7 +163,7 @@ def transcript_record(
         loss_mask: the mask the loss actually used, when it differs from the trajectory's
             (the trainer zeroes truncated episodes); default ``trajectory.loss_mask``.
         advantages: per response token (the trainer's); None when not known (evaluation).
-        source: what produced the episode (``"train"``, an eval row's name).
+        source: what produced the episode (``"grpo training"``, an eval row's name).
         step: the training step, if any.
         extra: more scalars to record (e.g. the question text).
     """
@@ -192,7 +192,8 @@ def transcript_record(
         if advantages is None
         else [round(float(x), 4) for x in list(advantages)[: len(response)]],
         "trained_tokens": sum(mask),
-        "leaks": sum(1 for m, g in zip(mask, generated, strict=False) if m and not g),
+        # Observation tokens the loss trains on: always a bug (response positions).
+        "leaks": [k for k, (m, g) in enumerate(zip(mask, generated, strict=False)) if m and not g],
     }
     record.update(extra or {})
     return record
@@ -208,6 +209,7 @@ def save_step(
     advantages: Any = None,
     step: int | None = None,
     limit: int | None = None,
+    source: str = "train",
 ) -> Path:
     """Append a training step's first ``limit`` episodes to ``path``.
 
@@ -229,7 +231,7 @@ def save_step(
                 tokenizer,
                 loss_mask=[0] * n if dropped else masks[row][:n],
                 advantages=None if dropped or advs is None else advs[row][:n],
-                source="train",
+                source=source,
                 step=step,
                 extra={"dropped": True} if dropped else None,
             )

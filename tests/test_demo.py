@@ -35,7 +35,7 @@ def test_demo_quick_writes_report(tmp_path):
     evals = list(read_transcripts(out / "transcripts" / "eval.tokens.jsonl"))
     assert len(evals) == 10 and len({e["source"] for e in evals}) == 5
     trained = list(read_transcripts(out / "grpo" / "transcripts" / "train.tokens.jsonl"))
-    assert trained and all(r["source"] == "train" and r["step"] == 1 for r in trained)
+    assert trained and all(r["source"] == "grpo training" and r["step"] == 1 for r in trained)
     assert (out / "sft" / "transcripts" / "train.tokens.jsonl").exists()
     assert "search agent: after GRPO" in (out / "view.html").read_text()
 

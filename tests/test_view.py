@@ -77,7 +77,7 @@ def test_roles_split_an_episode_into_prompt_trained_retrieved_and_environment(po
     # The documents are retrieved (masked); the tags around them are environment text.
     assert by_role(record, "R") == DOCS
     assert by_role(record, "E") == "\n<result></result>\n"
-    assert record["trained_tokens"] == sum(traj.loss_mask) and record["leaks"] == 0
+    assert record["trained_tokens"] == sum(traj.loss_mask) and record["leaks"] == []
     assert record["logprobs"] == traj.sample_logprobs and record["advantages"] is None
     assert record["em"] == 1.0 and record["hops"] == 1 and record["source"] == "oracle"
     assert "".join(record["tokens"][n:]) == tok.decode(traj.response_ids)
@@ -93,7 +93,7 @@ def test_the_mask_the_loss_used_decides_trained_and_leaks_are_counted(policy):
     record = transcript_record(traj, tok, loss_mask=mask, advantages=[0.25] * len(mask))
     roles = record["roles"][record["prompt_len"] :]
     assert roles[:first_turn_end] == "U" * first_turn_end
-    assert roles[first_turn_end + 3] == "T" and record["leaks"] == 1
+    assert roles[first_turn_end + 3] == "T" and record["leaks"] == [first_turn_end + 3]
     assert record["trained_tokens"] == sum(mask) == sum(traj.loss_mask) - first_turn_end + 1
     assert record["advantages"] == [0.25] * len(mask)
 
@@ -183,6 +183,7 @@ def test_the_trainer_saves_the_mask_and_advantages_its_update_used(policy, tmp_p
     path = tmp_path / "transcripts" / f"train{SUFFIX}"
     records = list(read_transcripts(path))
     assert [r["step"] for r in records] == [1] * 3  # the step's first 3 episodes
+    assert {r["source"] for r in records} == {"grpo training"}
     for record, traj, sign in zip(records[:2], trajs[:2], [1, -1], strict=True):
         assert record["loss_mask"] == traj.loss_mask
         trained = [a for a, m in zip(record["advantages"], traj.loss_mask, strict=True) if m]
@@ -220,6 +221,10 @@ def rendered(policy, tmp_path_factory):
                        prompt=HOSTILE)  # fmt: skip
     records = [transcript_record(t, tok, source="rollout") for t in trajs]
     records += [transcript_record(oracle_like(tok), tok, source="oracle")]
+    leaky = oracle_like(tok)
+    mask = list(leaky.loss_mask)
+    mask[leaky.turn_spans[0][1] + 4] = 1  # a retrieved token trained on: the bug to see
+    records += [transcript_record(leaky, tok, source="leaky", loss_mask=mask)]
     records += [transcript_record(hostile, tok, source="hostile", extra={"question": HOSTILE})]
     run = tmp_path_factory.mktemp("run")
     write_transcripts(run / "transcripts" / f"eval{SUFFIX}", records)
@@ -273,6 +278,12 @@ def test_the_page_loads_cleanly_and_shows_the_loss_masks_trained_tokens(rendered
         expected = sum(records[index]["loss_mask"])
         assert data_trained == spans == shown == expected, index
     assert sum(s[1] for s in state) > 0
+    outlined = (
+        "return [...document.querySelectorAll('span.leaked')]"
+        ".map(s => [s.closest('section').dataset.index, s.className])"
+    )
+    leaky = str(next(i for i, r in enumerate(records) if r["source"] == "leaky"))
+    assert browser.execute_script(outlined) == [[leaky, "tok T leaked"]]
     # The hostile text is shown as text, not run or parsed as markup.
     titles = browser.execute_script(
         "return [...document.querySelectorAll('section.episode h2')].map(h => h.textContent)"

@@ -298,7 +298,8 @@ class OnPolicyAlgorithm:
             path = Path(self.config.output_dir) / "transcripts" / f"train{SUFFIX}"
             mask, advantages = (None, None) if data is None else (data.mask, data.advantages)
             save_step(path, trajectories, self.policy.tokenizer, kept=kept, loss_mask=mask,
-                      advantages=advantages, step=self.step + 1, limit=count)  # fmt: skip
+                      advantages=advantages, step=self.step + 1, limit=count,
+                      source=f"{self.name} training")  # fmt: skip
 
     def _run_update(self, data: UpdateBatch | None) -> dict[str, float]:
         terms = self.objective_terms()

@@ -94,9 +94,10 @@ main { padding: 8px 16px; }
 .tok.empty { color: #999; }
 .tok.P { background: #e8e8e8; }
 .tok.T { background: #b7e4c7; }
-.tok.U { background: #ffd6a5; text-decoration: line-through; }
+.tok.U { background: #ffd6a5; text-decoration: underline dotted #a05a00; }
 .tok.R { background: #cfe1ff; color: #334; }
 .tok.E { background: #f1d1f5; }
+.tok.leaked { outline: 2px solid #b00020; }
 .tok:hover { outline: 2px solid #222; }
 details.prompt summary { cursor: pointer; color: #555; }
 """
@@ -150,11 +151,12 @@ function matches(ep, want) {
   return Object.keys(FILTERS).every(name => want[name] === "" || FILTERS[name](ep) === want[name]);
 }
 
-function tokenSpan(ep, i, counts) {
+function tokenSpan(ep, i, counts, leaks) {
   const role = ep.roles[i] || "E";
   counts[role] = (counts[role] || 0) + 1;
   const piece = ep.tokens[i];
-  const span = el("span", "tok " + role + (piece === "" ? " empty" : ""), piece === "" ? "\u2205" : piece);
+  const cls = "tok " + role + (piece === "" ? " empty" : "") + (leaks.has(i - ep.prompt_len) ? " leaked" : "");
+  const span = el("span", cls, piece === "" ? "\u2205" : piece);
   let tip = "token " + i + " \u00b7 id " + ep.ids[i] + " \u00b7 " + ROLES[role];
   const r = i - ep.prompt_len;
   if (r >= 0) {
@@ -189,11 +191,12 @@ function renderEpisode(ep) {
   section.append(meta);
 
   const counts = {};
+  const leaks = new Set(ep.leaks || []);
   const prompt = el("details", "prompt");
   const promptTokens = el("div", "tokens");
   const response = el("div", "tokens response");
   for (let i = 0; i < ep.tokens.length; i++) {
-    (i < ep.prompt_len ? promptTokens : response).append(tokenSpan(ep, i, counts));
+    (i < ep.prompt_len ? promptTokens : response).append(tokenSpan(ep, i, counts, leaks));
   }
   prompt.append(el("summary", null, "prompt (" + ep.prompt_len + " tokens)"), promptTokens);
   section.append(prompt, response);
@@ -204,8 +207,8 @@ function renderEpisode(ep) {
   if (ep.dropped) {
     meta.append(el("span", "dropped", "  dropped before the update (a flat group): the loss never saw it"));
   }
-  if (ep.leaks) {
-    meta.append(el("span", "leak", "  " + ep.leaks + " observation token(s) have loss mask 1"));
+  if (leaks.size) {
+    meta.append(el("span", "leak", "  " + leaks.size + " observation token(s) have loss mask 1 (outlined)"));
   }
   return section;
 }
