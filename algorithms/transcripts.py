@@ -249,8 +249,9 @@ def write_transcripts(path: str | Path, records: Sequence[Mapping[str, Any]]) ->
     return path
 
 
-def read_transcripts(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The records of one ``*.tokens.jsonl`` file, lazily (a run's file can be large).
+def read_transcripts(path: str | Path, every: int = 1) -> Iterator[dict[str, Any]]:
+    """The records of one ``*.tokens.jsonl`` file, lazily (a run's file can be large);
+    ``every`` > 1 yields only every ``every``-th record and never parses the others.
 
     Raises:
         ValueError: a line that is not a token-transcript record (the message says which
@@ -258,8 +259,12 @@ def read_transcripts(path: str | Path) -> Iterator[dict[str, Any]]:
     """
     path = Path(path)
     with path.open(encoding="utf-8") as f:
+        records = 0
         for number, line in enumerate(f, 1):
             if not line.strip():
+                continue
+            records += 1
+            if (records - 1) % every:
                 continue
             try:
                 record = json.loads(line)

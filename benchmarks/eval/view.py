@@ -108,9 +108,7 @@ def load_episodes(
         total = _count_lines(path)
         stride = max(1, math.ceil(total / limit))
         kept = 0
-        for number, record in enumerate(read_transcripts(path)):
-            if number % stride:
-                continue
+        for record in read_transcripts(path, every=stride):
             size = len(json.dumps(record, ensure_ascii=False))
             if used + size > budget:
                 notes.append(
