@@ -249,6 +249,28 @@ def write_transcripts(path: str | Path, records: Sequence[Mapping[str, Any]]) ->
     return path
 
 
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """What makes ``record`` unfit to draw (a hand-edited or truncated file), or None: the
+    per-token lists must line up, or a page would show tokens with the wrong mask."""
+    tokens, ids, roles = record.get("tokens"), record.get("ids"), record.get("roles")
+    if not (isinstance(tokens, list) and isinstance(ids, list) and isinstance(roles, str)):
+        return "tokens, ids (lists) and roles (a string) are required"
+    n, prompt = len(tokens), record.get("prompt_len")
+    if len(ids) != n or len(roles) != n:
+        return f"{n} tokens but {len(ids)} ids and {len(roles)} roles"
+    if not isinstance(prompt, int) or not 0 <= prompt <= n:
+        return f"prompt_len {prompt!r} is not a count of 0 to {n} tokens"
+    if not all(isinstance(t, str) for t in tokens) or set(roles) - set(ROLE_NAMES):
+        return f"token texts must be strings and roles one of {''.join(ROLE_NAMES)}"
+    for key in ("loss_mask", "logprobs", "advantages"):
+        value = record.get(key)
+        if key == "advantages" and value is None:
+            continue
+        if not isinstance(value, list) or len(value) != n - prompt:
+            return f"{key} must list one value per response token ({n - prompt})"
+    return None
+
+
 def read_transcripts(path: str | Path, every: int = 1) -> Iterator[dict[str, Any]]:
     """The records of one ``*.tokens.jsonl`` file, lazily (a run's file can be large);
     ``every`` > 1 yields only every ``every``-th record and never parses the others.

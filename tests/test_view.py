@@ -135,6 +135,20 @@ def test_a_big_file_is_thinned_evenly_and_the_data_budget_stops_it(policy, tmp_p
     assert len(episodes) == 2 and "Stopped at" in notes[0]
 
 
+def test_a_malformed_episode_is_skipped_with_a_note_not_drawn(policy, tmp_path):
+    record = transcript_record(oracle_like(policy.tokenizer), policy.tokenizer)
+    short_mask = {**record, "loss_mask": record["loss_mask"][:-1]}
+    no_roles = {k: v for k, v in record.items() if k != "roles"}
+    path = write_transcripts(tmp_path / f"x{SUFFIX}", [short_mask, record, no_roles])
+    episodes, notes = load_episodes([path])
+    assert episodes == [record]
+    n = len(record["loss_mask"])
+    assert notes == [
+        f"x{SUFFIX}: 2 malformed episode(s) skipped (loss_mask must list one value per "
+        f"response token ({n}))."
+    ]
+
+
 def test_the_page_escapes_everything_a_transcript_holds():
     data = {"episodes": [{"question": HOSTILE}], "roles": {}, "page_size": 1, "notes": []}
     embedded = embed_json(data)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from algorithms.transcripts import ROLE_NAMES, SUFFIX, read_transcripts
+from algorithms.transcripts import ROLE_NAMES, SUFFIX, read_transcripts, record_problem
 from benchmarks.eval.view_page import render_page
 
 DEFAULT_LIMIT = 500  # episodes per file
@@ -107,8 +107,12 @@ def load_episodes(
     for path in files:
         total = _count_lines(path)
         stride = max(1, math.ceil(total / limit))
-        kept = 0
+        kept, skipped, first_problem = 0, 0, ""
         for record in read_transcripts(path, every=stride):
+            problem = record_problem(record)
+            if problem is not None:
+                skipped, first_problem = skipped + 1, first_problem or problem
+                continue
             size = len(json.dumps(record, ensure_ascii=False))
             if used + size > budget:
                 notes.append(
@@ -120,6 +124,8 @@ def load_episodes(
             record.setdefault("source", path.name.removesuffix(SUFFIX))
             episodes.append(record)
             kept += 1
+        if skipped:
+            notes.append(f"{path.name}: {skipped} malformed episode(s) skipped ({first_problem}).")
         if stride > 1:
             notes.append(f"{path.name}: every {stride}th of {total} episodes ({kept} shown).")
     return episodes, notes
