@@ -149,6 +149,15 @@ def test_a_malformed_episode_is_skipped_with_a_note_not_drawn(policy, tmp_path):
     ]
 
 
+def test_view_runs_without_torch(policy, tmp_path):
+    from test_cli import run_without_torch
+
+    record = transcript_record(oracle_like(policy.tokenizer), policy.tokenizer)
+    write_transcripts(tmp_path / f"x{SUFFIX}", [record])
+    assert "CODE 0" in run_without_torch("view", str(tmp_path))
+    assert (tmp_path / "view.html").stat().st_size > 1000
+
+
 def test_the_page_escapes_everything_a_transcript_holds():
     data = {"episodes": [{"question": HOSTILE}], "roles": {}, "page_size": 1, "notes": []}
     embedded = embed_json(data)
