@@ -304,6 +304,9 @@ class LoggingConfig:
         wandb_project: wandb project name.
         run_name: run name (default: the output directory's name).
         progress_bar: show a tqdm bar with the running reward.
+        save_transcripts: token transcripts of this many trained episodes per step (the
+            step's first) to ``<out>/transcripts/train.tokens.jsonl``, with the loss mask
+            and advantages the update used, for ``research-env view`` (0 = none).
     """
 
     every: int = 1
@@ -311,6 +314,7 @@ class LoggingConfig:
     wandb_project: str = "research-gym"
     run_name: str | None = None
     progress_bar: bool = True
+    save_transcripts: int = 0
 
 
 @dataclass

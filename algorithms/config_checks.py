@@ -75,6 +75,10 @@ def range_problems(c: TrainConfig) -> list[str]:
     need(c.eval.temperature >= 0, f"eval.temperature must be >= 0, got {c.eval.temperature}")
     need(c.logging.every >= 0, f"logging.every must be >= 0, got {c.logging.every}")
     need(
+        c.logging.save_transcripts >= 0,
+        f"logging.save_transcripts must be >= 0 (0 = none), got {c.logging.save_transcripts}",
+    )
+    need(
         c.checkpoint.every >= 0,
         f"checkpoint.every must be >= 0 (0 = only at the end), got {c.checkpoint.every}",
     )

@@ -2,9 +2,9 @@
 
 Every built-in subcommand is listed in :data:`COMMANDS` below, the one place to read to
 find where a command lives. Each entry is a lazy ``"module:register"`` string (as
-``algorithms/registry.py`` names algorithms), because four of the commands live outside
-this package: ``train`` in ``algorithms``; ``eval``, ``demo``, ``ablate`` and ``compare``
-in ``benchmarks.eval``; and ``research_env`` must import neither (nor torch) when it is
+``algorithms/registry.py`` names algorithms), because most of the commands live outside
+this package: ``train`` in ``algorithms``; ``eval``, ``demo``, ``ablate``, ``compare`` and
+``view`` in ``benchmarks.eval``; and ``research_env`` must import neither (nor torch) when it is
 imported. A string is resolved only when it is needed: running ``research-env NAME``
 imports NAME's module alone; ``research-env --help`` (or a command line naming no known
 command) imports every command's module to list its help line. A
@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "demo": "benchmarks.eval.demo:register",
     "ablate": "benchmarks.eval.ablate:register",
     "compare": "benchmarks.eval.compare:register",
+    "view": "benchmarks.eval.view:register",
 }
 PLUGIN_GROUP = "research_env.commands"
 

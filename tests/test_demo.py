@@ -28,6 +28,16 @@ def test_demo_quick_writes_report(tmp_path):
     for png in ("curves_sft.png", "curves_rl.png"):
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
+    # The token view: every evaluated episode (5 stages x 2 questions) and the trained ones.
+    assert "## Token view" in report and "[view.html](view.html)" in report
+    from algorithms.transcripts import read_transcripts
+
+    evals = list(read_transcripts(out / "transcripts" / "eval.tokens.jsonl"))
+    assert len(evals) == 10 and len({e["source"] for e in evals}) == 5
+    trained = list(read_transcripts(out / "grpo" / "transcripts" / "train.tokens.jsonl"))
+    assert trained and all(r["source"] == "grpo training" and r["step"] == 1 for r in trained)
+    assert (out / "sft" / "transcripts" / "train.tokens.jsonl").exists()
+    assert "search agent: after GRPO" in (out / "view.html").read_text()
 
 
 def test_running_mean_of_the_curves():

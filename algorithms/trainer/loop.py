@@ -249,6 +249,7 @@ class OnPolicyAlgorithm:
         kept, metrics = self.filter_trajectories(trajectories)
         # Every rank must agree on whether there is an update at all (its collectives).
         anywhere = distributed.all_reduce_sum(float(len(kept)), self.policy.device)
+        data: UpdateBatch | None = None
         if kept:
             batch = collate(kept, self.policy.tokenizer.pad_token_id, device=self.policy.device)
             data = prepare_update(
@@ -272,6 +273,7 @@ class OnPolicyAlgorithm:
             metrics |= self._run_update(None)
         else:
             metrics["train/skipped_steps"] = 1.0
+        self._save_transcripts(trajectories, kept, data)
         with warnings.catch_warnings():
             # A step whose update was skipped still advances the schedule; torch warns then.
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
@@ -279,6 +281,25 @@ class OnPolicyAlgorithm:
         self.step += 1
         metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
+
+    def _save_transcripts(
+        self,
+        trajectories: Sequence[Trajectory],
+        kept: Sequence[Trajectory],
+        data: UpdateBatch | None,
+    ) -> None:
+        """``logging.save_transcripts`` episodes of this step as the loss saw them (the mask
+        after truncation filtering, the advantages; dropped groups marked), for
+        ``research-env view``."""
+        count = self.config.logging.save_transcripts
+        if count and distributed.is_main_process():
+            from algorithms.transcripts import SUFFIX, save_step
+
+            path = Path(self.config.output_dir) / "transcripts" / f"train{SUFFIX}"
+            mask, advantages = (None, None) if data is None else (data.mask, data.advantages)
+            save_step(path, trajectories, self.policy.tokenizer, kept=kept, loss_mask=mask,
+                      advantages=advantages, step=self.step + 1, limit=count,
+                      source=f"{self.name} training")  # fmt: skip
 
     def _run_update(self, data: UpdateBatch | None) -> dict[str, float]:
         terms = self.objective_terms()

@@ -6,7 +6,9 @@
    the pure-RL path of the ReSearch paper), then evaluate again;
 4. train it with GRPO;
 5. evaluate the trained policy on the same dev slice;
-6. write ``runs/<timestamp>/report.md`` with the table, curves and example transcripts.
+6. write ``runs/<timestamp>/report.md`` with the table, curves and example transcripts,
+   and ``view.html``: every evaluated episode (and a few trained ones per step) token by
+   token, coloured by what the loss did with it (``research-env view``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ FULL = {"eval_questions": 30, "sft_steps": 10, "rl_steps": 10, "questions_per_st
 # Token budgets for every episode the demo plays: oracle turns are at most ~64 tokens and
 # oracle episodes (turns plus retrieved documents) at most ~1,000 on the synthetic world.
 TURN_TOKENS, TOTAL_TOKENS = 96, 1024
+# Trained episodes per step whose token transcripts go to view.html (with the eval ones).
+TRAIN_TRANSCRIPTS = 4
 
 
 def register(subparsers: Any) -> None:
@@ -132,9 +136,16 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
 
 
 def evaluate(
-    policy: Any, env_kwargs: dict[str, Any], dev: Any, n: int, name: str, baseline: str = "agent"
+    policy: Any,
+    env_kwargs: dict[str, Any],
+    dev: Any,
+    n: int,
+    name: str,
+    baseline: str = "agent",
+    transcripts: Path | None = None,
 ) -> Stage:
-    """Greedy episodes on the first ``n`` dev questions, decoded with a bf16 packed copy."""
+    """Greedy episodes on the first ``n`` dev questions, decoded with a bf16 packed copy
+    (their token transcripts appended to ``transcripts``, if given)."""
     from algorithms.rollout import Sampling
     from benchmarks.eval.harness import evaluate_model
 
@@ -149,6 +160,7 @@ def evaluate(
         batch_size=32,
         name=name,
         base_env=dev,
+        token_transcripts=transcripts,
     )
     overall = dict(result.overall)
     em, count = overall.get("em", 0.0), max(1.0, overall.get("n", 1.0))
@@ -176,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.policy import load_policy
     from algorithms.registry import make_algorithm
     from algorithms.sft import SFT
+    from algorithms.transcripts import SUFFIX
     from benchmarks.eval.demo_report import write_report
+    from benchmarks.eval.view import write_view
     from research_env.env import MultiHopSearchEnv
     from research_env.rewards import get_reward
 
@@ -204,10 +218,12 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"[2/6] loading {args.model} and evaluating it on {n_eval} dev questions")
     policy = load_policy(args.model)
+    tokens = out / "transcripts" / f"eval{SUFFIX}"  # every evaluated episode, for view.html
+    tokens.unlink(missing_ok=True)  # a rerun into the same directory starts afresh
     stages = [
-        evaluate(policy, eval_kwargs, dev, n_eval, "direct answer (no search)", "direct"),
-        evaluate(policy, eval_kwargs, dev, n_eval, "naive RAG (retrieve once)", "rag"),
-        evaluate(policy, eval_kwargs, dev, n_eval, "search agent: untrained"),
+        evaluate(policy, eval_kwargs, dev, n_eval, "direct answer (no search)", "direct", tokens),
+        evaluate(policy, eval_kwargs, dev, n_eval, "naive RAG (retrieve once)", "rag", tokens),
+        evaluate(policy, eval_kwargs, dev, n_eval, "search agent: untrained", transcripts=tokens),
     ]
     untrained = stages[-1]
 
@@ -217,9 +233,14 @@ def run(args: argparse.Namespace) -> int:
         sft_cfg = _config(
             args, out / "sft", "sft", s["sft_steps"], 2 * s["questions_per_step"], 1e-4
         )
+        sft_cfg.logging.save_transcripts = TRAIN_TRANSCRIPTS
         sft = SFT(policy, train_kwargs, sft_cfg)
         sft.learn(s["sft_steps"])
-        stages.append(evaluate(policy, eval_kwargs, dev, n_eval, "search agent: warm start"))
+        stages.append(
+            evaluate(
+                policy, eval_kwargs, dev, n_eval, "search agent: warm start", transcripts=tokens
+            )
+        )
         curves["sft"] = _read_metrics(out / "sft")
     else:
         print("[3/6] warm start skipped (--no-warmstart): pure RL from the base model")
@@ -228,27 +249,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"[4/6] {args.algo.upper()}: {s['rl_steps']} steps, {s['questions_per_step']} "
           f"questions x group 4 per step, from {len(rl_questions)} questions of {hops} hops")  # fmt: skip
     rl_cfg = _config(args, out / args.algo, args.algo, s["rl_steps"], s["questions_per_step"], 2e-5)
+    rl_cfg.logging.save_transcripts = TRAIN_TRANSCRIPTS
     algo = make_algorithm(args.algo, policy, rl_kwargs, rl_cfg)
     algo.learn(s["rl_steps"])
     curves["rl"] = _read_metrics(out / args.algo)
 
     print("[5/6] evaluating the trained policy on the same dev slice")
-    stages.append(
-        evaluate(policy, eval_kwargs, dev, n_eval, f"search agent: after {args.algo.upper()}")
-    )
+    after = f"search agent: after {args.algo.upper()}"
+    stages.append(evaluate(policy, eval_kwargs, dev, n_eval, after, transcripts=tokens))
 
     print("[6/6] writing the report")
     minutes = (time.perf_counter() - t_start) / 60
+    view = write_view(out, out / "view.html", title=f"ReSearch-Gym demo {out.name}: token view")
     report = write_report(
         out,
         stages=stages,
         curves=curves,
+        view=view,
         settings={**s, "model": args.model, "algo": args.algo, "warm_start": not args.no_warmstart,
                   "rl_reward": args.rl_reward,
                   "dataset": args.dataset, "retriever": args.retriever, "top_k": 3,
                   "max_turns": 5, "template": dev.template.name, "minutes": round(minutes, 1)},
     )  # fmt: skip
-    print(f"\nreport: {report}")
+    print(f"\nreport: {report}\ntoken view: {view}")
     print(f"trained model: {out / args.algo / 'final'}  (research-env eval --model <that dir>)")
     first, last = untrained.overall, stages[-1].overall
     print(f"EM {first.get('em', 0):.3f} -> {last.get('em', 0):.3f}, "

@@ -1,4 +1,5 @@
-"""The demo's report: a results table, training curves as PNG and example transcripts."""
+"""The demo's report: a results table, training curves as PNG, example transcripts and a
+link to the token view (``view.html``, :mod:`benchmarks.eval.view`)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,15 @@ def plot_curves(
 
 
 def write_report(
-    out: Path, *, stages: list[Any], curves: dict[str, list[dict[str, float]]], settings: dict
+    out: Path,
+    *,
+    stages: list[Any],
+    curves: dict[str, list[dict[str, float]]],
+    settings: dict,
+    view: Path | None = None,
 ) -> Path:
-    """Write ``out/report.md`` (and its PNGs); return its path."""
+    """Write ``out/report.md`` (and its PNGs); return its path. ``view``: the token view
+    page to link (a path inside ``out``)."""
     lines = ["# ReSearch-Gym demo report", ""]
     path_name = "warm start + RL" if settings.get("warm_start") else "pure RL (no warm start)"
     lines += [f"Path: **{path_name}**. Settings: "
@@ -87,6 +94,14 @@ def write_report(
         lines += [f"### {stage.name}", ""]
         for text in stage.transcripts:
             lines += ["```", text.strip(), "```", ""]
+    if view is not None:
+        lines += ["## Token view", "",
+                  f"[{view.relative_to(out)}]({view.relative_to(out).as_posix()}): every "
+                  "evaluated episode and a few trained ones per step, token by token, coloured "
+                  "by what the loss did with each (prompt, trained, generated but untrained, "
+                  "retrieved and masked, environment text); hover a token for its loss mask, "
+                  "sampling log-prob and advantage. Filters by EM, hops, searches and stage.",
+                  ""]  # fmt: skip
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report

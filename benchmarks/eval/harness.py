@@ -166,6 +166,7 @@ def evaluate_model(
     settings: dict[str, Any] | None = None,
     show_progress: bool = True,
     base_env: MultiHopSearchEnv | None = None,
+    token_transcripts: str | Path | None = None,
 ) -> EvalResult:
     """Score ``policy`` (an :class:`algorithms.policy.Policy`, or anything with ``model``,
     ``tokenizer`` and ``name``) on a split, as one of :data:`~benchmarks.eval.baselines.BASELINES`.
@@ -189,6 +190,9 @@ def evaluate_model(
             when ``env_kwargs`` holds already-loaded samples).
         base_env: an env whose samples and retriever to reuse (saves loading them again
             when evaluating several baselines).
+        token_transcripts: append every episode's token transcript
+            (:mod:`algorithms.transcripts`) to this ``*.tokens.jsonl`` file, for
+            ``research-env view``.
     """
     from algorithms.rollout import RolloutEngine, Sampling
 
@@ -231,6 +235,10 @@ def evaluate_model(
             record["question"] = questions[record["question_id"]]
             record["sample"] = j % samples
             episodes.append(record)
+        if token_transcripts is not None:
+            _write_token_transcripts(
+                token_transcripts, trajectories, policy, name or baseline, questions
+            )
         bar.update(len(chunk))
     bar.close()
     seconds = time.perf_counter() - start
@@ -397,6 +405,27 @@ def _decoding_policy(
     model = rollout_copy(policy.model, dtype, pack_weights=pack_weights, fused=fused)
     name = getattr(policy, "name", type(policy).__name__)
     return SimpleNamespace(model=model, tokenizer=policy.tokenizer, name=name)
+
+
+def _write_token_transcripts(
+    path: str | Path,
+    trajectories: Sequence[Any],
+    policy: Any,
+    source: str,
+    questions: dict[str, str],
+) -> None:
+    from algorithms.transcripts import transcript_record, write_transcripts
+
+    records = [
+        transcript_record(
+            t,
+            policy.tokenizer,
+            source=source,
+            extra={"question": questions.get(t.info.get("question_id"), "")},
+        )
+        for t in trajectories
+    ]
+    write_transcripts(path, records)
 
 
 def _episode_record(trajectory: Any, baseline: str, tokenizer: Any) -> dict[str, Any]:
