@@ -312,3 +312,8 @@ def test_cli_runs_a_model_on_a_jsonl_dataset(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| direct |" in printed and "| rag |" in printed and "| agent |" in printed
     assert (out / "results.md").exists() and (out / "transcripts" / "rag.txt").exists()
+    # Token transcripts for `research-env view`: one record per episode of each baseline.
+    from algorithms.transcripts import read_transcripts
+
+    records = list(read_transcripts(out / "transcripts" / "eval.tokens.jsonl"))
+    assert len(records) == 3

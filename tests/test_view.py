@@ -222,6 +222,14 @@ def test_the_trainer_saves_the_mask_and_advantages_its_update_used(policy, tmp_p
     algo.learn_from(trajs)
     dropped = list(read_transcripts(path))[3:]
     assert [(r["step"], r["dropped"], r["trained_tokens"]) for r in dropped] == [(2, True, 0)] * 3
+    # A run resumed from step 1's checkpoint plays step 2 again: its old records go.
+    resumed = make_algorithm("grpo", policy, kwargs, config)
+    resumed.step = 1
+    for t, reward in zip(trajs, [1.0, 0.0, 1.0, 0.0], strict=True):
+        t.reward = reward
+    resumed.learn_from(trajs)
+    steps = [(r["step"], "dropped" in r) for r in read_transcripts(path)]
+    assert steps == [(1, False)] * 3 + [(2, False)] * 3
 
 
 # --------------------------------------------------------------------------------------

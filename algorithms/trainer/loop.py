@@ -100,6 +100,7 @@ class OnPolicyAlgorithm:
             eval_env_kwargs = {**self.env_kwargs, "split": self.config.eval.split}
         self.eval_env_kwargs = eval_env_kwargs
         self.step = 0
+        self._transcripts_started = False  # the first save trims a resumed run's replayed steps
         if distributed.is_distributed() and self.config.trainer.minibatch_size is not None:
             raise ValueError(
                 "data-parallel training takes one optimizer step per epoch over each rank's "
@@ -296,6 +297,13 @@ class OnPolicyAlgorithm:
             from algorithms.transcripts import SUFFIX, save_step
 
             path = Path(self.config.output_dir) / "transcripts" / f"train{SUFFIX}"
+            if not self._transcripts_started:
+                # A resumed run plays the steps after its checkpoint again: their old
+                # records go, so the view shows each step once.
+                from algorithms.trainer.metrics import drop_jsonl_records
+
+                drop_jsonl_records(path, lambda r: r["step"] > self.step)
+                self._transcripts_started = True
             mask, advantages = (None, None) if data is None else (data.mask, data.advantages)
             save_step(path, trajectories, self.policy.tokenizer, kept=kept, loss_mask=mask,
                       advantages=advantages, step=self.step + 1, limit=count,

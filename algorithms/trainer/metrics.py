@@ -156,26 +156,7 @@ class MetricsLogger:
         return self._drop_records(lambda r: r["step"] > step)
 
     def _drop_records(self, stale_if: Any) -> int:
-        if not self.jsonl.exists():
-            return 0
-        kept, dropped = [], 0
-        for line in self.jsonl.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                record["step"] = int(record["step"])
-                stale = bool(stale_if(record))
-            except (ValueError, KeyError, TypeError):
-                stale = bool(line.strip())  # a partial line from a killed write
-            if stale:
-                dropped += 1
-            elif line.strip():
-                kept.append(line)
-        if dropped:
-            text = "".join(line + "\n" for line in kept)
-            tmp = self.jsonl.with_name(self.jsonl.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.jsonl)
-        return dropped
+        return drop_jsonl_records(self.jsonl, stale_if)
 
     def _warn_if_flat(self, step: int, metrics: dict[str, float]) -> None:
         """A warning line when most of a step's groups were dropped for equal rewards: the
@@ -227,3 +208,30 @@ def progress_bar(initial: int, total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def drop_jsonl_records(path: Path, stale_if: Any) -> int:
+    """Rewrite the JSONL file ``path`` (atomically) without the records for which
+    ``stale_if(record)`` is true, nor a line cut short by a kill. Records carry an integer
+    ``"step"``. A resumed run uses it before it logs the steps after its checkpoint again.
+    Returns how many lines were dropped (0, and no rewrite, when none or no file)."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            record["step"] = int(record["step"])
+            stale = bool(stale_if(record))
+        except (ValueError, KeyError, TypeError):
+            stale = bool(line.strip())  # a partial line from a killed write
+        if stale:
+            dropped += 1
+        elif line.strip():
+            kept.append(line)
+    if dropped:
+        text = "".join(line + "\n" for line in kept)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped

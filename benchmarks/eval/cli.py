@@ -233,10 +233,11 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
         pack_weights=args.pack_weights and args.rollout_dtype != "policy",
         fused=args.fused,
+        token_transcripts=out / "transcripts" / "eval.tokens.jsonl",
     )
     print(report(results))
     print(
         f"results: {out}/results.json, results.md, fingerprint.json; "
-        f"transcripts: {out}/transcripts/"
+        f"transcripts: {out}/transcripts/ (token view: research-env view {out})"
     )
     return 0
