@@ -1,9 +1,12 @@
 """Does a step-level search reward change what the policy does? Shaped vs unshaped GRPO.
 
 The tiny random model cannot write protocol tags, so :class:`SpaceTaggedEnv` reads each of
-its turns as one: a turn with at least ``SEARCH_SPACES`` spaces is a search for its own
-text, any other turn an answer. Whether the model "searches" is then a property of its
-text it can learn (space-prefixed tokens), and the env's own shaping code scores it.
+its turns as one: a turn whose first token starts with a space is a search for its own
+text, any other turn an answer. Whether the model "searches" is then a choice of its first
+token that it can learn, and the env's own shaping code scores it. Sampling at temperature
+0.5 makes the random model's first-token distribution peaked enough (a few tokens carry
+most of the mass) for a few GRPO steps to move it; about 60% of first turns search before
+training.
 
 The task: 2-hop questions, 2 turns, reward ``em`` against a golden answer random text never
 matches, so the answer reward is 0 for every episode. With ``no_search_multihop`` the
@@ -12,7 +15,7 @@ reward is 0 and GRPO has nothing to learn from. Each run trains ``steps`` GRPO s
 (``credit: turn``) and measures the rate of episodes that searched first, before and
 after, on the same sampled evaluation episodes (seeded).
 
-    python benchmarks/shaping_behaviour.py --seeds 0 1 2 --steps 10
+    python -m benchmarks.shaping_behaviour --seeds 0 1 2 3 4 --steps 3
 
 prints a Markdown table (mean over seeds and a 95% t-interval of the change).
 """
@@ -31,10 +34,7 @@ from research_env.env import MultiHopSearchEnv
 from research_env.episode import Episode
 from research_env.templates import PromptTemplate
 
-TURN_TOKENS = 8
-# The tiny random model writes a median of 5 spaces in 8 tokens: about 40% of its turns
-# have 6 or more and so count as searches before any training.
-SEARCH_SPACES = 6
+TURN_TOKENS = 4
 SAMPLES = [
     QASample(f"q{i}", f"Question {i}: say something.", ("zzqx",), {"hops": 2}) for i in range(4)
 ]
@@ -97,7 +97,7 @@ def make_grpo(shaping: dict[str, float] | None, seed: int, out: str) -> Any:
             "rollout.group_size": 8,
             "rollout.temperature": 0.5,
             "rollout.max_turn_tokens": TURN_TOKENS,
-            "rollout.max_total_tokens": 4 * TURN_TOKENS,
+            "rollout.max_total_tokens": 64,
             "rollout.prompt_format": "text",
             "trainer.micro_batch_size": 16,
             "trainer.seed": seed,
@@ -140,8 +140,8 @@ def main() -> None:
     from scipy import stats
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--penalty", type=float, default=1.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -149,8 +149,10 @@ def main() -> None:
         "no shaping": None,
         f"no_search_multihop = {args.penalty}": {"no_search_multihop": args.penalty},
     }
-    print(f"| condition | search-first rate before | after {args.steps} steps | change (95% t) |")
-    print("|---|---|---|---|")
+    rows = [
+        f"| condition | search-first rate before | after {args.steps} steps | change (95% t) |",
+        "|---|---|---|---|",
+    ]
     for name, shaping in conditions.items():
         t0 = time.perf_counter()
         pairs = []
@@ -161,11 +163,12 @@ def main() -> None:
         change = after - before
         n = len(change)
         half = stats.t.ppf(0.975, n - 1) * change.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
-        print(
+        rows.append(
             f"| {name} | {before.mean():.3f} | {after.mean():.3f} | "
             f"{change.mean():+.3f} ± {half:.3f} |  <!-- {time.perf_counter() - t0:.0f} s, "
             f"per seed: {', '.join(f'{b:.3f}->{a:.3f}' for b, a in pairs)} -->"
         )
+    print("\n".join(rows), flush=True)
 
 
 if __name__ == "__main__":
