@@ -163,3 +163,28 @@ def test_config_turns_shaping_and_turn_credit_on():
         TrainConfig().with_overrides({"grpo.credit": "token"})
     with pytest.raises(ValueError, match=r"unknown key.*env\.shaping"):
         TrainConfig().with_overrides({"env.shaping.redundancy": 0.2})
+
+
+def test_metrics_and_the_flat_group_filter_count_step_rewards(tmp_path):
+    from algorithms.policy import load_policy
+    from algorithms.registry import make_algorithm
+    from algorithms.trainer.metrics import episode_metrics
+    from benchmarks.shaping_behaviour import env_kwargs
+
+    # Equal answer rewards, different step rewards: not a flat group.
+    group = [trajectory([0.5, 0.0], 0.0), trajectory([0.0, 0.0], 0.0)]
+    metrics = episode_metrics(group)
+    assert metrics["episode/reward"] == 0.0 and metrics["episode/shaping"] == 0.25
+    assert metrics["health/flat_group_fraction"] == 0.0
+    assert "episode/shaping" not in episode_metrics([trajectory([0.0, 0.0], 1.0)])
+
+    config = TrainConfig().with_overrides(
+        {"output_dir": str(tmp_path), "trainer.filter_zero_variance_groups": True,
+         "logging.wandb": False, "grpo.kl_coef": 0.0, "rollout.prompt_format": "text"}
+    )  # fmt: skip
+    algo = make_algorithm(
+        "grpo", load_policy("tiny-random", device="cpu"), env_kwargs(None), config
+    )
+    flat = [trajectory([0.0, 0.0], 0.0, group=1), trajectory([0.0, 0.0], 0.0, group=1)]
+    kept, stats = algo.filter_trajectories(group + flat)
+    assert kept == group and stats["filter/zero_variance_groups"] == 1.0
