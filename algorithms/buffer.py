@@ -41,7 +41,11 @@ class Trajectory:
         sample_logprobs: log-prob of each response token under the sampling policy
             (0.0 on observation tokens).
         turn_spans: ``(start, end)`` of each model turn within ``response_ids``.
-        reward: the episode's final reward.
+        turn_rewards: the env's step reward of each model turn beyond the answer's, i.e. its
+            shaping terms (:mod:`research_env.shaping`), aligned with ``turn_spans``; all 0
+            when shaping is off.
+        reward: the episode's final reward: the answer's, without any shaping, so episode
+            metrics mean the same with and without it (``episode_return`` adds the shaping).
         info: the environment's final ``info``.
         group: index of the question in the rollout batch (the GRPO group).
         finish_reason: why generation stopped ("answered", "turn_budget", "token_budget"...).
@@ -52,6 +56,7 @@ class Trajectory:
     loss_mask: list[int] = field(default_factory=list)
     sample_logprobs: list[float] = field(default_factory=list)
     turn_spans: list[tuple[int, int]] = field(default_factory=list)
+    turn_rewards: list[float] = field(default_factory=list)
     reward: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     group: int = 0
@@ -73,6 +78,11 @@ class Trajectory:
     def n_generated(self) -> int:
         return sum(self.loss_mask)
 
+    @property
+    def episode_return(self) -> float:
+        """What the episode earned in all: the final reward plus every turn's step reward."""
+        return self.reward + sum(self.turn_rewards, 0.0)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "prompt_ids": self.prompt_ids,
@@ -80,6 +90,7 @@ class Trajectory:
             "loss_mask": self.loss_mask,
             "sample_logprobs": self.sample_logprobs,
             "turn_spans": self.turn_spans,
+            "turn_rewards": self.turn_rewards,
             "reward": self.reward,
             "info": self.info,
             "group": self.group,
@@ -99,7 +110,9 @@ class Batch:
 
     Shapes: ``input_ids``/``attention_mask``/``position_ids`` (B, P + R);
     ``loss_mask``/``sample_logprobs`` (B, R); ``rewards``/``group_ids`` (B,).
-    ``loss_mask`` is the loss mask (1 on generated tokens only).
+    ``loss_mask`` is the loss mask (1 on generated tokens only). ``rewards`` are the final
+    rewards; ``step_rewards`` (B, R) holds each turn's step reward (shaping) on the turn's
+    last token, or is None when no turn of the batch has one (shaping off).
     """
 
     input_ids: torch.Tensor
@@ -110,6 +123,7 @@ class Batch:
     rewards: torch.Tensor
     group_ids: torch.Tensor
     prompt_len: int
+    step_rewards: torch.Tensor | None = None
 
     @property
     def response_len(self) -> int:
@@ -163,7 +177,26 @@ def collate(
         rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32, device=HOST),
         group_ids=torch.tensor([t.group for t in trajectories], dtype=torch.long, device=HOST),
         prompt_len=p,
+        step_rewards=_step_rewards(trajectories, r),
     ).to(device)
+
+
+def _step_rewards(trajectories: Sequence[Trajectory], width: int) -> torch.Tensor | None:
+    """``(B, width)``: each turn's step reward on the last token of its turn span (where a
+    token-level return picks it up for that turn and every earlier one); None if all 0."""
+    if not any(any(t.turn_rewards) for t in trajectories):
+        return None
+    step_rewards = torch.zeros((len(trajectories), width), dtype=torch.float32, device=HOST)
+    for i, t in enumerate(trajectories):
+        if len(t.turn_rewards) != len(t.turn_spans):
+            raise ValueError(
+                f"trajectory {i} has {len(t.turn_rewards)} turn rewards for "
+                f"{len(t.turn_spans)} turns; record one step reward per model turn"
+            )
+        for (start, end), reward in zip(t.turn_spans, t.turn_rewards, strict=True):
+            if reward and end > start:
+                step_rewards[i, end - 1] += reward
+    return step_rewards
 
 
 @dataclass

@@ -37,6 +37,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from research_env.shaping import SearchShaping
+
 # --------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------
@@ -99,6 +101,10 @@ class EnvConfig:
         format_mode: ``strict`` (ReSearch rules) or ``loose``.
         search_cost: reward subtracted per search.
         require_search: answering without any search counts as malformed.
+        shaping: step-level search rewards (``retrieval_gain``, ``redundant_query``,
+            ``no_search_multihop``; see :mod:`research_env.shaping`), all 0 = off. The
+            episode metrics keep the answer's reward; the advantages see the shaping
+            (per turn with ``grpo.credit: turn``).
     """
 
     dataset: str = "synthetic"
@@ -113,6 +119,7 @@ class EnvConfig:
     format_mode: Literal["strict", "loose"] = "strict"
     search_cost: float = 0.0
     require_search: bool = False
+    shaping: SearchShaping = field(default_factory=SearchShaping)
 
     def to_env_kwargs(self, split: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``MultiHopSearchEnv`` (``split`` overrides the training one)."""
@@ -350,6 +357,10 @@ class GRPOConfig:
         loss_agg: ``token-mean`` (DAPO), ``seq-mean-token-mean`` (original GRPO) or
             ``seq-mean-token-sum-norm`` (Dr. GRPO; normalized by ``rollout.max_total_tokens``).
         entropy_coef: entropy bonus weight (0 = off; entropy is still logged).
+        credit: ``episode`` (every token gets the episode's advantage) or ``turn`` (each
+            turn's tokens get the return from that turn on, estimator ``grpo-turn``: an
+            early search the env rewarded keeps its credit when the answer is wrong). The
+            same without ``env.shaping``.
     """
 
     clip_low: float = 0.2
@@ -359,6 +370,7 @@ class GRPOConfig:
     scale_by_std: bool = True
     loss_agg: LossAggregation = "token-mean"
     entropy_coef: float = 0.0
+    credit: Literal["episode", "turn"] = "episode"
 
 
 @dataclass

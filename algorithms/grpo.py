@@ -10,6 +10,10 @@ to the frozen reference policy as a separate loss term (k3, "low_var_kl", as in 
 
     loss = pg_loss + kl_coef * kl_loss - entropy_coef * entropy_loss
 
+With the env's step-level search rewards (``env.shaping``), ``credit: turn`` gives each
+turn the return from that turn on (estimator ``grpo-turn``); ``credit: episode`` credits
+the whole episode's return, shaping included, to every token.
+
 Retrieved ``<result>`` tokens have mask 0 and so contribute nothing. The shared loop
 (rollout, minibatches, checkpoints, logging) is :class:`~algorithms.trainer.OnPolicyAlgorithm`;
 hyperparameters are :class:`~algorithms.config.GRPOConfig`.
@@ -37,7 +41,9 @@ class GRPO(OnPolicyAlgorithm):
     name = "grpo"
 
     def advantage_spec(self) -> tuple[str, dict[str, Any]]:
-        return "grpo", {"scale_by_std": self.hparams.scale_by_std}
+        # Per-turn credit only changes anything when the env pays step rewards (shaping).
+        name = "grpo-turn" if self.hparams.credit == "turn" else "grpo"
+        return name, {"scale_by_std": self.hparams.scale_by_std}
 
     def objective_terms(self) -> ObjectiveTerms:
         h = self.hparams

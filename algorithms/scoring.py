@@ -71,6 +71,7 @@ def trim_padding(batch: Batch) -> Batch:
         rewards=batch.rewards,
         group_ids=batch.group_ids,
         prompt_len=p - first,
+        step_rewards=None if batch.step_rewards is None else batch.step_rewards[:, :last],
     )
 
 

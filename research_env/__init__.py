@@ -21,6 +21,7 @@ from research_env.env import FreeText, MultiHopSearchEnv
 from research_env.protocol import Turn, is_valid_format, parse_turn
 from research_env.retrievers.base import Retriever, SearchHit
 from research_env.rewards import REWARDS, EpisodeRecord, exact_match, f1_score, normalize_answer
+from research_env.shaping import SearchShaping
 from research_env.templates import TEMPLATES, PromptTemplate
 from research_env.termination import TRUNCATING, Termination
 from research_env.vector import SearchVectorEnv
@@ -47,6 +48,7 @@ __all__ = [
     "QASample",
     "Retriever",
     "SearchHit",
+    "SearchShaping",
     "SearchVectorEnv",
     "Termination",
     "Turn",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from research_env.episode import Episode, EpisodeRules, InvalidTurnPolicy, TurnO
 from research_env.protocol import FormatMode
 from research_env.retrievers.base import Retriever
 from research_env.rewards import RewardFn, get_reward
+from research_env.shaping import SearchShaping
 from research_env.sources import resolve_dataset, resolve_retriever
 from research_env.spaces import FreeText
 from research_env.storage import cache_root
@@ -60,6 +61,10 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     ``search-r1`` (exact match), ``em``, ``f1``, or ``research+support`` (``research``
     plus 0.2 x the share of the question's supporting documents retrieved, for well-formed
     responses); minus ``search_cost`` per search.
+    With ``shaping`` (off by default) the env also pays step-level search rewards
+    (:mod:`research_env.shaping`): a search turn's reward is its shaping terms, the answer
+    turn's is the answer reward plus its terms, and the final ``info`` keeps the answer's
+    own reward as ``answer_reward`` and each term's episode total in ``shaping``.
     A response is malformed when it breaks the protocol (see
     :func:`research_env.protocol.is_valid_format`), answers with several different
     answers, or answers without searching when ``require_search=True``.
@@ -104,6 +109,9 @@ class MultiHopSearchEnv(gym.Env[str, str]):
       style) or ``"terminate"``. ``format_mode="strict"``: ``"strict"`` (ReSearch
       rules) or ``"loose"`` (just one answer block).
     - ``search_cost=0.0``, ``require_search=False``: guards against reward gaming.
+    - ``shaping=None``: step-level search rewards, a mapping of term weights such as
+      ``{"retrieval_gain": 0.2, "redundant_query": 0.1, "no_search_multihop": 0.5}`` or a
+      :class:`~research_env.shaping.SearchShaping`; ``None`` or all 0 = off.
     - ``cache_dir=None``: where generated data and indexes live
       (default ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``).
     - ``retriever_kwargs=None``: passed to the retriever factory.
@@ -119,7 +127,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     (``gym.make_vec``), which makes one retriever call per step for all of them.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release; ``shaping`` added later (off by default, so v0 runs unchanged).
     """
 
     metadata = {"render_modes": ["human", "ansi"]}  # noqa: RUF012 (Gymnasium convention)
@@ -138,6 +146,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         format_mode: FormatMode = "strict",
         search_cost: float = 0.0,
         require_search: bool = False,
+        shaping: SearchShaping | Mapping[str, float] | None = None,
         cache_dir: str | Path | None = None,
         retriever_kwargs: dict[str, Any] | None = None,
         retriever_cache: str | Path | None = None,
@@ -157,6 +166,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
             format_mode=format_mode,
             search_cost=search_cost,
             require_search=require_search,
+            shaping=SearchShaping.coerce(shaping),
         )
         self.reward_fn = get_reward(reward)
         self.template = get_template(template)

@@ -22,6 +22,7 @@ from research_env.data.types import QASample
 from research_env.protocol import FORMAT_VIOLATIONS, FormatMode, Turn, clean_text
 from research_env.retrievers.base import SearchHit
 from research_env.rewards import EpisodeRecord, RewardFn, supporting_recall
+from research_env.shaping import SearchShaping, query_key
 from research_env.templates import PromptTemplate
 from research_env.termination import EPISODE_ENDS, TRUNCATING, Termination
 from research_env.tool_calls import TOOL_CALL_VIOLATIONS
@@ -58,6 +59,7 @@ class EpisodeRules:
     format_mode: FormatMode = "strict"
     search_cost: float = 0.0
     require_search: bool = False
+    shaping: SearchShaping = field(default_factory=SearchShaping)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -72,17 +74,25 @@ class EpisodeRules:
             raise ValueError(f"format_mode must be 'strict' or 'loose', got {self.format_mode!r}")
         if self.search_cost < 0:
             raise ValueError(f"search_cost must be >= 0, got {self.search_cost}")
+        # Frozen: a mapping of weights becomes the typed config here, once.
+        object.__setattr__(self, "shaping", SearchShaping.coerce(self.shaping))
 
 
 @dataclass
 class TurnOutcome:
-    """What one turn (or an early end) gives back: Gymnasium's step tuple, typed."""
+    """What one turn (or an early end) gives back: Gymnasium's step tuple, typed.
+
+    ``shaping`` is the part of ``reward`` that the turn's shaping terms paid
+    (:mod:`research_env.shaping`; 0 when shaping is off), so a trainer can keep a turn's
+    step reward apart from the answer's.
+    """
 
     observation: str
     reward: float
     terminated: bool
     truncated: bool
     info: dict[str, Any] = field(default_factory=dict)
+    shaping: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -117,6 +127,9 @@ class Episode:
         self._pending: tuple[str, Turn] | None = None
         # Why the first invalid turn was invalid (the episode's invalid_reason, if any).
         self._first_invalid: str | None = None
+        # Shaping state: the normalized queries so far and each term's running total.
+        self._queries: list[str] = []
+        self.shaping_totals = dict.fromkeys(rules.shaping.active_terms, 0.0)
 
     @property
     def prompt(self) -> str:
@@ -147,13 +160,16 @@ class Episode:
         if turn.kind == "answer":
             record.prediction = turn.answer
             record.conflicting_answers = turn.conflicting_answers
-            return self._finish(Termination.ANSWERED)
+            terms = self.rules.shaping.answer_terms(record.searches, self.sample.metadata)
+            return self._finish(Termination.ANSWERED, self._tally(terms))
 
         info: dict[str, Any] = {}
         observation: Observation
+        step_shaping = 0.0
         if turn.kind == "search":
             hits = list(hits or [])[: self.rules.top_k]
             observation = self.template.actions.search_result(self.template, hits)
+            step_shaping = self._search_shaping(turn.query or "", hits)
             record.searches += 1
             record.retrieved_doc_ids.extend(h.document.id for h in hits)
             record.retrieved_texts.extend(h.document.contents for h in hits)
@@ -166,12 +182,33 @@ class Episode:
             info |= {"invalid_reason": reason, "invalid_detail": self._detail(reason)}
         record.observations.append(observation.text)
         if n_turns >= self.rules.max_turns:
-            return self._finish(Termination.TURN_BUDGET)
+            return self._finish(Termination.TURN_BUDGET, step_shaping)
         info["searches"] = record.searches
         if observation.message is not None:
             # For a trainer that renders the reply through a chat template.
             info["message"] = observation.message
-        return TurnOutcome(observation.text, 0.0, False, False, info)
+        return TurnOutcome(observation.text, step_shaping, False, False, info, shaping=step_shaping)
+
+    def _search_shaping(self, query: str, hits: Sequence[SearchHit]) -> float:
+        """The shaping reward of a search turn (before its hits join the record)."""
+        shaping = self.rules.shaping
+        if not shaping.enabled:
+            return 0.0
+        terms = shaping.search_terms(
+            query,
+            [h.document.id for h in hits],
+            self._queries,
+            self.record.retrieved_doc_ids,
+            self.sample.metadata,
+        )
+        self._queries.append(query_key(query))
+        return self._tally(terms)
+
+    def _tally(self, terms: dict[str, float]) -> float:
+        """Add a turn's terms to the episode's totals; return their sum (the step reward)."""
+        for name, value in terms.items():
+            self.shaping_totals[name] = self.shaping_totals.get(name, 0.0) + value
+        return sum(terms.values(), 0.0)
 
     def end_early(self, reason: Termination = Termination.TOKEN_BUDGET) -> TurnOutcome:
         """End the episode from outside, between turns: the trainer's token budget ran out
@@ -188,7 +225,7 @@ class Episode:
         self._pending = None
         return self._finish(reason)
 
-    def _finish(self, reason: Termination) -> TurnOutcome:
+    def _finish(self, reason: Termination, step_shaping: float = 0.0) -> TurnOutcome:
         record = self.record
         self.done = True
         record.termination = reason.value
@@ -214,7 +251,14 @@ class Episode:
         reward = float(self.reward_fn(record)) - self.rules.search_cost * record.searches
         truncated = reason in TRUNCATING
         info = self.final_info(violation, invalid_reason)
-        return TurnOutcome("", reward, not truncated, truncated, info)
+        if not self.rules.shaping.enabled:
+            return TurnOutcome("", reward, not truncated, truncated, info)
+        # The step reward carries the last turn's shaping; info keeps the answer's own.
+        info["answer_reward"] = reward
+        info["shaping"] = dict(self.shaping_totals)
+        return TurnOutcome(
+            "", reward + step_shaping, not truncated, truncated, info, shaping=step_shaping
+        )
 
     def _explain(self, format_reason: str | None) -> str | None:
         """The protocol's reason, made specific to this episode. The response holds the

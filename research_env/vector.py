@@ -45,7 +45,8 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
 
     ## Rewards
     Per sub-env, as the single env: 0 until the episode ends, then the reward function's
-    score. A float64 array of shape ``(num_envs,)``.
+    score (with ``shaping``, each search turn's shaping terms too). A float64 array of
+    shape ``(num_envs,)``.
 
     ## Starting State
     ``reset(seed=..., options=...)``. ``seed`` is ``None``, an int (sub-env ``i`` gets

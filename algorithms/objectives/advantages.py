@@ -8,6 +8,8 @@ ablation is a config change, not an edit of the loop (after verl's ``core_algos`
 =========================  ==================================================================
 ``grpo``                   ``A_i = (r_i - mean_group) / (std_group + eps)`` on every token
                            (``scale_by_std=False``: Dr. GRPO, mean only)
+``grpo-turn``              ``A_t = (G_t - mean_group(G_1)) / std_group(G_1)`` on the tokens of
+                           turn ``t``, ``G_t`` the return from turn ``t`` on (step rewards)
 ``rloo``                   ``A_i = r_i - mean(r_j of the other samples of the question)``
 ``reinforce``              ``A = R`` (return-to-go; no baseline)
 ``reinforce_batch_mean``   ``A = R - mean(r over the batch)``
@@ -45,12 +47,15 @@ class AdvantageInputs:
     """What an estimator may read, all on the policy's device.
 
     Attributes:
-        rewards: ``(B,)`` one outcome reward per episode.
+        rewards: ``(B,)`` one outcome per episode: its return, the final reward plus any
+            step rewards (so estimators that credit whole episodes see the shaping too).
         mask: ``(B, R)`` 1 on generated tokens.
         group_ids: ``(B,)`` equal ids = samples of the same question.
         kl: ``(B, R)`` per-token KL to the reference, when it is part of the reward.
         kl_coef: its weight in the reward.
         values: ``(B, R)`` the critic's values at rollout time (GAE).
+        step_rewards: ``(B, R)`` each turn's step reward (the env's shaping) on the turn's
+            last generated token, or None when there are none; per-turn estimators read it.
     """
 
     rewards: Tensor
@@ -59,6 +64,7 @@ class AdvantageInputs:
     kl: Tensor | None = None
     kl_coef: float = 0.0
     values: Tensor | None = None
+    step_rewards: Tensor | None = None
 
 
 @dataclass
@@ -130,6 +136,59 @@ def grpo_advantages(
         advantages = advantages / (group_std + eps)
     advantages = _zero_flat_groups(advantages, group_size, group_range)
     return Advantages(broadcast_to_tokens(advantages, inputs.mask))
+
+
+@register_advantage("grpo-turn")
+def grpo_turn_advantages(
+    inputs: AdvantageInputs, scale_by_std: bool = True, eps: float = 1e-6
+) -> Advantages:
+    """GRPO with per-turn credit: each turn's tokens get the return *from that turn on*.
+
+        G_t = (step rewards of turns t, t+1, ...) + final reward       (gamma = 1)
+        A_t = (G_t - mean_group(G_1)) / (std_group(G_1) + eps)
+
+    ``G_1`` is the episode's whole return (``inputs.rewards``). A search that found evidence
+    keeps its step reward in its own advantage even when the answer after it was wrong,
+    while a later turn is not credited for rewards banked before it.
+
+    Why the group statistics of the *episode* returns, not one baseline per turn position
+    (ReBN) or per identical state (GiGPO's anchor groups): the first turn of every sample
+    starts from the same state (the prompt), so ``mean_group(G_1)`` is the baseline GRPO
+    already trusts; it does not depend on any turn's action, so it leaves the gradient as
+    GRPO's; and without step rewards every ``G_t`` is the episode reward, so this *is*
+    ``grpo``, bit for bit. Turn positions are not states (turn 2 of one sample follows a
+    different search than turn 2 of another), and exact state matches are rare in free
+    text. The cost: a later turn's advantage sits lower by the step rewards already
+    earned, which adds variance, not bias.
+
+    A group whose episode returns are all equal has no spread to divide by: its
+    advantages are ``G_t - G_1`` (0 when no turn had a step reward). A group of one sample
+    gets 0, as in ``grpo``.
+    """
+    returns = inputs.rewards.float()
+    group_sum, group_size, group_std, group_range = group_stats(returns, inputs.group_ids)
+    flat = group_range == 0
+    # Equal returns: the row's own return is the group's (a float mean may be off by one ulp).
+    baseline = torch.where(flat, returns, group_sum / group_size)
+    token_returns = _turn_returns(returns, inputs.step_rewards, inputs.mask)
+    advantages = token_returns - baseline.unsqueeze(-1)
+    if scale_by_std:
+        scale = torch.where(flat, torch.ones_like(group_std), group_std + eps)
+        advantages = advantages / scale.unsqueeze(-1)
+    advantages = torch.where((group_size > 1).unsqueeze(-1), advantages, 0.0)
+    return Advantages(zero_where_masked(advantages, inputs.mask))
+
+
+def _turn_returns(episode_returns: Tensor, step_rewards: Tensor | None, mask: Tensor) -> Tensor:
+    """``(B, R)``: on each token, the episode return less the step rewards paid strictly
+    before it. A turn's step reward sits on its last token, so every token of turn ``t``
+    sees ``G_t``."""
+    token_returns = episode_returns.unsqueeze(-1).expand(mask.shape)
+    if step_rewards is None:
+        return token_returns
+    step_rewards = step_rewards.float()
+    earlier = step_rewards.cumsum(dim=-1) - step_rewards
+    return token_returns - earlier
 
 
 @register_advantage("rloo")

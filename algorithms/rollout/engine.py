@@ -188,6 +188,8 @@ class RolloutEngine:
                 for i, out in outputs.items()
             }
             outcomes = envs.step_turns(texts)
+            for i, outcome in outcomes.items():  # each turn's shaping, before any early end
+                trajectories[i].turn_rewards.append(outcome.shaping)
             observations, to_end = self._observations(outcomes, outputs, used, s)
             for reason, indices in to_end.items():
                 outcomes |= envs.end_early(indices, reason)
@@ -261,7 +263,8 @@ def episode_questions(question_indices: Sequence[int], group_size: int) -> list[
 
 
 def _finish(trajectory: Trajectory, outcome: TurnOutcome) -> None:
-    trajectory.reward = float(outcome.reward)
+    # The answer's own reward: the last turn's shaping is already in turn_rewards.
+    trajectory.reward = float(outcome.info.get("answer_reward", outcome.reward))
     trajectory.info = outcome.info
     trajectory.finish_reason = outcome.info["termination"]
 

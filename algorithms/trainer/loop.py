@@ -340,8 +340,18 @@ class OnPolicyAlgorithm:
             kl = kl_penalty(data.old_logprobs, data.ref_logprobs, self.hparams.kl_estimator, mask)
             stats["train/kl"] = masked_mean(kl, mask)
         batch = data.batch
+        # The episode's return: the final reward plus the turns' step rewards (shaping).
+        returns = batch.rewards
+        if batch.step_rewards is not None:
+            returns = returns + batch.step_rewards.sum(dim=-1)
         inputs = AdvantageInputs(
-            batch.rewards, mask, batch.group_ids, kl, self.kl_coef, values=data.old_values
+            returns,
+            mask,
+            batch.group_ids,
+            kl,
+            self.kl_coef,
+            values=data.old_values,
+            step_rewards=batch.step_rewards,
         )
         result = compute_advantages(name, inputs, **params)
         data.advantages, data.returns = result.advantages, result.returns
@@ -362,7 +372,7 @@ class OnPolicyAlgorithm:
         if self.config.trainer.filter_zero_variance_groups and self.advantage_spec() is not None:
             rewards: dict[int, list[float]] = defaultdict(list)
             for t in trajectories:
-                rewards[t.group].append(t.reward)
+                rewards[t.group].append(t.episode_return)
             flat = {g for g, r in rewards.items() if max(r) - min(r) == 0.0}
             kept = [t for t in trajectories if t.group not in flat]
             stats["filter/zero_variance_groups"] = float(len(flat))

@@ -58,6 +58,8 @@ def episode_metrics(trajectories: Sequence[Trajectory], tokenizer: Any = None) -
         **{f"response/{k}": means.get(k) for k in response_keys},
         "health/flat_group_fraction": flat_group_fraction(trajectories),
     }
+    if any(any(t.turn_rewards) for t in trajectories):  # the env's step rewards (shaping)
+        metrics["episode/shaping"] = float(np.mean([sum(t.turn_rewards) for t in trajectories]))
     if tokenizer is not None:
         metrics |= think_metrics(trajectories, tokenizer)
     return {k: v for k, v in metrics.items() if v is not None and not math.isnan(v)}
@@ -65,10 +67,10 @@ def episode_metrics(trajectories: Sequence[Trajectory], tokenizer: Any = None) -
 
 def flat_group_fraction(trajectories: Sequence[Trajectory]) -> float | None:
     """The fraction of groups (questions sampled twice or more) whose samples all got the
-    same reward; None when no group has two samples."""
+    same return (reward plus any step rewards); None when no group has two samples."""
     rewards: dict[int, list[float]] = {}
     for t in trajectories:
-        rewards.setdefault(t.group, []).append(t.reward)
+        rewards.setdefault(t.group, []).append(t.episode_return)
     groups = [r for r in rewards.values() if len(r) > 1]
     return sum(1 for r in groups if max(r) == min(r)) / len(groups) if groups else None
 
