@@ -4,7 +4,7 @@ Two sharded ranks, each updating on one GRPO group (KL reference on, gradients c
 must end where one unsharded process ends after updating on both groups, up to float
 summation order; their checkpoint (gathered on rank 0) must be the ordinary full one, load
 in one process without FSDP, and resume under FSDP to take the next step exactly as the
-single process takes it. With rollouts, a sharded two-rank run must collect the same
+single process takes it; a LoRA run's adapter likewise. With rollouts, a sharded two-rank run must collect the same
 episodes and reach the same weights as the unsharded two-rank run.
 """
 
@@ -47,6 +47,7 @@ def _update_rank(rank: int, world: int, init_file: str, out: str) -> None:
         from test_algorithms import config, policy, two_groups
 
         from algorithms.grpo import GRPO
+        from algorithms.policy import LoraSettings
         from algorithms.registry import make_algorithm
 
         mine = [t for t in two_groups() if t.group == rank]
@@ -60,6 +61,12 @@ def _update_rank(rank: int, world: int, init_file: str, out: str) -> None:
         second = resumed.learn_from(mine)
         resumed.save(Path(out) / "step2")
         torch.save({"metrics": [first, second], "sharded": sharded}, Path(out) / f"rank{rank}.pt")
+        # LoRA: the frozen base and the adapters are sharded alike; one step, saved.
+        torch.manual_seed(0)
+        cfg = config("grpo", Path(out) / "lora", **_fsdp_overrides(sharded=True))
+        lora = make_algorithm("grpo", policy(lora=LoraSettings(r=4)), None, cfg)
+        lora.learn_from(mine)
+        lora.save(Path(out) / "lora-step1")
     finally:
         dist.destroy_process_group()
 
@@ -82,9 +89,12 @@ def _moments(algo) -> torch.Tensor:
 
 
 def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
     from test_algorithms import config, policy, two_groups
 
     from algorithms.grpo import GRPO
+    from algorithms.policy import LoraSettings
     from algorithms.registry import make_algorithm
 
     mp.spawn(_update_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
@@ -117,6 +127,15 @@ def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
             TOLERANCE
         )
         assert float((_moments(step2) - _moments(single)).abs().max()) < TOLERANCE
+        # The LoRA run's adapter equals one process's after the same step.
+        torch.manual_seed(0)
+        cfg = config("grpo", tmp_path / "lora-single", **_fsdp_overrides(sharded=False))
+        lora = make_algorithm("grpo", policy(lora=LoraSettings(r=4)), None, cfg)
+        lora.learn_from(two_groups())
+        saved = load_file(tmp_path / "lora-step1" / "policy" / "adapter_model.safetensors")
+        adapter = get_peft_model_state_dict(lora.policy.model)
+        assert sorted(saved) == sorted(adapter)
+        assert max(float((saved[k] - adapter[k]).abs().max()) for k in saved) < TOLERANCE
     finally:
         torch.set_num_threads(threads)
     config_json = json.loads((tmp_path / "step2" / "policy" / "config.json").read_text())
