@@ -211,3 +211,43 @@ def test_fsdp_without_ranks_or_with_prompt_sharing_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match=r"ppo\.critic=shared"):
         cfg.validate(check_names=False)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_sharded_and_resumes_in_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_distributed import ROOT, _free_port
+
+    out = tmp_path / "run"
+    common = [
+        "train", "--algo", "grpo", "--model", "tiny-random", "--out", str(out), "--no-wandb",
+        "--set", "rollout.questions_per_step=2", "--set", "rollout.group_size=2",
+        "--set", "rollout.max_turn_tokens=6", "--set", "env.max_turns=1",
+        "--set", "logging.progress_bar=false", "--set", "checkpoint.every=1",
+        "--set", "eval.every=2", "--set", "eval.questions=2",
+    ]  # fmt: skip
+    sharded = ["--set", "trainer.sharding=fsdp", "--set", "trainer.share_prompts=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-port", str(_free_port()), "-m", "research_env.cli"]  # fmt: skip
+    done = subprocess.run(
+        [*torchrun, *common, *sharded, "--steps", "2"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [c.name for c in sorted((out / "checkpoints").iterdir())] == [
+        "step-000001",
+        "step-000002",
+    ]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "eval/reward" in logged[-1]  # rank 0 evaluated with the gathered weights
+    assert (out / "final" / "config.json").exists()
+
+    resume = [sys.executable, "-m", "research_env.cli", "train", "--out", str(out), "--resume",
+              "--steps", "3", "--no-wandb", "--set", "trainer.sharding=none"]  # fmt: skip
+    done = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "checkpoints" / "step-000003").exists()
