@@ -20,8 +20,13 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 # Max |difference| of a parameter or AdamW moment between the two-rank FSDP run and one
-# process: the same float sums in another order (measured: about 1e-7).
+# process: the same float sums in another order (measured: 1.2e-7 for parameters, 2e-9
+# for moments, 2e-10 for LoRA adapters; a step moves parameters by about lr = 1e-3).
 TOLERANCE = 1e-5
+# The same after two steps with rollouts, sharded against unsharded two-rank runs: AdamW
+# divides by the root of tiny second moments, which magnifies the order of sums (measured:
+# 6.6e-6; a wrong gradient would be off by a step, ~1e-3).
+ROLLOUT_TOLERANCE = 5e-5
 MAX_GRAD_NORM = 0.05  # small enough that every step here is clipped
 
 
@@ -81,6 +86,10 @@ def _flat(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max())
+
+
 def _moments(algo) -> torch.Tensor:
     state = algo.optimizer.state_dict()["state"]
     return torch.cat(
@@ -115,18 +124,14 @@ def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
         unsharded = {"trainer.sharding": "none"}
         step1 = GRPO.load(tmp_path / "step1", config_overrides=unsharded)
         assert step1.step == single.step == 1
-        assert float((_flat(step1.policy.model) - _flat(single.policy.model)).abs().max()) < (
-            TOLERANCE
-        )
-        assert float((_moments(step1) - _moments(single)).abs().max()) < TOLERANCE
-        assert float((_flat(step1.policy.model) - before).abs().max()) > 1e-4  # it moved
+        assert _max_diff(_flat(step1.policy.model), _flat(single.policy.model)) < TOLERANCE
+        assert _max_diff(_moments(step1), _moments(single)) < TOLERANCE
+        assert _max_diff(_flat(step1.policy.model), before) > 1e-4  # it moved
         # The checkpoint reloaded under FSDP took the same next step as one process.
         metrics.append(single.learn_from(two_groups()))
         step2 = GRPO.load(tmp_path / "step2", config_overrides=unsharded)
-        assert float((_flat(step2.policy.model) - _flat(single.policy.model)).abs().max()) < (
-            TOLERANCE
-        )
-        assert float((_moments(step2) - _moments(single)).abs().max()) < TOLERANCE
+        assert _max_diff(_flat(step2.policy.model), _flat(single.policy.model)) < TOLERANCE
+        assert _max_diff(_moments(step2), _moments(single)) < TOLERANCE
         # The LoRA run's adapter equals one process's after the same step.
         torch.manual_seed(0)
         cfg = config("grpo", tmp_path / "lora-single", **_fsdp_overrides(sharded=False))
@@ -135,7 +140,7 @@ def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
         saved = load_file(tmp_path / "lora-step1" / "policy" / "adapter_model.safetensors")
         adapter = get_peft_model_state_dict(lora.policy.model)
         assert sorted(saved) == sorted(adapter)
-        assert max(float((saved[k] - adapter[k]).abs().max()) for k in saved) < TOLERANCE
+        assert max(_max_diff(saved[k], adapter[k]) for k in saved) < TOLERANCE
     finally:
         torch.set_num_threads(threads)
     config_json = json.loads((tmp_path / "step2" / "policy" / "config.json").read_text())
@@ -189,7 +194,7 @@ def test_sharded_rollouts_train_like_the_unsharded_two_rank_run(tmp_path):
             assert a["response/generated_tokens"] == b["response/generated_tokens"]
             assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-4, abs=1e-6)
             assert torch.isfinite(torch.tensor(a["train/loss"]))
-        assert float((sharded["params"] - plain["params"]).abs().max()) < TOLERANCE
+        assert _max_diff(sharded["params"], plain["params"]) < ROLLOUT_TOLERANCE
     assert ranks[0]["fsdp"]["eval"] == ranks[0]["none"]["eval"]  # rank 0 evaluated
     assert ranks[1]["fsdp"]["eval"] == {}  # rank 1 only helped gather the weights
 
