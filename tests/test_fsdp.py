@@ -4,7 +4,8 @@ Two sharded ranks, each updating on one GRPO group (KL reference on, gradients c
 must end where one unsharded process ends after updating on both groups, up to float
 summation order; their checkpoint (gathered on rank 0) must be the ordinary full one, load
 in one process without FSDP, and resume under FSDP to take the next step exactly as the
-single process takes it; a LoRA run's adapter likewise. With rollouts, a sharded two-rank run must collect the same
+single process takes it; a LoRA run's adapter and a PPO run's value head likewise. With
+rollouts, a sharded two-rank run must collect the same
 episodes and reach the same weights as the unsharded two-rank run.
 """
 
@@ -40,6 +41,10 @@ def _fsdp_overrides(sharded: bool) -> dict:
     }
 
 
+# PPO with its shared value head; whitening off, as it is per rank (distributed.py).
+PPO_OVERRIDES = {**_fsdp_overrides(sharded=True), "ppo.whiten_advantages": False}
+
+
 def _init(rank: int, world: int, init_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -72,6 +77,14 @@ def _update_rank(rank: int, world: int, init_file: str, out: str) -> None:
         lora = make_algorithm("grpo", policy(lora=LoraSettings(r=4)), None, cfg)
         lora.learn_from(mine)
         lora.save(Path(out) / "lora-step1")
+        # PPO's value head is replicated, not sharded: clipping mixes both kinds of grads.
+        torch.manual_seed(0)
+        ppo = make_algorithm(
+            "ppo", policy(), None, config("ppo", Path(out) / "ppo", **PPO_OVERRIDES)
+        )
+        ppo_metrics = ppo.learn_from(mine)
+        ppo.save(Path(out) / "ppo-step1")
+        torch.save(ppo_metrics, Path(out) / f"ppo{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -104,6 +117,7 @@ def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
 
     from algorithms.grpo import GRPO
     from algorithms.policy import LoraSettings
+    from algorithms.ppo import PPO
     from algorithms.registry import make_algorithm
 
     mp.spawn(_update_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
@@ -141,6 +155,16 @@ def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
         adapter = get_peft_model_state_dict(lora.policy.model)
         assert sorted(saved) == sorted(adapter)
         assert max(_max_diff(saved[k], adapter[k]) for k in saved) < TOLERANCE
+        torch.manual_seed(0)
+        unsharded_ppo = {**PPO_OVERRIDES, "trainer.sharding": "none"}
+        ppo = make_algorithm("ppo", policy(), None, config("ppo", tmp_path / "p", **unsharded_ppo))
+        ppo_metrics = ppo.learn_from(two_groups())
+        ppo_step1 = PPO.load(tmp_path / "ppo-step1", config_overrides=unsharded)
+        assert _max_diff(_flat(ppo_step1.policy.model), _flat(ppo.policy.model)) < TOLERANCE
+        assert ppo.policy.value_head is not None and ppo_step1.policy.value_head is not None
+        assert (
+            _max_diff(_flat(ppo_step1.policy.value_head), _flat(ppo.policy.value_head)) < TOLERANCE
+        )
     finally:
         torch.set_num_threads(threads)
     config_json = json.loads((tmp_path / "step2" / "policy" / "config.json").read_text())
@@ -150,6 +174,10 @@ def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
         for key in ("train/loss", "train/grad_norm", "train/kl", "train/entropy"):
             assert sharded_metrics[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
             assert torch.isfinite(torch.tensor(sharded_metrics[key]))
+    sharded_ppo = torch.load(tmp_path / "ppo0.pt")
+    assert ppo_metrics["train/grad_norm"] > MAX_GRAD_NORM
+    for key in ("train/loss", "train/grad_norm", "train/v_loss"):
+        assert sharded_ppo[key] == pytest.approx(ppo_metrics[key], rel=1e-4, abs=1e-6), key
 
 
 def _rollout_rank(rank: int, world: int, init_file: str, out: str) -> None:
