@@ -93,11 +93,25 @@ def shard_model(model: Any) -> None:
             f"trainer.sharding: fsdp cannot shard {type(model).__name__}: parameters outside "
             f"its decoder and LM head ({', '.join(outside[:3])})"
         )
+    paths = {id(module): name for name, module in model.named_modules()}
+    before = [name for name, _ in model.named_parameters()]
     for layer in layers:
         _sum_gradients(fully_shard(layer))
     if not any(module is head for module in decoder.modules()):
         decoder.add_module(HEAD_ALIAS, head)
     _sum_gradients(fully_shard(decoder))
+    # The optimizer's state is keyed by parameter position, in checkpoints too: the head's
+    # alias must not move any parameter (it is the last one in the usual causal LMs).
+    alias = ".".join(filter(None, [paths[id(decoder)], HEAD_ALIAS])) + "."
+    after = [
+        paths[id(head)] + "." + name.removeprefix(alias) if name.startswith(alias) else name
+        for name, _ in model.named_parameters()
+    ]
+    if after != before:
+        raise ValueError(
+            f"trainer.sharding: fsdp cannot shard {type(model).__name__}: registering its "
+            "LM head under the decoder reorders its parameters"
+        )
 
 
 def _sum_gradients(unit: Any) -> None:
@@ -115,8 +129,15 @@ class UnshardedTwin:
     """
 
     def __init__(self, model: Any) -> None:
-        self.model = copy.deepcopy(model)
-        self.model.eval().requires_grad_(False)
+        # Copy the module tree with each parameter already swapped for a placeholder of
+        # its shape on ``meta`` (deepcopy's memo), so no weight is copied; tied weights
+        # share one placeholder, as they shared one parameter.
+        memo: dict[int, Any] = {
+            id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+            for p in model.parameters()
+        }
+        self.model = copy.deepcopy(model, memo)
+        self.model.eval()
         # Every place a parameter is registered, grouped under its canonical name (the
         # name ``named_parameters()`` gives it; a tied weight is registered twice).
         groups: dict[int, list[str]] = {}
@@ -125,16 +146,12 @@ class UnshardedTwin:
         self._slots = {
             names[0]: [_owner(self.model, n) for n in names] for names in groups.values()
         }
-        self._empty()
+        self._placeholders = {name: self.model.get_parameter(name) for name in self._slots}
 
     def _empty(self) -> None:
-        for slots in self._slots.values():
-            module, attr = slots[0]
-            old = module._parameters[attr]
-            assert old is not None
-            placeholder = nn.Parameter(torch.empty_like(old, device="meta"), requires_grad=False)
+        for name, slots in self._slots.items():
             for module, attr in slots:
-                module._parameters[attr] = placeholder
+                module._parameters[attr] = self._placeholders[name]
 
     @contextlib.contextmanager
     def gathered(self, sharded: Any, *, rank0_only: bool = False) -> Iterator[Any]:
@@ -142,15 +159,15 @@ class UnshardedTwin:
         collective (every rank must enter). With ``rank0_only`` only rank 0 keeps the
         weights (to save them); the others get ``None``. The weights are dropped on exit."""
         keep = not rank0_only or distributed.is_main_process()
-        with torch.no_grad():
-            for name, slots in self._slots.items():
-                param = sharded.get_parameter(name)
-                full = param.full_tensor() if is_sharded(param) else param.detach()
-                if keep:
-                    value = nn.Parameter(full, requires_grad=False)
-                    for module, attr in slots:
-                        module._parameters[attr] = value
         try:
+            with torch.no_grad():
+                for name, slots in self._slots.items():
+                    param = sharded.get_parameter(name)
+                    full = param.full_tensor() if is_sharded(param) else param.detach()
+                    if keep:
+                        value = nn.Parameter(full, requires_grad=False)
+                        for module, attr in slots:
+                            module._parameters[attr] = value
             yield self.model if keep else None
         finally:
             self._empty()
