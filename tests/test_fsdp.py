@@ -181,7 +181,8 @@ def test_sharded_ranks_update_checkpoint_and_resume_like_one_process(tmp_path):
 
 
 def _rollout_rank(rank: int, world: int, init_file: str, out: str) -> None:
-    """Two training steps with rollouts, sharded and then not, and an evaluation."""
+    """Two training steps with rollouts, sharded and then not, and an evaluation (with
+    bf16 autocast and gradient checkpointing)."""
     _init(rank, world, init_file)
     try:
         from test_algorithms import config, policy
@@ -198,9 +199,13 @@ def _rollout_rank(rank: int, world: int, init_file: str, out: str) -> None:
                 "env.max_turns": 1,
                 "grpo.entropy_coef": 0.1,
                 "eval.questions": 2,
+                # bf16 autocast over several micro-batches (its weight-cast cache must be
+                # off under FSDP) and recomputed activations, both through FSDP's hooks.
+                "trainer.autocast_dtype": "bfloat16",
+                "model.gradient_checkpointing": True,
             }
             cfg = config("grpo", Path(out) / sharding, **overrides)
-            algo = make_algorithm("grpo", policy(), None, cfg)
+            algo = make_algorithm("grpo", policy(gradient_checkpointing=True), None, cfg)
             steps = [algo.train_step() for _ in range(2)]
             evaluation = algo.evaluate()  # under FSDP a collective; rank 0 plays
             with algo._full_model() as model:
