@@ -48,7 +48,9 @@ Limits: every rank loads the full model before sharding it and holds full weight
 its rollout, so the weights alone must fit one device; what FSDP saves is the gradients
 and the optimizer state (for AdamW in float32, 12 of every 16 bytes per parameter) and the
 reference model. No FSDP mixed-precision policy is set: ``trainer.autocast_dtype`` works
-as without FSDP.
+as without FSDP (with autocast's weight-cast cache off, see ``scoring.autocast``), and so
+does gradient checkpointing (both tested). The vLLM rollout backend is handed the gathered
+twin like the built-in decoder, but is untested under FSDP.
 """
 
 from __future__ import annotations
