@@ -266,6 +266,10 @@ class TrainerConfig:
         num_threads: torch intra-op threads during ``learn`` (``null`` = torch's default).
             On a CPU shared with other busy processes 1 can beat 2: a parallel kernel
             waits at its barrier for a descheduled worker thread (RESULTS.md, "Trainer").
+        sharding: ``none`` (every rank holds a full replica) or ``fsdp``: under a
+            distributed launch, shard the policy, the KL reference, gradients and optimizer
+            state across the ranks (torch FSDP2, :mod:`algorithms.trainer.fsdp`). Needs
+            ``share_prompts: false``; checkpoints stay full and load without it.
     """
 
     steps: int = 100
@@ -281,6 +285,7 @@ class TrainerConfig:
     tis_cap: float | None = None
     seed: int = 0
     num_threads: int | None = None
+    sharding: Literal["none", "fsdp"] = "none"
 
 
 @dataclass
@@ -517,9 +522,14 @@ class TrainConfig:
         ``check_device`` checks that ``model.device`` exists on this machine. Raises one
         ``ValueError`` listing every problem; returns ``self`` when all is well.
         """
-        from algorithms.config_checks import device_problems, name_problems, range_problems
+        from algorithms.config_checks import (
+            device_problems,
+            name_problems,
+            range_problems,
+            sharding_problems,
+        )
 
-        problems = range_problems(self)
+        problems = range_problems(self) + sharding_problems(self)
         if check_names:
             problems += name_problems(self)
         if check_device:

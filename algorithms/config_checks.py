@@ -195,3 +195,41 @@ def device_problems(device: str) -> list[str]:
     elif parsed.type not in ("cpu", "mps", "xpu", "meta"):
         return [f"model.device (--device): unsupported device {device!r}"]
     return []
+
+
+def sharding_problems(c: TrainConfig) -> list[str]:
+    """What ``trainer.sharding: fsdp`` needs (see :mod:`algorithms.trainer.fsdp`): ranks to
+    shard over, and every rank running the same forward and backward passes, because each
+    pass of a sharded block is a collective that all ranks join."""
+    if c.trainer.sharding != "fsdp":
+        return []
+    import os
+
+    from algorithms.trainer.distributed import is_distributed
+
+    problems: list[str] = []
+    if not is_distributed() and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        problems.append(
+            "trainer.sharding: fsdp shards the model over the ranks of a distributed launch, "
+            "and this process runs alone: launch it with torchrun --nproc-per-node N (N >= 2) "
+            "or accelerate launch, or set trainer.sharding=none (a checkpoint written under "
+            "FSDP holds the full model and resumes without it)"
+        )
+    if c.trainer.share_prompts:
+        problems.append(
+            "trainer.sharding: fsdp needs trainer.share_prompts=false (prompt sharing picks a "
+            "number of passes per micro-batch from each rank's data, and sharded ranks must "
+            "run the same passes)"
+        )
+    if c.trainer.filter_zero_variance_groups:
+        problems.append(
+            "trainer.sharding: fsdp needs trainer.filter_zero_variance_groups=false (it "
+            "drops a different number of episodes on each rank, and sharded ranks must run "
+            "the same passes)"
+        )
+    if c.algo == "ppo" and c.ppo.critic == "separate":
+        problems.append(
+            "trainer.sharding: fsdp shards the policy only; use ppo.critic=shared (a value "
+            "head on the sharded policy) rather than a separate critic model"
+        )
+    return problems

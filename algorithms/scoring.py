@@ -229,11 +229,19 @@ def lm_head(model: Any, hidden: Tensor) -> Tensor:
 
 
 def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``)."""
+    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``).
+
+    Under FSDP (sharded parameters) autocast's cache of bf16 weight casts is off: FSDP
+    gathers a block's weights anew for each pass, and a later micro-batch reusing an
+    earlier pass's cast would deliver its weight gradients after FSDP had reduced them.
+    """
+    from torch.distributed.tensor import DTensor
+
     if dtype is None:
         return contextlib.nullcontext()
-    device = next(model.parameters()).device.type
-    return torch.autocast(device, dtype=getattr(torch, dtype))
+    param = next(model.parameters())
+    sharded = isinstance(param, DTensor)
+    return torch.autocast(param.device.type, dtype=getattr(torch, dtype), cache_enabled=not sharded)
 
 
 def score_values(model: Any, value_head: Any, batch: Batch, share_prompts: bool = True) -> Tensor:

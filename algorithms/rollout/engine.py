@@ -134,8 +134,8 @@ class RolloutEngine:
         has_chat = bool(getattr(self.tokenizer, "chat_template", None))
         return has_chat and self.vector_env.template.example is None
 
-    def _decode_model(self) -> Any:
-        model = self.policy.model
+    def _decode_model(self, model: Any = None) -> Any:
+        model = self.policy.model if model is None else model
         if self.rollout_dtype is None and not self.pack_weights:
             return model
         return rollout_copy(
@@ -148,10 +148,13 @@ class RolloutEngine:
         group_size: int = 1,
         *,
         sampling: Sampling | None = None,
+        model: Any = None,
     ) -> list[Trajectory]:
         """Play each question ``group_size`` times; trajectory ``g * group_size + j`` is
-        sample ``j`` of ``question_indices[g]`` and has ``group == g``."""
+        sample ``j`` of ``question_indices[g]`` and has ``group == g``. ``model``: decode
+        with these weights instead of ``policy.model``'s (an FSDP run's gathered copy)."""
         s = sampling or self.sampling
+        model = self.policy.model if model is None else model
         questions = episode_questions(question_indices, group_size)
         n = len(questions)
         if n == 0:
@@ -171,11 +174,11 @@ class RolloutEngine:
             generator = torch.Generator(device=self.policy.device).manual_seed(s.seed)
         prompt_ids = [t.prompt_ids for t in trajectories]
         if self.backend is None:
-            model = self._decode_model()
+            decoder = self._decode_model(model)
             capacity = max(map(len, prompt_ids)) + s.max_turn_tokens
-            state = DecodeState(model, prompt_ids, capacity=capacity)
+            state = DecodeState(decoder, prompt_ids, capacity=capacity)
         else:
-            state = self.backend.start(prompt_ids, self.policy.model)
+            state = self.backend.start(prompt_ids, model)
         used = [0] * n  # response tokens so far, per episode
         live = list(range(n))
         while live:

@@ -143,12 +143,15 @@ def save_checkpoint(
     scheduler: Any = None,
     critic: Policy | None = None,
     extra_state: dict[str, Any] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint atomically (see the module docstring) and return its path.
 
     The directory is a checkpoint, not a model: ``from_pretrained(directory)`` fails; the
     model is ``directory/policy`` (``AutoModelForCausalLM`` or, with LoRA,
     ``peft.AutoPeftModelForCausalLM.from_pretrained(directory / "policy")``).
+    ``optimizer_state`` replaces ``optimizer.state_dict()`` where that holds only this
+    rank's shards (an FSDP run passes the gathered state).
     """
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
@@ -157,7 +160,9 @@ def save_checkpoint(
             save_policy_weights(critic, tmp / "critic")
         trainer_state = {
             "step": step,
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "optimizer": optimizer_state
+            if optimizer_state is not None
+            else (optimizer.state_dict() if optimizer is not None else None),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": capture_rng_state(),
             "extra": extra_state or {},

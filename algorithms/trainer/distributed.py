@@ -17,7 +17,8 @@ What changes with N ranks, and nothing else does:
 * Rank 0 alone logs, evaluates, checkpoints and exports. A checkpoint holds the full state,
   so it resumes under any number of ranks.
 
-Each rank must hold a full replica of the model (plain data parallelism). Every optimizer
+Each rank holds a full replica of the model, unless ``trainer.sharding: fsdp`` shards it
+(``trainer/fsdp.py``). Every optimizer
 step is one minibatch per rank (``trainer.minibatch_size: null``), so all ranks take the
 same number of steps.
 """
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 T = TypeVar("T")
 
@@ -87,10 +89,13 @@ def all_reduce_sum(value: float, device: torch.device) -> float:
 
 def all_reduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """Sum every parameter's gradient over the ranks, in one flat buffer (a parameter
-    without a gradient on this rank contributes zeros)."""
+    without a gradient on this rank contributes zeros). FSDP shards (DTensors) are skipped:
+    FSDP's reduce-scatter has summed them already (``trainer/fsdp.py``)."""
     if not is_distributed():
         return
-    params = list(params)
+    params = [p for p in params if not isinstance(p, DTensor)]
+    if not params:
+        return
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)

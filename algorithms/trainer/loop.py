@@ -25,13 +25,14 @@ side; the update, metrics, optimizer and checkpoint files hold the machinery it 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,7 +50,7 @@ from algorithms.objectives.ops import masked_mean
 from algorithms.policy import VALUE_HEAD_FILE, Policy
 from algorithms.scoring import TokenScores
 from algorithms.trainer import checkpoint as ckpt
-from algorithms.trainer import distributed
+from algorithms.trainer import distributed, fsdp
 from algorithms.trainer.metrics import MetricsLogger, episode_metrics, is_truncated, progress_bar
 from algorithms.trainer.optim import lr_factor, make_optimizer
 from algorithms.trainer.update import Models, prepare_update, run_update
@@ -112,6 +113,14 @@ class OnPolicyAlgorithm:
         self.reference_model = None
         if self.kl_coef != 0.0 and self.policy.lora is None:
             self.reference_model = reference_model or _frozen_copy(self.policy.model)
+        # FSDP (trainer/fsdp.py): shard before the optimizer sees the parameters; the
+        # twin is where rollouts, evaluation and checkpoints get the full weights.
+        self._twin: fsdp.UnshardedTwin | None = None
+        if self.config.trainer.sharding == "fsdp":
+            self._twin = fsdp.UnshardedTwin(self.policy.model)
+            for model in (self.policy.model, self.reference_model):
+                if model is not None:
+                    fsdp.shard_model(model)
 
         actor = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(actor, self._critic_parameters(), self.config.optim)
@@ -224,7 +233,27 @@ class OnPolicyAlgorithm:
         seed, step) alone."""
         sampling = self.config.rollout.sampling(seed=self.config.trainer.seed * 1_000_003 + step)
         questions = distributed.shard(self.question_indices(step))  # all of them on one rank
-        return self.engine.collect(questions, self.config.rollout.group_size, sampling=sampling)
+        with self._full_model() as model:
+            return self.engine.collect(
+                questions, self.config.rollout.group_size, sampling=sampling, model=model
+            )
+
+    @contextlib.contextmanager
+    def _full_model(self, *, rank0_only: bool = False) -> Iterator[Any]:
+        """The policy's model with all its weights: the model itself or, under FSDP, its
+        twin with the shards gathered in (a collective: every rank must enter; with
+        ``rank0_only`` the other ranks get ``None``)."""
+        if self._twin is None:
+            yield self.policy.model
+            return
+        with self._twin.gathered(self.policy.model, rank0_only=rank0_only) as model:
+            yield model
+
+    @contextlib.contextmanager
+    def _full_policy(self, *, rank0_only: bool = False) -> Iterator[Policy | None]:
+        """:meth:`_full_model` as a :class:`Policy` (what saving and exporting take)."""
+        with self._full_model(rank0_only=rank0_only) as model:
+            yield None if model is None else replace(self.policy, model=model)
 
     # ----------------------------------------------------------------------------------
     # One training step
@@ -248,6 +277,13 @@ class OnPolicyAlgorithm:
         """The update half of a step, on given trajectories (what tests drive directly)."""
         t0 = time.perf_counter()
         kept, metrics = self.filter_trajectories(trajectories)
+        if self._twin is not None:
+            counts = distributed.gather_objects(len(kept))
+            if len(set(counts)) > 1:
+                raise RuntimeError(
+                    "under FSDP every rank must update on as many episodes as the others "
+                    f"(each pass over a sharded block is a collective); the ranks kept {counts}"
+                )
         # Every rank must agree on whether there is an update at all (its collectives).
         anywhere = distributed.all_reduce_sum(float(len(kept)), self.policy.device)
         data: UpdateBatch | None = None
@@ -420,7 +456,7 @@ class OnPolicyAlgorithm:
         main = distributed.is_main_process()  # rank 0 alone logs, evaluates and saves
         logger = self.logger if main else None
         every_ckpt, every_eval = self.config.checkpoint.every, self.config.eval.every
-        if not main:
+        if not main and self._twin is None:  # under FSDP every rank joins the gather
             every_eval = 0
         bar = progress_bar(self.step, total, self.config.logging.progress_bar and main)
         stop = False
@@ -445,21 +481,28 @@ class OnPolicyAlgorithm:
             if bar is not None:
                 bar.close()
         if not stop:
-            if every_eval and self.step % every_eval != 0 and logger is not None:
-                logger.log(self.step, self.evaluate())
+            if every_eval and self.step % every_eval != 0:
+                final_eval = self.evaluate()
+                if logger is not None:
+                    logger.log(self.step, final_eval)
             if not every_ckpt or self.step % every_ckpt != 0:  # every 0: only at the end
                 self._save_step(out)
-            if self.config.checkpoint.export_final and main:
-                ckpt.export_pretrained(
-                    self.policy, out / "final", config=self.config, step=self.step
-                )
+            if self.config.checkpoint.export_final and (main or self._twin is not None):
+                with self._full_policy(rank0_only=True) as policy:
+                    if policy is not None and main:
+                        ckpt.export_pretrained(
+                            policy, out / "final", config=self.config, step=self.step
+                        )
             distributed.barrier()
         return self
 
     def _save_step(self, out: Path) -> None:
-        """Rank 0 writes the step's checkpoint (the state is the same on every rank)."""
-        if distributed.is_main_process():
+        """Rank 0 writes the step's checkpoint (the state is the same on every rank;
+        under FSDP every rank takes part in gathering it)."""
+        main = distributed.is_main_process()
+        if main or self._twin is not None:
             self.save(ckpt.step_dir(out, self.step))
+        if main:
             ckpt.prune_checkpoints(out, self.config.checkpoint.keep_last)
         distributed.barrier()
 
@@ -489,8 +532,12 @@ class OnPolicyAlgorithm:
             seed=self.config.trainer.seed,
         )
         # Evaluation must not perturb the training RNG streams.
-        with torch.random.fork_rng(devices=[]):
-            trajectories = self._eval_engine.collect(list(range(count)), 1, sampling=sampling)
+        with torch.random.fork_rng(devices=[]), self._full_model(rank0_only=True) as model:
+            if model is None:  # under FSDP, a rank that only helped gather the weights
+                return {}
+            trajectories = self._eval_engine.collect(
+                list(range(count)), 1, sampling=sampling, model=model
+            )
         return {f"eval/{k.split('/', 1)[1]}": v for k, v in episode_metrics(trajectories).items()}
 
     def predict(self, observation: str, *, max_new_tokens: int | None = None) -> str:
@@ -500,14 +547,15 @@ class OnPolicyAlgorithm:
 
         tokenizer = self.policy.tokenizer
         ids = tokenizer(observation, add_special_tokens=False)["input_ids"]
-        result = generate(
-            self.policy.model,
-            [ids],
-            max_new_tokens=max_new_tokens or self.config.rollout.max_turn_tokens,
-            greedy=True,
-            stop_strings=STOP_STRINGS,
-            tokenizer=tokenizer,
-        )
+        with self._full_model() as model:  # under FSDP a collective: every rank calls it
+            result = generate(
+                model,
+                [ids],
+                max_new_tokens=max_new_tokens or self.config.rollout.max_turn_tokens,
+                greedy=True,
+                stop_strings=STOP_STRINGS,
+                tokenizer=tokenizer,
+            )
         return tokenizer.decode(result.token_ids[0], skip_special_tokens=True)
 
     # ----------------------------------------------------------------------------------
@@ -520,16 +568,28 @@ class OnPolicyAlgorithm:
         ``directory`` is a checkpoint, not a model directory: ``from_pretrained(directory)``
         fails; the model is ``directory/policy`` (``AutoModelForCausalLM``, or
         ``peft.AutoPeftModelForCausalLM`` with LoRA), and ``<out>/final`` is the export.
+
+        Under FSDP every rank must call it: the weights and optimizer moments are gathered
+        whole (the same checkpoint as without FSDP) and rank 0 writes them.
         """
-        return ckpt.save_checkpoint(
-            directory,
-            policy=self.policy,
-            config=self.config,
-            step=self.step,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            critic=self.critic,
-        )
+        optimizer_state = None
+        if self._twin is not None:
+            optimizer_state = fsdp.full_optimizer_state(self.optimizer)
+        with self._full_policy(rank0_only=True) as policy:
+            if policy is not None:
+                ckpt.save_checkpoint(
+                    directory,
+                    policy=policy,
+                    config=self.config,
+                    step=self.step,
+                    optimizer=self.optimizer,
+                    optimizer_state=optimizer_state,
+                    scheduler=self.scheduler,
+                    critic=self.critic,
+                )
+        if self._twin is not None:
+            distributed.barrier()  # written when any rank returns
+        return Path(directory)
 
     @classmethod
     def load(
@@ -577,7 +637,10 @@ class OnPolicyAlgorithm:
         )
         algo.step = state.step
         if state.optimizer is not None:
-            algo.optimizer.load_state_dict(state.optimizer)
+            optimizer_state = state.optimizer
+            if algo._twin is not None:  # a full state, cut to this rank's shards
+                optimizer_state = fsdp.shard_optimizer_state(algo.optimizer, optimizer_state)
+            algo.optimizer.load_state_dict(optimizer_state)
         if state.scheduler is not None:
             algo.scheduler.load_state_dict(state.scheduler)
         ckpt.restore_rng_state(state.rng)

@@ -38,7 +38,7 @@ from algorithms.scoring import (
     score_values,
     trim_padding,
 )
-from algorithms.trainer import distributed
+from algorithms.trainer import distributed, fsdp
 
 Objective = Callable[[UpdateBatch, TokenScores, float], tuple[Tensor, dict[str, Stat]]]
 
@@ -154,7 +154,7 @@ def run_update(
                         mb, models, config, objective, max(denominator, 1.0), entropy_grad
                     )
             distributed.all_reduce_gradients(params)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
+            grad_norm = fsdp.clip_grad_norm_(  # torch's, unless gradients are FSDP shards
                 params, max_norm if max_norm is not None else float("inf")
             )
             # The one host read of this optimizer step: finiteness, grad norm and stats.
