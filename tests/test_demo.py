@@ -23,6 +23,7 @@ def test_demo_quick_writes_report(tmp_path):
         assert f"| {row}" in report, row
     assert re.search(r"^\| search agent: after GRPO, hops=\d \| 2 \|", report, re.M)
     assert "Path: **warm start + RL**" in report
+    assert "**What RL did:** EM changed by" in report and "over the same 2 dev questions" in report
     assert "## Example transcripts" in report and "Question: " in report
     assert "### search agent: untrained" in report and "(gold: " in report
     for png in ("curves_sft.png", "curves_rl.png"):
@@ -68,3 +69,27 @@ def test_an_unknown_rl_reward_fails_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match=r"--rl-reward: unknown reward .nope.*research"):
         main(["demo", "--rl-reward", "nope", "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
+
+
+def test_rl_change_is_the_paired_interval_by_hand():
+    import pytest
+
+    from benchmarks.eval.demo import Stage, rl_change
+
+    before = Stage("warm", {}, {}, scores=[1, 0, 0, 1, 0, 0])
+    after = Stage("rl", {}, {}, scores=[1, 1, 0, 1, 1, 0])
+    change = rl_change(before, after)
+    # Differences 0,1,0,0,1,0: mean 1/3, sd sqrt((4*(1/9) + 2*(4/9))/5) = 0.5164,
+    # half-width t(5) 2.571 * 0.5164 / sqrt(6) = 0.542: zero is inside.
+    assert change.mean == pytest.approx(1 / 3) and change.n == 6
+    assert change.half_width == pytest.approx(2.571 * 0.5164 / 6**0.5, abs=1e-3)
+    assert not change.beyond_noise and "inside the interval" in change.sentence()
+    after_all = Stage("rl", {}, {}, scores=[1.0] * 6)
+    many = rl_change(Stage("w", {}, {}, scores=[0.0] * 3 + [1.0] * 3), after_all)
+    assert many.beyond_noise is False  # differences 1,1,1,0,0,0: mean 0.5 +- 0.575
+    clear = rl_change(
+        Stage("w", {}, {}, scores=[0.0] * 30), Stage("r", {}, {}, scores=[1.0] * 29 + [0.0])
+    )
+    assert clear.beyond_noise and "outside the interval" in clear.sentence()
+    with pytest.raises(ValueError, match="same, non-empty"):
+        rl_change(before, Stage("rl", {}, {}, scores=[1.0]))

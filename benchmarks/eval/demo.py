@@ -83,6 +83,53 @@ class Stage:
     overall: dict[str, float]
     by_hops: dict[Any, dict[str, float]]
     transcripts: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # per-question EM, in dev order
+
+
+@dataclass(frozen=True)
+class Change:
+    """The RL stage's effect: EM after minus EM before, per question (the same questions,
+    so the interval is the paired one: far tighter than two separate intervals)."""
+
+    before: str
+    after: str
+    mean: float
+    half_width: float | None  # 95% Student t over the per-question differences
+    n: int
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.half_width is not None and abs(self.mean) > self.half_width
+
+    def sentence(self) -> str:
+        if self.half_width is None:
+            return (
+                f"EM changed by {self.mean:+.3f} from '{self.before}' (one question: no interval)."
+            )
+        lo, hi = self.mean - self.half_width, self.mean + self.half_width
+        verdict = (
+            "outside the interval: a real change on these questions"
+            if self.beyond_noise
+            else "inside the interval: not distinguishable from no change"
+        )
+        return (
+            f"EM changed by {self.mean:+.3f} from '{self.before}' to '{self.after}' over the "
+            f"same {self.n} dev questions (paired 95% interval {lo:+.3f} to {hi:+.3f}); "
+            f"zero is {verdict}."
+        )
+
+
+def rl_change(before: Stage, after: Stage) -> Change:
+    """:class:`Change` from ``before`` to ``after`` (both scored on the same questions)."""
+    from benchmarks.eval.ablate_report import mean_ci95
+
+    if len(before.scores) != len(after.scores) or not before.scores:
+        raise ValueError(
+            f"stages scored {len(before.scores)} and {len(after.scores)} questions; a paired "
+            "change needs the same, non-empty, question list"
+        )
+    mean, half = mean_ci95([b - a for a, b in zip(before.scores, after.scores, strict=True)])
+    return Change(before.name, after.name, mean, half, len(before.scores))
 
 
 def _settings(args: argparse.Namespace) -> dict[str, int]:
@@ -168,7 +215,10 @@ def evaluate(
     print(f"  {name}: EM {em:.3f} ± {overall['em_ci95']:.3f}  F1 {overall.get('f1', 0):.3f}  "
           f"format {overall.get('format_valid', 0):.2f}  searches {overall.get('searches', 0):.2f}"
           f"  ({result.seconds:.0f} s)", flush=True)  # fmt: skip
-    return Stage(name, overall, result.by_hops, [_transcript(e) for e in result.episodes[:3]])
+    scores = [float(e.get("em", 0.0)) for e in result.episodes]
+    return Stage(
+        name, overall, result.by_hops, [_transcript(e) for e in result.episodes[:3]], scores
+    )
 
 
 def _transcript(episode: dict[str, Any]) -> str:
@@ -256,7 +306,9 @@ def run(args: argparse.Namespace) -> int:
 
     print("[5/6] evaluating the trained policy on the same dev slice")
     after = f"search agent: after {args.algo.upper()}"
+    start = stages[-1]  # the warm start, or the untrained agent on the pure-RL path
     stages.append(evaluate(policy, eval_kwargs, dev, n_eval, after, transcripts=tokens))
+    change = rl_change(start, stages[-1])
 
     print("[6/6] writing the report")
     minutes = (time.perf_counter() - t_start) / 60
@@ -266,12 +318,14 @@ def run(args: argparse.Namespace) -> int:
         stages=stages,
         curves=curves,
         view=view,
+        change=change,
         settings={**s, "model": args.model, "algo": args.algo, "warm_start": not args.no_warmstart,
                   "rl_reward": args.rl_reward,
                   "dataset": args.dataset, "retriever": args.retriever, "top_k": 3,
                   "max_turns": 5, "template": dev.template.name, "minutes": round(minutes, 1)},
     )  # fmt: skip
-    print(f"\nreport: {report}\ntoken view: {view}")
+    print(f"\nRL: {change.sentence()}")
+    print(f"report: {report}\ntoken view: {view}")
     print(f"trained model: {out / args.algo / 'final'}  (research-env eval --model <that dir>)")
     first, last = untrained.overall, stages[-1].overall
     print(f"EM {first.get('em', 0):.3f} -> {last.get('em', 0):.3f}, "

@@ -67,9 +67,11 @@ def write_report(
     curves: dict[str, list[dict[str, float]]],
     settings: dict,
     view: Path | None = None,
+    change: Any = None,
 ) -> Path:
     """Write ``out/report.md`` (and its PNGs); return its path. ``view``: the token view
-    page to link (a path inside ``out``)."""
+    page to link (a path inside ``out``); ``change``: the RL stage's paired EM change
+    (:class:`benchmarks.eval.demo.Change`), said in words under the table."""
     lines = ["# ReSearch-Gym demo report", ""]
     path_name = "warm start + RL" if settings.get("warm_start") else "pure RL (no warm start)"
     lines += [f"Path: **{path_name}**. Settings: "
@@ -78,7 +80,11 @@ def write_report(
     lines.append(markdown_table({s.name: s.overall for s in stages}, COLUMNS))
     lines += ["", "*em_ci95*: half-width of a 95% confidence interval for EM on this many "
               "questions (normal approximation): differences smaller than that are noise.",
-              "", "## By hop count", ""]  # fmt: skip
+              ""]  # fmt: skip
+    if change is not None:
+        lines += [f"**What RL did:** {change.sentence()} The reference result, several seeds "
+                  "of each algorithm on 200+ questions, is in benchmarks/RESULTS.md.", ""]  # fmt: skip
+    lines += ["## By hop count", ""]
     rows = {f"{s.name}, hops={h}": v for s in stages for h, v in sorted(s.by_hops.items())}
     lines.append(markdown_table(rows, HOP_COLUMNS))
     lines += ["", "## Training curves", ""]
