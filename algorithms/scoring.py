@@ -30,6 +30,7 @@ from torch import Tensor
 
 from algorithms.buffer import Batch
 from algorithms.objectives.ops import entropy_from_logits, token_logprobs
+from algorithms.precision import resolve_precision
 
 
 @dataclass
@@ -228,10 +229,12 @@ def lm_head(model: Any, hidden: Tensor) -> Tensor:
 
 
 def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``)."""
+    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``;
+    also ``"auto"`` on a CPU without native bf16, see :mod:`algorithms.precision`)."""
+    device = next(model.parameters()).device.type
+    dtype = resolve_precision(dtype, device)
     if dtype is None:
         return contextlib.nullcontext()
-    device = next(model.parameters()).device.type
     return torch.autocast(device, dtype=getattr(torch, dtype))
 
 

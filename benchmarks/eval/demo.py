@@ -110,7 +110,9 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
                 "temperature": 1.0,
                 "max_turn_tokens": TURN_TOKENS,
                 "max_total_tokens": TOTAL_TOKENS,
-                "rollout_dtype": "bfloat16",
+                # bf16 where the hardware does it (CUDA, AVX-512 BF16/AMX), else float32:
+                # emulated bf16 is several times slower (algorithms.precision).
+                "rollout_dtype": "auto",
                 "pack_weights": True,
             },
             "optim": {"lr": lr, "warmup_steps": 0, "max_grad_norm": 1.0},
@@ -118,7 +120,7 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
                 "steps": steps,
                 "micro_batch_size": 4,
                 "seed": args.seed,
-                "autocast_dtype": "bfloat16",
+                "autocast_dtype": "auto",
                 "filter_zero_variance_groups": True,
             },
             "eval": {"every": 0},
@@ -134,7 +136,8 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
 def evaluate(
     policy: Any, env_kwargs: dict[str, Any], dev: Any, n: int, name: str, baseline: str = "agent"
 ) -> Stage:
-    """Greedy episodes on the first ``n`` dev questions, decoded with a bf16 packed copy."""
+    """Greedy episodes on the first ``n`` dev questions, decoded with a packed copy (bf16
+    where the hardware does bf16, else float32)."""
     from algorithms.rollout import Sampling
     from benchmarks.eval.harness import evaluate_model
 
@@ -144,7 +147,7 @@ def evaluate(
         baseline=baseline,
         limit=n,
         sampling=Sampling(greedy=True, max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
-        rollout_dtype="bfloat16",
+        rollout_dtype="auto",
         pack_weights=True,
         batch_size=32,
         name=name,
