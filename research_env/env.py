@@ -96,6 +96,9 @@ class MultiHopSearchEnv(gym.Env[str, str]):
       style) or ``"terminate"``. ``format_mode="strict"``: ``"strict"`` (ReSearch
       rules) or ``"loose"`` (just one answer block).
     - ``search_cost=0.0``, ``require_search=False``: guards against reward gaming.
+    - ``max_doc_words=None``: keep only each retrieved document's first N words (then
+      `` ...``) in observations; cheaper episodes to train on (Search-R1 caps
+      observations too). ``None``: whole documents.
     - ``cache_dir=None``: where generated data and indexes live
       (default ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``).
     - ``retriever_kwargs=None``: passed to the retriever factory.
@@ -130,6 +133,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         format_mode: FormatMode = "strict",
         search_cost: float = 0.0,
         require_search: bool = False,
+        max_doc_words: int | None = None,
         cache_dir: str | Path | None = None,
         retriever_kwargs: dict[str, Any] | None = None,
         retriever_cache: str | Path | None = None,
@@ -149,6 +153,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
             format_mode=format_mode,
             search_cost=search_cost,
             require_search=require_search,
+            max_doc_words=max_doc_words,
         )
         self.reward_fn = get_reward(reward)
         self.template = get_template(template)

@@ -65,6 +65,9 @@ class EpisodeRules:
     format_mode: FormatMode = "strict"
     search_cost: float = 0.0
     require_search: bool = False
+    # Words kept of each retrieved document (None: whole documents). The fingerprint
+    # leaves a None rule out, so runs from before this rule keep their hashes.
+    max_doc_words: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -79,6 +82,14 @@ class EpisodeRules:
             raise ValueError(f"format_mode must be 'strict' or 'loose', got {self.format_mode!r}")
         if self.search_cost < 0:
             raise ValueError(f"search_cost must be >= 0, got {self.search_cost}")
+        if self.max_doc_words is not None and (
+            isinstance(self.max_doc_words, bool) or not isinstance(self.max_doc_words, int)
+            or self.max_doc_words < 1
+        ):  # fmt: skip
+            raise ValueError(
+                f"max_doc_words must be an integer >= 1 or None (whole documents), "
+                f"got {self.max_doc_words!r}"
+            )
 
 
 @dataclass
@@ -156,7 +167,7 @@ class Episode:
 
         if turn.kind == "search":
             hits = list(hits or [])[: self.rules.top_k]
-            observation = self.template.format_documents(hits)
+            observation = self.template.format_documents(hits, self.rules.max_doc_words)
             record.searches += 1
             record.retrieved_doc_ids.extend(h.document.id for h in hits)
             record.retrieved_texts.extend(h.document.contents for h in hits)
