@@ -5,9 +5,10 @@ An RL step of the demo (``research-env demo``: GRPO, 2 questions x group 4, the
 autocast) costs 16-57 s on this 2-core CPU, most of it in the update. This script measures
 what each lever buys, on the real SmolLM2-135M (the offline ``load_policy()`` default):
 
-- ``demo``: the demo's RL config exactly (``benchmarks.eval.demo._config``);
-- ``fp32``: the same in float32 (``rollout_dtype``/``autocast_dtype`` ``auto`` on a CPU
-  without native bf16); every lever below is on top of it;
+- ``demo``: the demo's RL config (``benchmarks.eval.demo._config``) with its bf16 settings
+  as they were before precision ``auto``: a bf16 rollout copy and bf16 autocast;
+- ``fp32``: the same in float32 (what ``auto`` now picks on a CPU without native bf16);
+  every lever below is on top of it;
 - ``compact``: the ``research-compact`` template (~70 prompt tokens instead of ~350);
 - ``top-k 2``: two documents per search instead of three;
 - ``doc cap``: each document cut to ``--doc-words`` words (``env.max_doc_words``);
@@ -61,6 +62,8 @@ class Arm:
 
 def arms(layers: int, doc_words: int, quick: bool) -> list[Arm]:
     fp32 = {"rollout.rollout_dtype": None, "trainer.autocast_dtype": None}
+    # The demo as it was before precision "auto": bf16 decoding copy and bf16 autocast.
+    bf16 = {"rollout.rollout_dtype": "bfloat16", "trainer.autocast_dtype": "bfloat16"}
     group8 = {"rollout.questions_per_step": 1, "rollout.group_size": 8,
               "trainer.micro_batch_size": 8}  # fmt: skip
     compact = {"template": "research-compact"}
@@ -70,9 +73,9 @@ def arms(layers: int, doc_words: int, quick: bool) -> list[Arm]:
         {**compact, "top_k": 2},
     )
     if quick:
-        return [Arm("demo"), Arm("fp32", fp32), combined]
+        return [Arm("demo", bf16), Arm("fp32", fp32), combined]
     return [
-        Arm("demo"),
+        Arm("demo", bf16),
         Arm("fp32", fp32),
         Arm("compact", fp32, compact),
         Arm("top-k 2", fp32, {"top_k": 2}),
