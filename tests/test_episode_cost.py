@@ -201,8 +201,9 @@ def test_train_layers_checkpoint_saves_frozen_weights_and_resumes_exactly(tmp_pa
 
 
 def test_grpo_with_the_cheap_rl_levers_still_learns(tmp_path):
-    """test_trainer's spaces task with the combination of configs/demo-cheap-rl.yaml: the
-    compact template, a doc cap, the top block only, float32 by "auto", one question x 8."""
+    """test_trainer's spaces task with every lever on: the compact template, a doc cap,
+    only the top block training (the tied head frozen), precision "auto" (float32 here),
+    and groups of 8 sharing one prompt each."""
     levers = {
         "rollout.questions_per_step": 2,
         "rollout.group_size": 8,
@@ -229,6 +230,6 @@ def test_the_cheap_rl_config_holds_the_levers_and_validates():
         2,
         6,
     )
-    assert (cheap.rollout.questions_per_step, cheap.rollout.group_size) == (1, 8)
+    assert (cheap.rollout.questions_per_step, cheap.rollout.group_size) == (2, 4)
     assert cheap.trainer.micro_batch_size >= cheap.rollout.group_size  # one prompt per group
     assert (cheap.rollout.rollout_dtype, cheap.trainer.autocast_dtype) == ("auto", "auto")
