@@ -105,6 +105,9 @@ class EnvConfig:
             ``no_search_multihop``; see :mod:`research_env.shaping`), all 0 = off. The
             episode metrics keep the answer's reward; the advantages see the shaping
             (per turn with ``grpo.credit: turn``).
+        max_doc_words: cap on each retrieved document's words in an observation (``null``:
+            whole documents); fewer observation tokens per episode to decode over and
+            score. Search-R1 caps observations too.
     """
 
     dataset: str = "synthetic"
@@ -120,6 +123,7 @@ class EnvConfig:
     search_cost: float = 0.0
     require_search: bool = False
     shaping: SearchShaping = field(default_factory=SearchShaping)
+    max_doc_words: int | None = None
 
     def to_env_kwargs(self, split: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``MultiHopSearchEnv`` (``split`` overrides the training one)."""
@@ -147,8 +151,9 @@ class RolloutConfig:
         prompt_format: ``text`` (the template as plain text), ``chat`` (the tokenizer's chat
             template) or ``auto`` (text for templates with a worked example).
         rollout_dtype: decode with a frozen copy in this dtype (``bfloat16`` is faster on
-            CPU; pi_old then differs slightly from the training model's) or ``null`` to
-            decode with the policy itself.
+            a CPU with native bf16; pi_old then differs slightly from the training model's),
+            ``auto`` (bf16 on CUDA or such a CPU, else float32: :mod:`algorithms.precision`)
+            or ``null`` to decode with the policy itself.
         pack_weights: let that rollout copy pre-pack its linear layers for oneDNN (CPU).
         fused: let that rollout copy run the fused forward of
             :mod:`algorithms.rollout.fused_llama` when the model is Llama-family (faster
@@ -255,7 +260,13 @@ class TrainerConfig:
         autocast_dtype: run the model's matmuls in ``bfloat16`` under ``torch.autocast``
             in the update and the no-grad passes (weights, gradients and optimizer stay in
             the model's dtype; the LM head and log-probs stay full precision). Faster on a
-            CPU with AVX-512 BF16 (benchmarks/RESULTS.md, "Trainer"). ``null``: off.
+            CPU with AVX-512 BF16 (benchmarks/RESULTS.md, "Trainer"), several times slower
+            on a CPU without it; ``auto`` = bf16 on CUDA or such a CPU, else off. ``null``: off.
+        train_layers: train only the top N transformer blocks and the final norm (plus the
+            LM head when it is not tied to the input embeddings, as it is in SmolLM2);
+            everything below is frozen, so backward stops at the lowest trained block:
+            less backward work per token (benchmarks/RESULTS.md, "Episode cost"). ``null``:
+            train every weight. Not with LoRA (which already chooses what trains).
         tis_cap: truncated importance sampling for a rollout that came from another engine or
             precision than the learner (``rollout.rollout_dtype``, vLLM): each token's
             policy-gradient term is weighted by ``min(pi_old / pi_sampler, tis_cap)``
@@ -281,7 +292,8 @@ class TrainerConfig:
     old_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
     logprob_chunk_size: int | None = 1024
     share_prompts: bool = True
-    autocast_dtype: Literal["bfloat16", "float16"] | None = None
+    autocast_dtype: Literal["bfloat16", "float16", "auto"] | None = None
+    train_layers: int | None = None
     tis_cap: float | None = None
     seed: int = 0
     num_threads: int | None = None

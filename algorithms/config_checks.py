@@ -70,6 +70,19 @@ def range_problems(c: TrainConfig) -> list[str]:
     )
     need(c.env.top_k >= 1, f"env.top_k must be >= 1, got {c.env.top_k}")
     need(c.env.max_turns >= 1, f"env.max_turns must be >= 1, got {c.env.max_turns}")
+    need(
+        c.env.max_doc_words is None or c.env.max_doc_words >= 1,
+        f"env.max_doc_words must be >= 1 or null (whole documents), got {c.env.max_doc_words}",
+    )
+    layers = c.trainer.train_layers
+    need(
+        layers is None or layers >= 1,
+        f"trainer.train_layers must be >= 1 or null (train every layer), got {layers}",
+    )
+    need(
+        layers is None or c.model.lora is None,
+        "trainer.train_layers and model.lora both choose what trains: set one of them to null",
+    )
     need(c.eval.every >= 0, f"eval.every must be >= 0 (0 = never), got {c.eval.every}")
     need(c.eval.questions >= 1, f"eval.questions must be >= 1, got {c.eval.questions}")
     need(c.eval.temperature >= 0, f"eval.temperature must be >= 0, got {c.eval.temperature}")
@@ -231,5 +244,11 @@ def sharding_problems(c: TrainConfig) -> list[str]:
         problems.append(
             "trainer.sharding: fsdp shards the policy only; use ppo.critic=shared (a value "
             "head on the sharded policy) rather than a separate critic model"
+        )
+    if c.trainer.train_layers is not None:
+        problems.append(
+            "trainer.sharding: fsdp and trainer.train_layers are not tested together (the "
+            "root shard would mix a frozen tied head with a trained final norm): set "
+            "trainer.train_layers=null, or use model.lora to train fewer parameters"
         )
     return problems

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from algorithms.buffer import Batch
 from algorithms.objectives.ops import entropy_from_logits, token_logprobs
+from algorithms.precision import resolve_precision
 
 
 @dataclass
@@ -229,7 +230,8 @@ def lm_head(model: Any, hidden: Tensor) -> Tensor:
 
 
 def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``).
+    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``;
+    also ``"auto"`` on a CPU without native bf16, see :mod:`algorithms.precision`).
 
     Under FSDP (sharded parameters) autocast's cache of bf16 weight casts is off: FSDP
     gathers a block's weights anew for each pass, and a later micro-batch reusing an
@@ -237,9 +239,10 @@ def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager
     """
     from torch.distributed.tensor import DTensor
 
+    param = next(model.parameters())
+    dtype = resolve_precision(dtype, param.device.type)
     if dtype is None:
         return contextlib.nullcontext()
-    param = next(model.parameters())
     sharded = isinstance(param, DTensor)
     return torch.autocast(param.device.type, dtype=getattr(torch, dtype), cache_enabled=not sharded)
 

@@ -83,8 +83,10 @@ class ActionFormat(Protocol):
         observations interleaved) break the format, or None."""
         ...
 
-    def search_result(self, template: PromptTemplate, hits: Sequence[SearchHit]) -> Observation:
-        """The reply to a search that found ``hits``."""
+    def search_result(
+        self, template: PromptTemplate, hits: Sequence[SearchHit], max_words: int | None = None
+    ) -> Observation:
+        """The reply to a search that found ``hits`` (each cut to ``max_words`` words)."""
         ...
 
     def correction(self, turn: Turn) -> Observation:
@@ -117,8 +119,10 @@ class TagActions:
     ) -> str | None:
         return format_violation(response, mode, result_tag)
 
-    def search_result(self, template: PromptTemplate, hits: Sequence[SearchHit]) -> Observation:
-        return Observation(template.format_documents(hits))
+    def search_result(
+        self, template: PromptTemplate, hits: Sequence[SearchHit], max_words: int | None = None
+    ) -> Observation:
+        return Observation(template.format_documents(hits, max_words))
 
     def correction(self, turn: Turn) -> Observation:
         return Observation(CORRECTION)

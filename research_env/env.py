@@ -112,6 +112,9 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     - ``shaping=None``: step-level search rewards, a mapping of term weights such as
       ``{"retrieval_gain": 0.2, "redundant_query": 0.1, "no_search_multihop": 0.5}`` or a
       :class:`~research_env.shaping.SearchShaping`; ``None`` or all 0 = off.
+    - ``max_doc_words=None``: keep only each retrieved document's first N words (then
+      `` ...``) in observations; cheaper episodes to train on (Search-R1 caps
+      observations too). ``None``: whole documents.
     - ``cache_dir=None``: where generated data and indexes live
       (default ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``).
     - ``retriever_kwargs=None``: passed to the retriever factory.
@@ -147,6 +150,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         search_cost: float = 0.0,
         require_search: bool = False,
         shaping: SearchShaping | Mapping[str, float] | None = None,
+        max_doc_words: int | None = None,
         cache_dir: str | Path | None = None,
         retriever_kwargs: dict[str, Any] | None = None,
         retriever_cache: str | Path | None = None,
@@ -167,6 +171,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
             search_cost=search_cost,
             require_search=require_search,
             shaping=SearchShaping.coerce(shaping),
+            max_doc_words=max_doc_words,
         )
         self.reward_fn = get_reward(reward)
         self.template = get_template(template)

@@ -60,6 +60,9 @@ class EpisodeRules:
     search_cost: float = 0.0
     require_search: bool = False
     shaping: SearchShaping = field(default_factory=SearchShaping)
+    # Words kept of each retrieved document (None: whole documents). The fingerprint
+    # leaves a None rule out, so runs from before this rule keep their hashes.
+    max_doc_words: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -76,6 +79,14 @@ class EpisodeRules:
             raise ValueError(f"search_cost must be >= 0, got {self.search_cost}")
         # Frozen: a mapping of weights becomes the typed config here, once.
         object.__setattr__(self, "shaping", SearchShaping.coerce(self.shaping))
+        if self.max_doc_words is not None and (
+            isinstance(self.max_doc_words, bool) or not isinstance(self.max_doc_words, int)
+            or self.max_doc_words < 1
+        ):  # fmt: skip
+            raise ValueError(
+                f"max_doc_words must be an integer >= 1 or None (whole documents), "
+                f"got {self.max_doc_words!r}"
+            )
 
 
 @dataclass
@@ -168,7 +179,9 @@ class Episode:
         step_shaping = 0.0
         if turn.kind == "search":
             hits = list(hits or [])[: self.rules.top_k]
-            observation = self.template.actions.search_result(self.template, hits)
+            observation = self.template.actions.search_result(
+                self.template, hits, self.rules.max_doc_words
+            )
             step_shaping = self._search_shaping(turn.query or "", hits)
             record.searches += 1
             record.retrieved_doc_ids.extend(h.document.id for h in hits)

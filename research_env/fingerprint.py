@@ -19,7 +19,8 @@ What goes in (all content, never paths or mtimes, so a copied corpus compares eq
 - ``retriever``: the retriever's own ``fingerprint()`` dict when it has one (BM25, dense,
   HTTP, hybrid, the controls and the caches do), else its class and its plain public
   attributes;
-- ``rules``: top-k, max turns and the other :class:`~research_env.episode.EpisodeRules`;
+- ``rules``: top-k, max turns and the other :class:`~research_env.episode.EpisodeRules`
+  (a rule that is off, ``None``, is left out: adding an optional rule keeps old hashes);
 - ``template``: its name and a hash of everything it renders; ``reward``: its name;
 - ``model``: whatever the caller names (a model name or directory).
 
@@ -133,7 +134,7 @@ def fingerprint(env: Any, *, model: str | None = None, **extra: Any) -> dict[str
         "dataset": {"n": len(env.samples), "sha256": dataset_sha256(env.samples)},
         "corpus": {"sha256": corpus_sha256(corpus)} if corpus is not None else None,
         "retriever": describe_retriever(env.retriever),
-        "rules": dataclasses.asdict(env.rules),
+        "rules": _rules(env.rules),
         "template": {"name": template.name, "sha256": stable_hash(template.fingerprint_fields())},
         "reward": _reward_name(env.reward_fn),
         "model": None if model is None else str(model),
@@ -184,3 +185,13 @@ def read_fingerprint(directory: str | os.PathLike[str]) -> dict[str, Any] | None
         return None
     value: dict[str, Any] = json.loads(path.read_text())
     return value
+
+
+def _rules(rules: Any) -> dict[str, Any]:
+    """The episode rules that change the numbers. A rule that is off (``None``, or shaping
+    with every weight 0) is left out, so runs from before it existed keep their hashes."""
+    described = {k: v for k, v in dataclasses.asdict(rules).items() if v is not None}
+    shaping = getattr(rules, "shaping", None)
+    if shaping is not None and not shaping.enabled:
+        described.pop("shaping", None)
+    return described

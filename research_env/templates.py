@@ -28,6 +28,14 @@ _PROTOCOL = (
     "example <answer>The answer is \\boxed{{Paris}}</answer>."
 )
 
+# The protocol in one breath, for a policy that already knows it (warm-started): the
+# default template's instructions and worked example are ~320 tokens of every episode's
+# prompt, paid in each rollout's prefill and each update's forward and backward.
+_COMPACT = (
+    "Think inside <think></think>. Search with <search>query</search>; documents come back "
+    "inside <{tag}></{tag}>. Finish with <answer>The answer is \\boxed{{...}}</answer>."
+)
+
 # A worked episode about invented entities: it teaches the tags without leaking facts.
 _EXAMPLE = (
     "Question: In which city is the company founded by Orlen Vask headquartered?\n"
@@ -147,17 +155,31 @@ class PromptTemplate:
             {"role": "user", "content": self.question_format.format(question=question)},
         ]
 
-    def documents(self, hits: Sequence[SearchHit]) -> str:
-        """The numbered documents of a search, one per line (a tool message's content)."""
+    def documents(self, hits: Sequence[SearchHit], max_words: int | None = None) -> str:
+        """The numbered documents of a search, one per line (a tool message's content),
+        each cut to its first ``max_words`` words (then ending in `` ...``) when given."""
         lines = [
-            f"Doc {i} (Title: {hit.document.title}) {hit.document.text.strip()}"
+            f"Doc {i} (Title: {hit.document.title}) {_first_words(hit.document.text, max_words)}"
             for i, hit in enumerate(hits, 1)
         ]
         return "\n".join(lines) if lines else "No documents found."
 
-    def format_documents(self, hits: Sequence[SearchHit]) -> str:
-        """The observation for a search: ``<result>`` block with numbered documents."""
-        return f"\n<{self.result_tag}>\n{self.documents(hits)}\n</{self.result_tag}>\n"
+    def format_documents(self, hits: Sequence[SearchHit], max_words: int | None = None) -> str:
+        """The observation for a search: ``<result>`` block with numbered documents, each
+        cut to its first ``max_words`` words when given."""
+        body = self.documents(hits, max_words)
+        return f"\n<{self.result_tag}>\n{body}\n</{self.result_tag}>\n"
+
+
+def _first_words(text: str, max_words: int | None) -> str:
+    """``text`` stripped, or its first ``max_words`` words and `` ...`` when it is longer
+    (the marker tells the policy the document goes on)."""
+    if max_words is None:
+        return text.strip()
+    words = text.split(maxsplit=max_words)
+    if len(words) <= max_words:
+        return text.strip()
+    return " ".join(words[:max_words]) + " ..."
 
 
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -166,6 +188,11 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "research": PromptTemplate(name="research", example=_EXAMPLE, prefill="<think>"),
     # The same protocol without the example, for chat templates of larger models.
     "research-chat": PromptTemplate(name="research-chat"),
+    # For warm-started policies: the protocol in one sentence, no example, <think> prefilled
+    # (~40 prompt tokens instead of ~320: benchmarks/RESULTS.md, "Episode cost").
+    "research-compact": PromptTemplate(
+        name="research-compact", instructions=_COMPACT, prefill="<think>"
+    ),
     # Search-R1's convention: documents come back inside <information>.
     "search-r1": PromptTemplate(
         name="search-r1", example=_EXAMPLE, result_tag="information", prefill="<think>"

@@ -150,9 +150,12 @@ class ToolCallActions:
                 return last.reason
         return None if last.kind == "answer" else "no_answer"
 
-    def search_result(self, template: PromptTemplate, hits: Sequence[SearchHit]) -> Observation:
-        message = {"role": "tool", "name": SEARCH_TOOL_NAME, "content": template.documents(hits)}
-        return Observation(template.format_documents(hits), message)
+    def search_result(
+        self, template: PromptTemplate, hits: Sequence[SearchHit], max_words: int | None = None
+    ) -> Observation:
+        content = template.documents(hits, max_words)
+        message = {"role": "tool", "name": SEARCH_TOOL_NAME, "content": content}
+        return Observation(template.format_documents(hits, max_words), message)
 
     def correction(self, turn: Turn) -> Observation:
         detail = TOOL_CALL_VIOLATIONS.get(turn.reason or "no_action", "no action")

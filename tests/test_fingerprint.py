@@ -56,6 +56,8 @@ def test_equal_setups_have_equal_fingerprints(files):
         ({"max_turns": 5}, "rules.max_turns"),
         ({"template": "search-r1"}, "template"),
         ({"reward": "em"}, "reward"),
+        ({"max_doc_words": 16}, "rules.max_doc_words"),
+        ({"shaping": {"redundant_query": 0.1}}, "rules.shaping"),
     ],
 )
 def test_a_change_differs_in_exactly_that_field(files, change, field):
@@ -64,6 +66,13 @@ def test_a_change_differs_in_exactly_that_field(files, change, field):
     assert a["hash"] != b["hash"]
     changed = differing_fields(a, b)
     assert changed and all(f == field or f.startswith(field + ".") for f in changed), changed
+
+
+def test_rules_that_are_off_leave_the_fingerprint_as_before_they_existed(files):
+    # Recorded before max_doc_words and shaping existed: neither may appear while off.
+    rules = fingerprint(env_for(files, shaping={"retrieval_gain": 0.0}), model="m")["rules"]
+    assert "max_doc_words" not in rules and "shaping" not in rules
+    assert rules["top_k"] == 2 and rules["max_turns"] == 3
 
 
 def test_model_dataset_corpus_and_retriever_changes_are_named(files):

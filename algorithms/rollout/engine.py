@@ -29,6 +29,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from algorithms.buffer import Trajectory
+from algorithms.precision import AUTO, resolve_precision
 from algorithms.rollout.chat_turns import ChatReplies
 from algorithms.rollout.decoder import DecodeState, TurnOutput
 from algorithms.rollout.inference_copy import rollout_copy
@@ -95,6 +96,8 @@ class RolloutEngine:
         self.tokenizer = policy.tokenizer
         self.sampling = sampling or Sampling()
         self.prompt_format = prompt_format
+        if rollout_dtype == AUTO:  # bf16 where the hardware does it (algorithms.precision)
+            rollout_dtype = resolve_precision(AUTO, next(policy.model.parameters()).device)
         self.rollout_dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
         self.pack_weights = pack_weights
         self.fused = fused

@@ -51,6 +51,7 @@ from algorithms.policy import VALUE_HEAD_FILE, Policy
 from algorithms.scoring import TokenScores
 from algorithms.trainer import checkpoint as ckpt
 from algorithms.trainer import distributed, fsdp
+from algorithms.trainer.freeze import train_top_layers
 from algorithms.trainer.metrics import MetricsLogger, episode_metrics, is_truncated, progress_bar
 from algorithms.trainer.optim import lr_factor, make_optimizer
 from algorithms.trainer.update import Models, prepare_update, run_update
@@ -122,6 +123,8 @@ class OnPolicyAlgorithm:
                 if model is not None:
                     fsdp.shard_model(model)
 
+        if self.config.trainer.train_layers is not None:  # before the optimizer takes params
+            train_top_layers(self.policy.model, self.config.trainer.train_layers)
         actor = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(actor, self._critic_parameters(), self.config.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

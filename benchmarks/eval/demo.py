@@ -161,7 +161,9 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
                 "temperature": 1.0,
                 "max_turn_tokens": TURN_TOKENS,
                 "max_total_tokens": TOTAL_TOKENS,
-                "rollout_dtype": "bfloat16",
+                # bf16 where the hardware does it (CUDA, AVX-512 BF16/AMX), else float32:
+                # emulated bf16 is several times slower (algorithms.precision).
+                "rollout_dtype": "auto",
                 "pack_weights": True,
             },
             "optim": {"lr": lr, "warmup_steps": 0, "max_grad_norm": 1.0},
@@ -169,7 +171,7 @@ def _config(args: argparse.Namespace, out: Path, algo: str, steps: int, q: int, 
                 "steps": steps,
                 "micro_batch_size": 4,
                 "seed": args.seed,
-                "autocast_dtype": "bfloat16",
+                "autocast_dtype": "auto",
                 "filter_zero_variance_groups": True,
             },
             "eval": {"every": 0},
@@ -191,8 +193,9 @@ def evaluate(
     baseline: str = "agent",
     transcripts: Path | None = None,
 ) -> Stage:
-    """Greedy episodes on the first ``n`` dev questions, decoded with a bf16 packed copy
-    (their token transcripts appended to ``transcripts``, if given)."""
+    """Greedy episodes on the first ``n`` dev questions, decoded with a packed copy (bf16
+    where the hardware does bf16, else float32); their token transcripts are appended to
+    ``transcripts``, if given."""
     from algorithms.rollout import Sampling
     from benchmarks.eval.harness import evaluate_model
 
@@ -202,7 +205,7 @@ def evaluate(
         baseline=baseline,
         limit=n,
         sampling=Sampling(greedy=True, max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
-        rollout_dtype="bfloat16",
+        rollout_dtype="auto",
         pack_weights=True,
         batch_size=32,
         name=name,

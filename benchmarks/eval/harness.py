@@ -395,6 +395,10 @@ def _decoding_policy(
     policy: Any, rollout_dtype: str | None, pack_weights: bool, fused: bool = True
 ) -> Any:
     """The policy itself, or one rollout copy made once for the whole evaluation."""
+    from algorithms.precision import AUTO, resolve_precision
+
+    if rollout_dtype == AUTO:
+        rollout_dtype = resolve_precision(AUTO, next(policy.model.parameters()).device)
     if rollout_dtype is None and not pack_weights:
         return policy
     import torch

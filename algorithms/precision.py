@@ -1,0 +1,74 @@
+"""Whether low precision pays on this machine, and the ``"auto"`` precision setting.
+
+bfloat16 is only fast where the hardware multiplies in it: a CUDA GPU, or a CPU with
+AVX-512 BF16 or AMX (x86) or the BF16 extension (Arm). On any other CPU, torch emulates
+the bf16 matmuls by converting to float32 and back, which made the demo's bf16 settings
+several times *slower* than plain float32 on a Xeon without AVX-512 BF16 (benchmarks/
+RESULTS.md, "Episode cost"). So the settings that default to bf16 say ``"auto"``:
+
+    rollout:  {rollout_dtype: auto}    # bf16 decoding copy where native, else float32
+    trainer:  {autocast_dtype: auto}   # bf16 autocast where native, else off
+
+``resolve_precision("auto", device)`` turns that into ``"bfloat16"`` or ``None`` (float32)
+and says once, in one log line, when it fell back. An explicit ``"bfloat16"`` is kept as
+asked: a user (or a benchmark) measuring bf16 on purpose gets bf16.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+# CPU capability flags (``torch.cpu.get_capabilities()``) that mean bf16 matmuls in hardware.
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 in hardware (AVX-512 BF16, AMX, Arm BF16).
+
+    Reads ``torch.cpu.get_capabilities()`` (torch >= 2.8); on older torch, the kernel's
+    CPU flags in ``/proc/cpuinfo``. When neither says, it answers False: falling back to
+    float32 costs at most bf16's speed-up, while emulated bf16 costs several times over.
+    """
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if callable(get_capabilities):
+        capabilities = get_capabilities()
+        return any(bool(capabilities.get(flag, False)) for flag in _NATIVE_BF16_FLAGS)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = {word for line in cpuinfo if line.startswith(("flags", "Features"))
+                     for word in line.split(":", 1)[1].split()}  # fmt: skip
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_precision(dtype: str | None, device: Any) -> str | None:
+    """The low-precision dtype to use on ``device`` for a setting of ``dtype``.
+
+    ``"auto"`` becomes ``"bfloat16"`` on CUDA and on a CPU with native bf16, and ``None``
+    (float32: no rollout copy in another dtype, no autocast) on any other CPU, with a
+    one-line log note the first time. Any other value is returned unchanged.
+    """
+    if dtype != AUTO:
+        return dtype
+    kind = torch.device(device).type if not isinstance(device, torch.device) else device.type
+    if kind != "cpu" or cpu_has_native_bf16():
+        return "bfloat16"
+    _note_fallback()
+    return None
+
+
+@functools.cache
+def _note_fallback() -> None:
+    logger.warning(
+        "precision 'auto': this CPU has no native bfloat16 (AVX-512 BF16/AMX), where bf16 "
+        "is several times slower than float32; using float32"
+    )
