@@ -100,6 +100,11 @@ def train(
     kwargs = {**DEFAULT_HPARAMS[algo], **dict(hparams or {})}
     env = make_vec_env(env_kwargs, n_envs if algo == "sb3-ppo" else 1, seed)
     model = cls("MlpPolicy", env, seed=seed, verbose=verbose, device="cpu", **kwargs)
+    if not kwargs.get("tensorboard_log"):
+        # SB3's default logger makes an empty /tmp/SB3-<time> folder on every learn().
+        from stable_baselines3.common.logger import HumanOutputFormat, Logger
+
+        model.set_logger(Logger(None, [HumanOutputFormat(sys.stdout)] if verbose else []))
     model.learn(total_timesteps=timesteps)
     return model
 

@@ -140,10 +140,14 @@ def test_control_retrievers():
     assert text.step("<search>x</search>")[0].count("(Title:") == 3
 
 
-def test_sb3_ppo_beats_the_random_policy():
+def test_sb3_ppo_beats_the_random_policy(tmp_path, monkeypatch):
+    import tempfile
+
     from algorithms.sb3 import evaluate, model_actor, random_actor, train
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     model = train("sb3-ppo", {}, timesteps=6_000, seed=0)
+    assert not list(tmp_path.glob("SB3-*")), "SB3's default logger left a temp folder"
     dev = {"split": "dev"}
     trained = evaluate(model_actor(model), dev, questions=100)
     baseline = evaluate(random_actor(11, 0), dev, questions=100)
