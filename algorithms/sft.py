@@ -49,6 +49,10 @@ class TextEpisode:
     observations: list[str]
     reward: float = 0.0
     info: dict[str, Any] | None = None
+    # The env's replies as chat messages (``info["message"]``; None where a step had none):
+    # with a tool-calling template they are rendered through the chat template, as the
+    # rollout engine renders them, instead of tokenizing the text observations.
+    messages: list[dict[str, Any] | None] | None = None
 
 
 class SFT(OnPolicyAlgorithm):
@@ -144,7 +148,12 @@ class SFT(OnPolicyAlgorithm):
             ids = tokenizer(turn, add_special_tokens=False)["input_ids"]
             traj.add_model_tokens(ids, [0.0] * len(ids))
             if i < len(episode.observations) and i < len(episode.turns) - 1:
-                obs = tokenizer(episode.observations[i], add_special_tokens=False)["input_ids"]
+                text = episode.observations[i]
+                replies = self.engine.chat_replies
+                message = episode.messages[i] if episode.messages else None
+                if replies is not None and message is not None:
+                    text = replies.reply(message)
+                obs = tokenizer(text, add_special_tokens=False)["input_ids"]
                 traj.add_observation_tokens(obs)
         traj.reward = episode.reward
         traj.info = episode.info or {}
@@ -170,13 +179,16 @@ def play_oracle(env: MultiHopSearchEnv, index: int) -> TextEpisode:
     policy = OraclePolicy()
     env.reset(options={"index": index})
     total, info = 0.0, dict[str, Any]()
+    messages: list[dict[str, Any] | None] = []
     while True:
         _, reward, terminated, truncated, info = env.step(policy.act(env))
         total += reward
+        messages.append(info.get("message"))
         if terminated or truncated:
             break
     record = env.episode.record  # type: ignore[union-attr]
-    return TextEpisode(index, list(record.turns), list(record.observations), total, info)
+    turns, observations = list(record.turns), list(record.observations)
+    return TextEpisode(index, turns, observations, total, info, messages)
 
 
 def read_text_episodes(path: str | Path, env: MultiHopSearchEnv) -> list[TextEpisode]:

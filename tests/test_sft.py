@@ -169,3 +169,50 @@ def test_oracle_demonstrations_on_data_without_decompositions_are_refused(tmp_pa
     sft = SFT(load_policy("tiny-random"), kwargs, config(tmp_path, 1))
     with pytest.raises(ValueError, match="oracle cannot play question 'b1'"):
         sft.learn()
+
+
+def tool_calling_policy():
+    """The tiny policy with the Qwen2.5-style tool-calling chat template of the fixtures."""
+    import copy
+    from pathlib import Path
+
+    policy = load_policy("tiny-random")
+    policy.tokenizer = copy.deepcopy(policy.tokenizer)  # other tests keep the shipped template
+    fixture = Path(__file__).parent / "fixtures" / "chatml_tools.jinja"
+    policy.tokenizer.chat_template = fixture.read_text()
+    return policy
+
+
+def test_tool_call_demonstrations_get_the_chat_templates_replies(tmp_path):
+    """With the tool-call template, the oracle's replies are rendered through the chat
+    template as the rollout engine renders them (a tool turn, then the next assistant turn),
+    not tokenized as the env's plain text."""
+    policy = tool_calling_policy()
+    sft = SFT(policy, {**env_kwargs(), "template": "tool-call"}, config(tmp_path, 1))
+    (traj,) = sft.collect_rollouts(0)
+    tok = policy.tokenizer
+    assert traj.reward == 1.0 and len(traj.turn_spans) == 2
+    (start, end), (next_start, _) = traj.turn_spans
+    assert "<tool_call>" in tok.decode(traj.response_ids[start:end])
+    reply = tok.decode(traj.response_ids[end:next_start])
+    assert reply.startswith("<|im_end|>\n<|im_start|>user\n<tool_response>\n")
+    assert reply.endswith("\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    assert traj.loss_mask[end:next_start] == [0] * (next_start - end)
+
+
+def test_predict_stops_where_the_templates_turns_stop(tmp_path, monkeypatch):
+    import algorithms.rollout as rollout
+
+    seen, real_generate = {}, rollout.generate
+
+    def fake_generate(model, ids, **kwargs):
+        seen.update(kwargs)
+        return real_generate(model, ids, **{**kwargs, "max_new_tokens": 1})
+
+    monkeypatch.setattr(rollout, "generate", fake_generate)
+    policy = tool_calling_policy()
+    for template, stops in (("tool-call", ("</tool_call>",)), ("research-chat", None)):
+        sft = SFT(policy, {**env_kwargs(), "template": template}, config(tmp_path, 1))
+        sft.predict("Question: who?")
+        assert tuple(seen["stop_strings"]) == (stops or sft.engine.stop_strings)
+    assert "</search>" in seen["stop_strings"]

@@ -546,7 +546,6 @@ class OnPolicyAlgorithm:
     def predict(self, observation: str, *, max_new_tokens: int | None = None) -> str:
         """The policy's greedy next turn for a prompt (or a whole conversation so far)."""
         from algorithms.rollout import generate
-        from research_env.protocol import STOP_STRINGS
 
         tokenizer = self.policy.tokenizer
         ids = tokenizer(observation, add_special_tokens=False)["input_ids"]
@@ -556,7 +555,7 @@ class OnPolicyAlgorithm:
                 [ids],
                 max_new_tokens=max_new_tokens or self.config.rollout.max_turn_tokens,
                 greedy=True,
-                stop_strings=STOP_STRINGS,
+                stop_strings=self.engine.stop_strings,  # the template's (tags or tool calls)
                 tokenizer=tokenizer,
             )
         return tokenizer.decode(result.token_ids[0], skip_special_tokens=True)
