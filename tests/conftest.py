@@ -17,6 +17,19 @@ from world import SAMPLES, KeywordRetriever
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core box a second thread mostly waits at barriers
+    (see TrainerConfig.num_threads); results do not depend on it. A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def retriever():
     return KeywordRetriever()
 

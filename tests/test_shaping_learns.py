@@ -12,19 +12,14 @@ than both its own start and the control.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from benchmarks.shaping_behaviour import make_grpo, search_first_rate
 
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (the conftest fixture): results do not depend on it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_no_search_penalty_teaches_searching_first(tmp_path):

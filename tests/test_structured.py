@@ -10,7 +10,6 @@ import random
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 import research_env
 from research_env import MultiHopSearchEnv
@@ -20,12 +19,8 @@ from research_env.structured import StructuredSearchEnv, build_candidates, entit
 pytest.importorskip("stable_baselines3")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (the conftest fixture): results do not depend on it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registered_and_passes_sb3_check_env():

@@ -25,14 +25,8 @@ SAMPLES = [QASample(f"q{i}", f"Question {i}: say something.", ("x",)) for i in r
 BARE = PromptTemplate(name="bare", instructions="", question_format="{question}")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core box a second thread mostly waits at barriers
-    (see TrainerConfig.num_threads); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread (the conftest fixture): results do not depend on it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class NoDocuments:
