@@ -30,6 +30,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
+from research_env.actions import TagActions
 from research_env.episode import TurnOutcome
 from research_env.protocol import clean_text, parse_turn
 from research_env.rewards import EpisodeRecord, supporting_recall
@@ -213,6 +214,12 @@ class TeamGames:
             )
             vector = SearchVectorEnv(
                 num_games, autoreset_mode=AutoresetMode.DISABLED, template=template, **env_kwargs
+            )
+        if not isinstance(vector.template.actions, TagActions):
+            raise ValueError(
+                f"the team env speaks the tag protocol; template {vector.template.name!r} uses "
+                "another action format (tool calls): choose a tag template such as "
+                "'research-chat' or 'search-r1'"
             )
         self.vector = vector
         max_turns = vector.envs[0].rules.max_turns

@@ -257,3 +257,8 @@ def test_token_budget_ends_the_game(tiny):
     trajectories = engine.collect([0], sampling=s)
     assert {t.finish_reason for t in trajectories} == {"token_budget"}
     assert all(len(t.response_ids) < 40 for t in trajectories)
+
+
+def test_a_tool_call_template_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"tag protocol.*'research-chat'"):
+        CooperativeSearchEnv(**small(template="tool-call"))
