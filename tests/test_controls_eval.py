@@ -59,6 +59,26 @@ def row(name, em, **settings):
     return EvalResult(name, settings, {"n": 2, "em": em}, {}, 0.0)
 
 
+def scored(name, ems, **settings):
+    """A result whose episodes are questions 0.. with these EMs."""
+    episodes = [{"question_id": f"q{i}", "em": float(em)} for i, em in enumerate(ems)]
+    overall = {"n": len(ems), "em": sum(ems) / len(ems)}
+    return EvalResult(name, settings, overall, {}, 0.0, episodes)
+
+
+def test_a_small_drop_inside_the_paired_interval_is_not_established():
+    # Drops per question 1,0,0,0,0,0: mean 1/6, sd 0.4082, t(5) 2.571 -> +-0.4285.
+    own = scored("agent", [1, 1, 0, 0, 0, 0], retriever="bm25")
+    empty = scored("agent@empty", [0, 1, 0, 0, 0, 0], control="empty", controls="agent")
+    verdict = controls_section([own, empty])
+    assert "not established" in verdict and "±0.429 on 6 questions" in verdict
+    # Drops 1 on 9 of 10 questions: mean 0.9 +- 2.262 * 0.316 / sqrt(10) = 0.226.
+    own = scored("agent", [1] * 10, retriever="bm25")
+    empty = scored("agent@empty", [0] * 9 + [1], control="empty", controls="agent")
+    verdict = controls_section([own, empty])
+    assert "uses what search returns" in verdict and "±0.226" in verdict
+
+
 def test_a_policy_whose_em_does_not_drop_is_flagged():
     results = [
         row("agent", 0.5, retriever="bm25"),

@@ -90,17 +90,7 @@ def controls_section(results: Sequence[EvalResult]) -> str:
         empty = next((r for r in results if r.settings.get("controls") == name
                       and r.settings.get("control") == "empty"), None)  # fmt: skip
         if own is not None and empty is not None:
-            em, em_empty = own.overall.get("em", 0.0), empty.overall.get("em", 0.0)
-            if em_empty >= em:
-                parts.append(
-                    f"**{name}: EM does not drop under the empty retriever ({em_empty:.3f} vs "
-                    f"{em:.3f}): this policy is not using search.**"
-                )
-            else:
-                parts.append(
-                    f"{name}: EM drops from {em:.3f} to {em_empty:.3f} under the empty "
-                    "retriever: the policy uses what search returns."
-                )
+            parts.append(_empty_verdict(name, own, empty))
     if not parts:
         return ""
     intro = (
@@ -173,3 +163,47 @@ def write_transcripts_text(result: EvalResult, path: Path) -> None:
             keys = ("question_id", "sample", "prediction", "golden_answers", "em", "f1")
             header = {k: e.get(k) for k in (*keys, "format_valid")}
             f.write(f"### {json.dumps(header, ensure_ascii=False)}\n{transcript_text(e)}\n\n")
+
+
+def _empty_verdict(name: str, own: EvalResult, empty: EvalResult) -> str:
+    """Does EM drop under the empty retriever? Judged on the paired per-question drop (the
+    same questions under both retrievers) and its 95% t-interval, when the episodes are
+    there to pair; a drop inside the interval is said to be not established."""
+    from benchmarks.eval.ablate_report import mean_ci95
+
+    em, em_empty = own.overall.get("em", 0.0), empty.overall.get("em", 0.0)
+    if em_empty >= em:
+        return (
+            f"**{name}: EM does not drop under the empty retriever ({em_empty:.3f} vs "
+            f"{em:.3f}): this policy is not using search.** Read it per question type too: "
+            "a cheap prior answer (yes/no questions) can hide what search is worth on the rest."
+        )
+    drops = _paired(own.episodes, empty.episodes)
+    half = mean_ci95(drops)[1] if len(drops) >= 2 else None
+    drop = em - em_empty
+    if half is not None and drop <= half:
+        return (
+            f"{name}: EM drops from {em:.3f} to {em_empty:.3f} under the empty retriever, "
+            f"inside the paired 95% interval of the drop (±{half:.3f} on {len(drops)} "
+            "questions): not established; score more questions."
+        )
+    interval = f" (paired 95% interval ±{half:.3f})" if half is not None else ""
+    return (
+        f"{name}: EM drops from {em:.3f} to {em_empty:.3f} under the empty retriever"
+        f"{interval}: the policy uses what search returns."
+    )
+
+
+def _paired(own: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]]) -> list[float]:
+    """Per-question EM differences (own minus other; samples of a question averaged) over
+    the questions both results scored."""
+
+    def per_question(episodes: Sequence[dict[str, Any]]) -> dict[Any, float]:
+        scores: dict[Any, list[float]] = {}
+        for e in episodes:
+            if e.get("question_id") is not None:
+                scores.setdefault(e["question_id"], []).append(float(e.get("em", 0.0)))
+        return {q: sum(v) / len(v) for q, v in scores.items()}
+
+    a, b = per_question(own), per_question(other)
+    return [a[q] - b[q] for q in a if q in b]
