@@ -249,6 +249,9 @@ def test_fsdp_without_ranks_or_with_prompt_sharing_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match=r"ppo\.critic=shared"):
         cfg.validate(check_names=False)
+    cfg = config("grpo", tmp_path, **{"trainer.sharding": "fsdp", "trainer.train_layers": 1})
+    with pytest.raises(ValueError, match=r"set trainer\.train_layers=null"):
+        cfg.validate(check_names=False)
 
 
 @pytest.mark.slow
