@@ -126,3 +126,89 @@ def test_a_wall_time_budget_stops_after_the_step_that_spends_it(tmp_path):
     assert done["steps"] == 1 and done["fingerprint"]["budget_minutes"] == 0.0001
     table = json.loads((out / "table.json").read_text())
     assert table["rows"]["grpo"]["seeds"] == [0]
+
+
+def _eval_json(path, ems):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    episodes = [{"question_id": f"q{i}", "hops": 2, "em": em} for i, em in enumerate(ems)]
+    overall = {"em": sum(ems) / len(ems), "n": len(ems)}
+    path.write_text(json.dumps({"overall": overall, "episodes": episodes}))
+
+
+def test_em_change_across_seeds_and_paired_over_questions_by_hand(tmp_path):
+    from benchmarks.eval.ablate import Variant
+    from benchmarks.eval.ablate_report import write_table
+
+    out = tmp_path / "abl"
+    _eval_json(out / "baseline" / "eval.json", [1, 0, 0, 1])
+    for seed, ems in ((0, [1, 1, 0, 1]), (1, [0, 1, 0, 1])):
+        _eval_json(out / "grpo" / f"seed-{seed}" / "eval.json", ems)
+        (out / "grpo" / f"seed-{seed}" / "done.json").write_text("{}")
+    _eval_json(out / "ppo" / "seed-0" / "eval.json", [1, 1, 1, 1])
+    (out / "ppo" / "seed-0" / "done.json").write_text("{}")
+    (out / "subset.json").write_text(json.dumps({"indices": [0, 1, 2, 3]}))
+
+    table = write_table(out, [Variant("grpo", "grpo"), Variant("ppo", "ppo")], 2,
+                        {"questions": 4, "split": "dev", "dataset": "d", "seed": 0})  # fmt: skip
+    grpo = table["em_change"]["grpo"]
+    # Seed changes: (1+1+0+1)/4 - 2/4 = +0.25 and (0+1+0+1)/4 - 2/4 = 0.
+    assert grpo["per_seed"] == [0.25, 0.0]
+    assert grpo["across_seeds"]["mean"] == pytest.approx(0.125)
+    assert grpo["across_seeds"]["ci95"] == pytest.approx(12.706 * 0.1767767 / 2**0.5, rel=1e-4)
+    # Per question, seeds' mean minus baseline: -0.5, +1, 0, 0 (sd 0.62915, t(3) = 3.182).
+    assert grpo["paired"]["mean"] == pytest.approx(0.125)
+    assert grpo["paired"]["ci95"] == pytest.approx(3.182 * 0.6291529 / 2, rel=1e-4)
+    assert grpo["verdict"] == "inside"
+    ppo = table["em_change"]["ppo"]
+    assert ppo["per_seed"] == [0.5] and ppo["verdict"] == "one seed"
+    md = (out / "table.md").read_text()
+    assert "## EM change from the starting model" in md
+    assert "| grpo | 2 | +0.125 ± 1.588 | +0.125 ± 1.001 | inside the across-seed" in md
+    assert table["missing_runs"] == ["ppo/seed-1"]
+
+
+def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path):
+    import socket
+    import subprocess
+
+    from benchmarks.eval import claims
+
+    out = tmp_path / "abl"
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        held = out / "grpo" / "seed-1"
+        held.parent.mkdir(parents=True)
+        claims.lock_path(held).write_text(json.dumps(
+            {"pid": other.pid, "host": socket.gethostname(), "since": "now"}))  # fmt: skip
+        assert main(["ablate", "--algos", "grpo", "--out", str(out), *TINY]) == 0
+        assert (out / "grpo" / "seed-0" / "done.json").exists()
+        assert not claims.lock_path(out / "grpo" / "seed-0").exists()  # released
+        assert not (out / "grpo" / "seed-1").exists()  # left to the other process
+        table = json.loads((out / "table.json").read_text())
+        assert table["missing_runs"] == ["grpo/seed-1"]
+    finally:
+        other.kill()
+        other.wait()
+    # Its process has ended: the claim is stale and this process takes the run over.
+    assert claims.claim(held) and json.loads(claims.lock_path(held).read_text())["pid"] > 0
+    claims.release(held)
+    assert not claims.lock_path(held).exists()
+
+
+def test_claims_respect_other_hosts_and_take_over_only_stale_ones(tmp_path):
+    import subprocess
+
+    from benchmarks.eval import claims
+
+    unit = tmp_path / "run"
+    assert claims.claim(unit) and claims.claim(unit)  # taking one's own claim again is fine
+    claims.release(unit)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    claims.lock_path(unit).write_text(json.dumps({"pid": ended.pid, "host": "elsewhere"}))
+    assert not claims.claim(unit)  # cannot check a process on another host
+    assert "remove" in claims.describe(unit) and "elsewhere" in claims.describe(unit)
+    claims.release(unit)  # not ours: left alone
+    assert claims.lock_path(unit).exists()
+    claims.lock_path(unit).write_text("{torn")
+    assert not claims.claim(unit)  # unreadable: treated as held, never clobbered

@@ -22,6 +22,11 @@ A run counts as done when its ``done.json`` exists; a later call with the same s
 skips it, so a table can be filled over several sittings or machines (copy the run
 directories into one ``--out``) and ``--table-only`` rebuilds it from what is there. A
 run directory without ``done.json`` was interrupted: it is trained again from the start.
+
+Several processes may run the same command on one ``--out`` at once (one per core, or per
+machine on a shared disk): each run is claimed with a ``<run>.lock`` file
+(:mod:`benchmarks.eval.claims`), a process skips runs that another live process holds, and
+the last one to finish writes the complete table.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.eval import claims
+
 EPILOG = """\
 examples:
   research-env ablate --from runs/warm/final --algos grpo ppo reinforce --seeds 3 \\
@@ -49,7 +56,9 @@ examples:
       --budget-episodes 4 --eval-questions 4 --set rollout.max_turn_tokens=16 --out runs/abl
 
 Every run starts from the same --from model, with --config, then --set, then the variant's
-own overrides. Runs already done under --out (a done.json) are skipped.
+own overrides. Runs already done under --out (a done.json) are skipped. Start the same
+command twice on one --out (e.g. one per core, with trainer.num_threads=1) and the two
+processes split the runs.
 """
 BASELINE = "baseline"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -204,30 +213,51 @@ def run(args: argparse.Namespace) -> int:
     variants = variants_of(args)
     base = base_config(args)
     plan = []  # every config checked before any heavy work
-    for v in variants:
-        for seed in range(args.seeds):
+    # Seed-major: every variant's seed 0 first, so a table half-way through compares all
+    # variants, and two processes sharing --out split the variants of a seed.
+    for seed in range(args.seeds):
+        for v in variants:
             run_dir = args.out / v.name / f"seed-{seed}"
             config = run_config(base, v, seed, run_dir, steps_for(base.with_overrides(
                 v.overrides), args))  # fmt: skip
             plan.append((v, seed, run_dir, config))
     args.out.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(base, args)
+    held: list[str] = []
     if not args.table_only:
+        if base.trainer.num_threads:  # evaluations too, not only `learn`
+            import torch
+
+            torch.set_num_threads(base.trainer.num_threads)
         baseline_dir = args.out / BASELINE
         done = baseline_dir / "done.json"
         started = json.loads(done.read_text(encoding="utf-8"))["start"] if done.exists() else None
         if started is not None and started != str(args.start):
             raise ValueError(f"{args.out} ablates from {started}, not {args.start}")
         if started is None:
-            print(f"[ablate] evaluating the starting model {args.start}", file=sys.stderr)
-            evaluator.evaluate_start(baseline_dir)
+            if claims.claim(baseline_dir):
+                try:
+                    print(f"[ablate] evaluating the starting model {args.start}", file=sys.stderr)
+                    evaluator.evaluate_start(baseline_dir)
+                finally:
+                    claims.release(baseline_dir)
+            else:
+                held.append(f"{BASELINE} ({claims.describe(baseline_dir)})")
         for v, seed, run_dir, config in plan:
             fingerprint = run_fingerprint(args, v, config)
             if is_done(run_dir, fingerprint):
                 print(f"[ablate] {v.name} seed {seed}: done, skipped", file=sys.stderr)
                 continue
-            print(f"[ablate] {v.name} seed {seed}: training {v.algo}", file=sys.stderr)
-            train_run(config, run_dir, args, evaluator, fingerprint)
+            if not claims.claim(run_dir):
+                print(f"[ablate] {v.name} seed {seed}: {claims.describe(run_dir)}, skipped",
+                      file=sys.stderr)  # fmt: skip
+                held.append(f"{v.name}/seed-{seed}")
+                continue
+            try:
+                print(f"[ablate] {v.name} seed {seed}: training {v.algo}", file=sys.stderr)
+                train_run(config, run_dir, args, evaluator, fingerprint)
+            finally:
+                claims.release(run_dir)
     table = write_table(args.out, variants, args.seeds, evaluator.subset_info())
     write_curves(args.out, variants, args.seeds)
     print((args.out / "table.md").read_text(encoding="utf-8"))
@@ -235,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
     missing = table.get("missing_runs", [])
     if missing:
         print(f"[ablate] {len(missing)} runs not done yet: {', '.join(missing)}", file=sys.stderr)
+    if held:
+        print(f"[ablate] left to the processes that hold them: {', '.join(held)}; run this "
+              "command again when they have finished to rebuild the table", file=sys.stderr)  # fmt: skip
     return 0
 
 
