@@ -39,6 +39,11 @@ def test_demo_quick_writes_report(tmp_path):
     assert trained and all(r["source"] == "grpo training" and r["step"] == 1 for r in trained)
     assert (out / "sft" / "transcripts" / "train.tokens.jsonl").exists()
     assert "search agent: after GRPO" in (out / "view.html").read_text()
+    # Each stage's peak resident memory, in the report.
+    assert "## Memory" in report and "| stage | peak resident MiB |" in report
+    for stage in ("load and evaluate the base model", "warm start (SFT)", "RL (grpo)",
+                  "evaluate after RL"):  # fmt: skip
+        assert re.search(rf"^\| {re.escape(stage)} \| [\d,]+ \|$", report, re.M), stage
 
 
 def test_running_mean_of_the_curves():

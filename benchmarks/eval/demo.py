@@ -243,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.sft import SFT
     from algorithms.transcripts import SUFFIX
     from benchmarks.eval.demo_report import write_report
+    from benchmarks.eval.memory import StagePeaks
     from benchmarks.eval.view import write_view
     from research_env.env import MultiHopSearchEnv
     from research_env.rewards import get_reward
@@ -270,14 +271,19 @@ def run(args: argparse.Namespace) -> int:
     eval_kwargs = {**base, "dataset": dev.samples, "retriever": dev.retriever}
 
     print(f"[2/6] loading {args.model} and evaluating it on {n_eval} dev questions")
-    policy = load_policy(args.model)
-    tokens = out / "transcripts" / f"eval{SUFFIX}"  # every evaluated episode, for view.html
-    tokens.unlink(missing_ok=True)  # a rerun into the same directory starts afresh
-    stages = [
-        evaluate(policy, eval_kwargs, dev, n_eval, "direct answer (no search)", "direct", tokens),
-        evaluate(policy, eval_kwargs, dev, n_eval, "naive RAG (retrieve once)", "rag", tokens),
-        evaluate(policy, eval_kwargs, dev, n_eval, "search agent: untrained", transcripts=tokens),
-    ]
+    peaks = StagePeaks()  # each stage's peak resident memory, for the report
+    with peaks.stage("load and evaluate the base model"):
+        policy = load_policy(args.model)
+        tokens = out / "transcripts" / f"eval{SUFFIX}"  # every evaluated episode, for view.html
+        tokens.unlink(missing_ok=True)  # a rerun into the same directory starts afresh
+        stages = [
+            evaluate(policy, eval_kwargs, dev, n_eval, "direct answer (no search)", "direct",
+                     tokens),
+            evaluate(policy, eval_kwargs, dev, n_eval, "naive RAG (retrieve once)", "rag",
+                     tokens),
+            evaluate(policy, eval_kwargs, dev, n_eval, "search agent: untrained",
+                     transcripts=tokens),
+        ]  # fmt: skip
     untrained = stages[-1]
 
     curves: dict[str, list[dict[str, float]]] = {}
@@ -287,13 +293,16 @@ def run(args: argparse.Namespace) -> int:
             args, out / "sft", "sft", s["sft_steps"], 2 * s["questions_per_step"], 1e-4
         )
         sft_cfg.logging.save_transcripts = TRAIN_TRANSCRIPTS
-        sft = SFT(policy, train_kwargs, sft_cfg)
-        sft.learn(s["sft_steps"])
-        stages.append(
-            evaluate(
-                policy, eval_kwargs, dev, n_eval, "search agent: warm start", transcripts=tokens
-            )
-        )
+        with peaks.stage("warm start (SFT)"):
+            sft = SFT(policy, train_kwargs, sft_cfg)
+            sft.learn(s["sft_steps"])
+        with peaks.stage("evaluate the warm start"):
+            stages.append(
+                evaluate(
+                    policy, eval_kwargs, dev, n_eval, "search agent: warm start",
+                    transcripts=tokens,
+                )
+            )  # fmt: skip
         curves["sft"] = _read_metrics(out / "sft")
     else:
         print("[3/6] warm start skipped (--no-warmstart): pure RL from the base model")
@@ -303,14 +312,16 @@ def run(args: argparse.Namespace) -> int:
           f"questions x group 4 per step, from {len(rl_questions)} questions of {hops} hops")  # fmt: skip
     rl_cfg = _config(args, out / args.algo, args.algo, s["rl_steps"], s["questions_per_step"], 2e-5)
     rl_cfg.logging.save_transcripts = TRAIN_TRANSCRIPTS
-    algo = make_algorithm(args.algo, policy, rl_kwargs, rl_cfg)
-    algo.learn(s["rl_steps"])
+    with peaks.stage(f"RL ({args.algo})"):
+        algo = make_algorithm(args.algo, policy, rl_kwargs, rl_cfg)
+        algo.learn(s["rl_steps"])
     curves["rl"] = _read_metrics(out / args.algo)
 
     print("[5/6] evaluating the trained policy on the same dev slice")
     after = f"search agent: after {args.algo.upper()}"
     start = stages[-1]  # the warm start, or the untrained agent on the pure-RL path
-    stages.append(evaluate(policy, eval_kwargs, dev, n_eval, after, transcripts=tokens))
+    with peaks.stage("evaluate after RL"):
+        stages.append(evaluate(policy, eval_kwargs, dev, n_eval, after, transcripts=tokens))
     change = rl_change(start, stages[-1])
 
     print("[6/6] writing the report")
@@ -322,12 +333,15 @@ def run(args: argparse.Namespace) -> int:
         curves=curves,
         view=view,
         change=change,
+        memory=peaks.lines(),
         settings={**s, "model": args.model, "algo": args.algo, "warm_start": not args.no_warmstart,
                   "rl_reward": args.rl_reward,
                   "dataset": args.dataset, "retriever": args.retriever, "top_k": 3,
                   "max_turns": 5, "template": dev.template.name, "minutes": round(minutes, 1)},
     )  # fmt: skip
     print(f"\nRL: {change.sentence()}")
+    print("peak resident MiB per stage: "
+          + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.mib.items()))  # fmt: skip
     print(f"report: {report}\ntoken view: {view}")
     print(f"trained model: {out / args.algo / 'final'}  (research-env eval --model <that dir>)")
     first, last = untrained.overall, stages[-1].overall

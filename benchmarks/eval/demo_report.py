@@ -68,10 +68,12 @@ def write_report(
     settings: dict,
     view: Path | None = None,
     change: Any = None,
+    memory: list[str] | None = None,
 ) -> Path:
     """Write ``out/report.md`` (and its PNGs); return its path. ``view``: the token view
     page to link (a path inside ``out``); ``change``: the RL stage's paired EM change
-    (:class:`benchmarks.eval.demo.Change`), said in words under the table."""
+    (:class:`benchmarks.eval.demo.Change`), said in words under the table; ``memory``: the
+    per-stage peak table (:meth:`benchmarks.eval.memory.StagePeaks.lines`)."""
     lines = ["# ReSearch-Gym demo report", ""]
     path_name = "warm start + RL" if settings.get("warm_start") else "pure RL (no warm start)"
     lines += [f"Path: **{path_name}**. Settings: "
@@ -84,6 +86,8 @@ def write_report(
     if change is not None:
         lines += [f"**What RL did:** {change.sentence()} The reference result, several seeds "
                   "of each algorithm on 200+ questions, is in benchmarks/RESULTS.md.", ""]  # fmt: skip
+    if memory:
+        lines += ["## Memory", "", *memory, ""]
     lines += ["## By hop count", ""]
     rows = {f"{s.name}, hops={h}": v for s in stages for h, v in sorted(s.by_hops.items())}
     lines.append(markdown_table(rows, HOP_COLUMNS))

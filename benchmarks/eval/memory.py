@@ -1,0 +1,66 @@
+"""Peak resident memory per stage of a long job (the demo's: evaluate, warm start, RL...).
+
+On Linux the kernel keeps the process's resident high-water mark (``VmHWM`` in
+``/proc/self/status``) and resets it when ``5`` is written to ``/proc/self/clear_refs``, so
+each stage's own peak can be read without a sampling thread. Elsewhere, or where the reset
+is refused, the figure is the peak since the process started (``getrusage``), and
+:attr:`StagePeaks.per_stage` says so.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _reset_peak() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_mib() -> float:
+    """The resident high-water mark in MiB (since the last reset, where resets work)."""
+    try:
+        match = re.search(r"^VmHWM:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    if match:
+        return int(match.group(1)) / 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, else KiB
+
+
+class StagePeaks:
+    """``with peaks.stage("warm start"): ...`` records that stage's peak resident MiB in
+    :attr:`mib` (a stage entered twice keeps its higher peak)."""
+
+    def __init__(self) -> None:
+        self.mib: dict[str, float] = {}
+        self.per_stage = True
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.per_stage = _reset_peak() and self.per_stage
+        try:
+            yield
+        finally:
+            self.mib[name] = max(self.mib.get(name, 0.0), peak_mib())
+
+    def lines(self) -> list[str]:
+        """A markdown table of the peaks, with what they mean."""
+        scope = ("each stage's own peak (VmHWM, reset at the stage's start)" if self.per_stage
+                 else "the process's peak so far at the end of each stage (no per-stage "
+                 "reset on this system)")  # fmt: skip
+        rows = ["| stage | peak resident MiB |", "|---|---:|"]
+        rows += [f"| {name} | {mib:,.0f} |" for name, mib in self.mib.items()]
+        return [f"Peak resident memory: {scope}.", "", *rows]

@@ -1,0 +1,25 @@
+"""benchmarks.eval.memory: each stage's own resident peak."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from benchmarks.eval.memory import StagePeaks, peak_mib
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM reset is Linux's")
+def test_a_big_stage_then_a_small_one_each_get_their_own_peak():
+    peaks = StagePeaks()
+    with peaks.stage("big"):
+        block = bytearray(300 * 2**20)  # 300 MiB, touched: zero-filled by the allocator
+        block[::4096] = b"\x01" * len(block[::4096])
+        del block
+    with peaks.stage("small"):
+        pass
+    assert peaks.per_stage
+    assert peaks.mib["big"] >= peaks.mib["small"] + 250
+    assert peaks.mib["small"] <= peak_mib() + 1
+    table = "\n".join(peaks.lines())
+    assert "| big |" in table and "reset at the stage's start" in table
