@@ -23,3 +23,16 @@ def test_a_big_stage_then_a_small_one_each_get_their_own_peak():
     assert peaks.mib["small"] <= peak_mib() + 1
     table = "\n".join(peaks.lines())
     assert "| big |" in table and "reset at the stage's start" in table
+
+
+def test_give_back_drops_the_gradients_of_a_finished_stage():
+    import torch
+
+    from benchmarks.eval.memory import give_back
+
+    model = torch.nn.Linear(4, 2)
+    model(torch.ones(3, 4)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    give_back(model)
+    assert all(p.grad is None for p in model.parameters())
+    give_back()  # nothing to drop: still collects and trims

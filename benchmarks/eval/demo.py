@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.trainer.freeze import decoder_blocks
     from algorithms.transcripts import SUFFIX
     from benchmarks.eval.demo_report import write_report
-    from benchmarks.eval.memory import StagePeaks
+    from benchmarks.eval.memory import StagePeaks, give_back
     from benchmarks.eval.view import write_view
     from research_env.env import MultiHopSearchEnv
     from research_env.rewards import get_reward
@@ -315,6 +315,9 @@ def run(args: argparse.Namespace) -> int:
             sft = SFT(policy, train_kwargs, sft_cfg)
             sft.learn(s["sft_steps"])
             set_gradient_checkpointing(policy.model, False)
+            sft.close()
+            del sft  # its optimizer state: twice the model's size
+            give_back(policy.model)
         with peaks.stage("evaluate the warm start"):
             stages.append(
                 evaluate(
@@ -338,6 +341,9 @@ def run(args: argparse.Namespace) -> int:
     with peaks.stage(f"RL ({args.algo})"):
         algo = make_algorithm(args.algo, policy, rl_kwargs, rl_cfg)
         algo.learn(s["rl_steps"])
+        algo.close()
+        del algo
+        give_back(policy.model)
     curves["rl"] = _read_metrics(out / args.algo)
 
     print("[5/6] evaluating the trained policy on the same dev slice")

@@ -4,17 +4,23 @@ On Linux the kernel keeps the process's resident high-water mark (``VmHWM`` in
 ``/proc/self/status``) and resets it when ``5`` is written to ``/proc/self/clear_refs``, so
 each stage's own peak can be read without a sampling thread. Elsewhere, or where the reset
 is refused, the figure is the peak since the process started (``getrusage``), and
-:attr:`StagePeaks.per_stage` says so.
+:attr:`StagePeaks.per_stage` says so. The reset also resets what ``getrusage`` and GNU
+``time -v`` report as the process's maximum resident size: after a :class:`StagePeaks`
+run, theirs is the last stage's peak, not the whole run's (the largest stage's is).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import re
 import resource
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -38,6 +44,20 @@ def peak_mib() -> float:
         return int(match.group(1)) / 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, else KiB
+
+
+def give_back(model: Any = None) -> None:
+    """Return memory a finished training stage no longer needs: ``model``'s gradients (set
+    to None), whatever is unreachable (the caller has dropped its trainer, and with it the
+    optimizer's state), and glibc's freed-but-kept pages (``malloc_trim``), so the next
+    stage starts from the model's own footprint instead of the last stage's high water."""
+    if model is not None:
+        model.zero_grad(set_to_none=True)
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        # musl and other libcs have no malloc_trim: nothing to trim there.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class StagePeaks:
