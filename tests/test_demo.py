@@ -39,6 +39,10 @@ def test_demo_quick_writes_report(tmp_path):
     assert trained and all(r["source"] == "grpo training" and r["step"] == 1 for r in trained)
     assert (out / "sft" / "transcripts" / "train.tokens.jsonl").exists()
     assert "search agent: after GRPO" in (out / "view.html").read_text()
+    # The multi-seed ablation of RESULTS.md, quoted as the reference result.
+    assert "## Reference result (from benchmarks/RESULTS.md)" in report
+    assert "### Multi-seed ablation: GRPO, PPO and REINFORCE" in report
+    assert "research-env ablate --from" in report
     # Each stage's peak resident memory, in the report.
     assert "## Memory" in report and "| stage | peak resident MiB |" in report
     for stage in ("load and evaluate the base model", "warm start (SFT)", "RL (grpo)",
@@ -98,3 +102,19 @@ def test_rl_change_is_the_paired_interval_by_hand():
     assert clear.beyond_noise and "outside the interval" in clear.sentence()
     with pytest.raises(ValueError, match="same, non-empty"):
         rl_change(before, Stage("rl", {}, {}, scores=[1.0]))
+
+
+def test_the_reference_section_is_cut_from_results_and_demoted(tmp_path):
+    from benchmarks.eval.demo_report import demote_headings, results_section
+
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# R\n\n## Other\nx\n\n## Ablation\n\ntext\n\n### Table\n\n```\n"
+                    "# a shell comment\nresearch-env ablate\n```\n\n## Next\ny\n")  # fmt: skip
+    section = results_section(path, "## Ablation")
+    assert section == ("## Ablation\n\ntext\n\n### Table\n\n```\n# a shell comment\n"
+                       "research-env ablate\n```")  # fmt: skip
+    assert demote_headings(section)[0] == "### Ablation"
+    assert "#### Table" in demote_headings(section)
+    assert "# a shell comment" in demote_headings(section)  # inside the fence: kept
+    assert results_section(path, "## Missing") is None
+    assert results_section(tmp_path / "absent.md", "## Ablation") is None

@@ -18,6 +18,40 @@ CURVES = (
 )
 
 
+# The reference result the report quotes: the multi-seed ablation's section of RESULTS.md.
+RESULTS = Path(__file__).resolve().parents[1] / "RESULTS.md"
+REFERENCE_HEADING = "## Multi-seed ablation: GRPO, PPO and REINFORCE after one warm start"
+
+
+def results_section(path: Path, heading: str) -> str | None:
+    """The section of a markdown file from ``heading`` to the next heading of the same
+    level (None when the file or the heading is missing, e.g. in an installed wheel)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    lines = text.splitlines()
+    try:
+        start = lines.index(heading)
+    except ValueError:
+        return None
+    level = heading.split(" ", 1)[0] + " "
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(level)),
+               len(lines))  # fmt: skip
+    return "\n".join(lines[start:end]).strip()
+
+
+def demote_headings(markdown: str) -> list[str]:
+    """``markdown``'s lines with every heading one level down (lines inside code fences,
+    such as shell comments, left alone)."""
+    out, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        out.append("#" + line if line.startswith("#") and not fenced else line)
+    return out
+
+
 SMOOTH = 3  # steps in the running mean drawn over noisy per-step RL metrics
 
 
@@ -86,6 +120,11 @@ def write_report(
     if change is not None:
         lines += [f"**What RL did:** {change.sentence()} The reference result, several seeds "
                   "of each algorithm on 200+ questions, is in benchmarks/RESULTS.md.", ""]  # fmt: skip
+    reference = results_section(RESULTS, REFERENCE_HEADING)
+    if reference is not None:
+        # One level down, under the report's own headings.
+        lines += ["## Reference result (from benchmarks/RESULTS.md)", "",
+                  *demote_headings(reference), ""]  # fmt: skip
     if memory:
         lines += ["## Memory", "", *memory, ""]
     lines += ["## By hop count", ""]
