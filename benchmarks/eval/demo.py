@@ -31,6 +31,11 @@ FULL = {"eval_questions": 30, "sft_steps": 10, "rl_steps": 10, "questions_per_st
 TURN_TOKENS, TOTAL_TOKENS = 96, 1024
 # Blocks RL trains (from the top); the warm start trains all of them.
 RL_TRAIN_LAYERS = 6
+# Episodes per backward pass in RL: 2 keeps the update's peak near 3.3 GB on ~1,000-token
+# episodes, where 4 reached 4.7 GB (RESULTS.md, "Demo memory"); the loss is the same.
+RL_MICRO_BATCH = 2
+# Episodes decoded together in the demo's evaluations (their KV caches are the peak).
+EVAL_BATCH = 16
 # Trained episodes per step whose token transcripts go to view.html (with the eval ones).
 TRAIN_TRANSCRIPTS = 4
 
@@ -179,7 +184,7 @@ def _config(
             "optim": {"lr": lr, "warmup_steps": 0, "max_grad_norm": 1.0},
             "trainer": {
                 "steps": steps,
-                "micro_batch_size": 4,
+                "micro_batch_size": 4 if algo == "sft" else RL_MICRO_BATCH,
                 "seed": args.seed,
                 "autocast_dtype": "auto",
                 "filter_zero_variance_groups": True,
@@ -221,7 +226,7 @@ def evaluate(
         sampling=Sampling(greedy=True, max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
         rollout_dtype="auto",
         pack_weights=True,
-        batch_size=32,
+        batch_size=EVAL_BATCH,
         name=name,
         base_env=dev,
         token_transcripts=transcripts,
