@@ -167,7 +167,7 @@ def test_em_change_across_seeds_and_paired_over_questions_by_hand(tmp_path):
     assert table["missing_runs"] == ["ppo/seed-1"]
 
 
-def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path):
+def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path, capsys):
     import socket
     import subprocess
 
@@ -186,6 +186,8 @@ def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path):
         assert not (out / "grpo" / "seed-1").exists()  # left to the other process
         table = json.loads((out / "table.json").read_text())
         assert table["missing_runs"] == ["grpo/seed-1"]
+        said = capsys.readouterr().err
+        assert f"left to the processes that hold them: grpo/seed-1 (held by pid {other.pid}" in said
     finally:
         other.kill()
         other.wait()

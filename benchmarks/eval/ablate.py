@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             plan.append((v, seed, run_dir, config))
     args.out.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(base, args)
-    held: list[str] = []
+    held: dict[str, Path] = {}  # runs other processes held when this one reached them
     if not args.table_only:
         if base.trainer.num_threads:  # evaluations too, not only `learn`
             import torch
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
                 finally:
                     claims.release(baseline_dir)
             else:
-                held.append(f"{BASELINE} ({claims.describe(baseline_dir)})")
+                held[BASELINE] = baseline_dir
         for v, seed, run_dir, config in plan:
             fingerprint = run_fingerprint(args, v, config)
             if is_done(run_dir, fingerprint):
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
             if not claims.claim(run_dir):
                 print(f"[ablate] {v.name} seed {seed}: {claims.describe(run_dir)}, skipped",
                       file=sys.stderr)  # fmt: skip
-                held.append(f"{v.name}/seed-{seed}")
+                held[f"{v.name}/seed-{seed}"] = run_dir
                 continue
             try:
                 print(f"[ablate] {v.name} seed {seed}: training {v.algo}", file=sys.stderr)
@@ -265,8 +265,10 @@ def run(args: argparse.Namespace) -> int:
     missing = table.get("missing_runs", [])
     if missing:
         print(f"[ablate] {len(missing)} runs not done yet: {', '.join(missing)}", file=sys.stderr)
-    if held:
-        print(f"[ablate] left to the processes that hold them: {', '.join(held)}; run this "
+    waiting = [f"{name} ({claims.describe(path)})" for name, path in held.items()
+               if not (path / "done.json").exists()]  # fmt: skip
+    if waiting:
+        print(f"[ablate] left to the processes that hold them: {'; '.join(waiting)}; run this "
               "command again when they have finished to rebuild the table", file=sys.stderr)  # fmt: skip
     return 0
 
