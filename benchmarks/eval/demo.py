@@ -31,11 +31,12 @@ FULL = {"eval_questions": 30, "sft_steps": 10, "rl_steps": 10, "questions_per_st
 TURN_TOKENS, TOTAL_TOKENS = 96, 1024
 # Blocks RL trains (from the top); the warm start trains all of them.
 RL_TRAIN_LAYERS = 6
-# Episodes per backward pass in RL: 2 keeps the update's peak near 3.3 GB on ~1,000-token
-# episodes, where 4 reached 4.7 GB (RESULTS.md, "Demo memory"); the loss is the same.
-RL_MICRO_BATCH = 2
+# Episodes per backward pass (the loss is the same for any size): the update's peak grows
+# with it, ~2.6 GB at 1 vs 4.7 GB at 4 on the same ~1,000-token episodes, at no measured
+# cost in time (RESULTS.md, "Demo memory").
+RL_MICRO_BATCH, SFT_MICRO_BATCH = 1, 2
 # Episodes decoded together in the demo's evaluations (their KV caches are the peak).
-EVAL_BATCH = 16
+EVAL_BATCH = 8
 # Trained episodes per step whose token transcripts go to view.html (with the eval ones).
 TRAIN_TRANSCRIPTS = 4
 
@@ -184,7 +185,7 @@ def _config(
             "optim": {"lr": lr, "warmup_steps": 0, "max_grad_norm": 1.0},
             "trainer": {
                 "steps": steps,
-                "micro_batch_size": 4 if algo == "sft" else RL_MICRO_BATCH,
+                "micro_batch_size": SFT_MICRO_BATCH if algo == "sft" else RL_MICRO_BATCH,
                 "seed": args.seed,
                 "autocast_dtype": "auto",
                 "filter_zero_variance_groups": True,
