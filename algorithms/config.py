@@ -252,7 +252,10 @@ class TrainerConfig:
             update is a single optimizer step (1 epoch, 1 minibatch) pi_old is the current
             policy (ratio 1, no extra pass), otherwise a no-grad ``recompute`` pass with the
             training model; ``rollout`` uses the sampler's log-probs as they are.
-        logprob_chunk_size: rows per chunk when turning logits into log-probs (memory).
+        logprob_chunk_size: response positions per chunk of the LM head and log-softmax.
+            In the update each chunk is recomputed in backward rather than its float32
+            ``(positions, vocab)`` logits kept (RESULTS.md, "Demo memory"); ``null``:
+            one plain pass, which holds them.
         share_prompts: run a prompt shared by several rows (a GRPO group) through the model
             once per micro-batch and let its rows attend to one KV cache; the scores are
             the same, the work is ``unique prompts + responses`` tokens. Not used with
@@ -290,7 +293,7 @@ class TrainerConfig:
     filter_zero_variance_groups: bool = False
     filter_truncated: bool = False
     old_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
-    logprob_chunk_size: int | None = 1024
+    logprob_chunk_size: int | None = 256
     share_prompts: bool = True
     autocast_dtype: Literal["bfloat16", "float16", "auto"] | None = None
     train_layers: int | None = None

@@ -204,17 +204,73 @@ def score_tokens(
     logging only, a detached copy saves keeping another ``(B, R, vocab)`` graph).
     """
     hidden = response_hidden_states(model, batch, share_prompts)
-    logits = lm_head(model, hidden)
     p = batch.prompt_len
     response_ids = batch.input_ids[:, p : p + batch.response_len]
-    logprobs = token_logprobs(logits, response_ids, temperature, chunk_size)
+    want_entropy = with_entropy or entropy_grad
+    if torch.is_grad_enabled() and chunk_size and hidden.requires_grad:
+        logprobs, entropy = _checkpointed_head(
+            model, hidden, response_ids, temperature, chunk_size, want_entropy, entropy_grad
+        )
+    else:
+        logprobs, entropy = _head_scores(
+            model, hidden, response_ids, temperature, chunk_size, want_entropy, entropy_grad
+        )
+    values = value_head(hidden) if value_head is not None else None
+    return TokenScores(logprobs=logprobs, entropy=entropy, values=values)
+
+
+def _head_scores(
+    model: Any,
+    hidden: Tensor,
+    token_ids: Tensor,
+    temperature: float,
+    chunk_size: int | None,
+    with_entropy: bool,
+    entropy_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs of ``token_ids`` (and entropy) from the LM head over ``hidden``."""
+    logits = lm_head(model, hidden)
+    logprobs = token_logprobs(logits, token_ids, temperature, chunk_size)
     entropy = None
-    if with_entropy or entropy_grad:
+    if with_entropy:
         source = logits if entropy_grad else logits.detach()
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = entropy_from_logits(source, temperature, chunk_size)
-    values = value_head(hidden) if value_head is not None else None
-    return TokenScores(logprobs=logprobs, entropy=entropy, values=values)
+    return logprobs, entropy
+
+
+def _checkpointed_head(
+    model: Any,
+    hidden: Tensor,
+    token_ids: Tensor,
+    temperature: float,
+    chunk_size: int,
+    with_entropy: bool,
+    entropy_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`_head_scores` in chunks of ``chunk_size`` positions, each recomputed in backward.
+
+    Under autograd the plain path keeps the float32 ``(positions, vocab)`` logits and their
+    log-softmax for backward: with a 49k vocabulary that is ~0.2 GB per 1,000 positions,
+    each, the largest tensors of an update with a frozen trunk. Checkpointing each chunk
+    keeps only its hidden states; backward runs the chunk's head again (one extra head
+    matmul per position). Same values and gradients as the plain path.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def scores(h: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        lp, ent = _head_scores(model, h, ids, temperature, None, with_entropy, entropy_grad)
+        return lp, ent if ent is not None else lp.new_zeros(())
+
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_ids = token_ids.reshape(-1)
+    logprobs, entropies = [], []
+    for h, ids in zip(flat_hidden.split(chunk_size), flat_ids.split(chunk_size), strict=True):
+        lp, ent = checkpoint(scores, h, ids, use_reentrant=False)
+        logprobs.append(lp)
+        entropies.append(ent)
+    entropy = torch.cat(entropies).reshape(token_ids.shape) if with_entropy else None
+    return torch.cat(logprobs).reshape(token_ids.shape), entropy
 
 
 def lm_head(model: Any, hidden: Tensor) -> Tensor:

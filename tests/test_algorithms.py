@@ -311,6 +311,36 @@ def templated_episodes() -> list[Trajectory]:
     return trajectories
 
 
+@pytest.mark.parametrize("entropy_grad", [False, True])
+def test_checkpointed_head_chunks_equal_the_plain_head(entropy_grad):
+    """Under autograd the LM head runs in checkpointed chunks of positions (its float32
+    logits are not kept for backward); log-probs, entropy and parameter gradients are the
+    same as one plain head pass over every position."""
+    results = {}
+    for chunk in (None, 3):  # 3 positions per chunk: several chunks, a ragged last one
+        p = policy()
+        batch = collate(grouped_episodes(), p.tokenizer.pad_token_id)
+        scores = scoring.score_tokens(
+            p.model, batch, temperature=0.7, with_entropy=True, entropy_grad=entropy_grad,
+            chunk_size=chunk,
+        )  # fmt: skip
+        assert scores.entropy is not None
+        assert scores.entropy.requires_grad == entropy_grad
+        mask = batch.loss_mask
+        loss = (scores.logprobs * mask).sum()
+        if entropy_grad:
+            loss = loss - 0.1 * (scores.entropy * mask).sum()
+        loss.backward()
+        grads = {n: q.grad.clone() for n, q in p.model.named_parameters() if q.grad is not None}
+        results[chunk] = (scores.logprobs.detach(), scores.entropy.detach(), grads)
+    (lp_a, ent_a, g_a), (lp_b, ent_b, g_b) = results[None], results[3]
+    torch.testing.assert_close(lp_b, lp_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent_b, ent_a, rtol=1e-5, atol=1e-5)
+    assert g_a.keys() == g_b.keys() and g_a
+    for name in g_a:
+        torch.testing.assert_close(g_b[name], g_a[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("make_episodes", [grouped_episodes, templated_episodes])
 def test_shared_prompt_pass_equals_the_plain_pass(make_episodes):
     """Running each group's prompt once, or a template prefix common to all rows once (a

@@ -144,8 +144,9 @@ def token_logprobs(
     holding full-sequence logits passes ``logits[:, :-1]`` and ``input_ids[:, 1:]``.
     ``temperature`` must match the sampling temperature, or the ratios are off.
     ``chunk_size`` (rows of batch*seq_len, e.g. 1024) bounds the float32 copy's memory; it
-    pays in the no-grad passes (under autograd each chunk's copy is kept for backward
-    anyway). Memory figures are in benchmarks/RESULTS.md ("Log-prob chunking").
+    pays in the no-grad passes (under autograd each chunk's copy is kept for backward, so
+    ``scoring.score_tokens`` checkpoints the head per chunk instead). Memory figures are in
+    benchmarks/RESULTS.md ("Log-prob chunking", "Demo memory").
     """
     ids = token_ids.reshape(-1, 1)
     pieces = []
