@@ -36,3 +36,17 @@ def test_give_back_drops_the_gradients_of_a_finished_stage():
     give_back(model)
     assert all(p.grad is None for p in model.parameters())
     give_back()  # nothing to drop: still collects and trims
+
+
+def test_head_memory_benchmark_runs_each_variant_in_its_own_process(capsys):
+    from benchmarks import head_memory
+
+    head_memory.main(
+        ["--model", "tiny-random", "--prompt", "4", "--response", "24", "--train-layers", "1",
+         "--rounds", "1", "--variants", "plain", "chunk-64"]
+    )  # fmt: skip
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| plain", "| chunk-64"]
+    for row in rows[1:]:
+        peak, seconds = (float(cell.replace(",", "")) for cell in row.strip("| ").split(" | ")[1:])
+        assert peak > 50 and seconds > 0
