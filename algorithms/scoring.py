@@ -266,7 +266,8 @@ def _checkpointed_head(
     flat_ids = token_ids.reshape(-1)
     logprobs, entropies = [], []
     for h, ids in zip(flat_hidden.split(chunk_size), flat_ids.split(chunk_size), strict=True):
-        lp, ent = checkpoint(scores, h, ids, use_reentrant=False)
+        # No randomness in the head, so no RNG state to save and restore per chunk.
+        lp, ent = checkpoint(scores, h, ids, use_reentrant=False, preserve_rng_state=False)
         logprobs.append(lp)
         entropies.append(ent)
     entropy = torch.cat(entropies).reshape(token_ids.shape) if with_entropy else None
