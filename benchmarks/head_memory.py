@@ -6,8 +6,9 @@ response, the size of a demo episode with its retrieved documents), the top
 ``--train-layers`` blocks trained as in the demo's RL stage: forward, log-probs and
 entropy over the response (``algorithms.scoring.score_tokens``), backward. Each variant
 runs in a fresh process, and its peak resident memory (``VmHWM``) is reset after the model
-loads: the figure is the peak over ``--rounds`` updates (weights included), the time their
-median.
+loads: the figure is the peak over ``--rounds`` updates (weights included); the times are
+medians, wall clock and the process's CPU time (with one thread, close to an idle core's
+wall clock even on a loaded machine).
 
 - ``plain``: ``trainer.logprob_chunk_size=null``, the head over every response position at
   once, its float32 ``(positions, vocab)`` logits kept for backward;
@@ -63,16 +64,22 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         prompt_len=p,
     )
     chunk = None if args.variant == "plain" else int(args.variant.split("-")[1])
-    seconds = []
+    seconds: list[float] = []
+    cpu_seconds: list[float] = []
     peaks = StagePeaks()  # the updates' own peak, not the model load's
     with peaks.stage("updates"):
         for _ in range(args.rounds):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             scores = score_tokens(model, batch, with_entropy=True, chunk_size=chunk)
             scores.logprobs.sum().backward()
             model.zero_grad(set_to_none=True)
             seconds.append(time.perf_counter() - start)
-    return {"peak_mib": peaks.mib["updates"], "seconds": statistics.median(seconds)}
+            cpu_seconds.append(time.process_time() - cpu)
+    return {
+        "peak_mib": peaks.mib["updates"],
+        "seconds": statistics.median(seconds),
+        "cpu_seconds": statistics.median(cpu_seconds),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,17 +99,19 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(args)))
         return
     print(
-        f"| variant | peak MiB | s per update |  (prompt {args.prompt}, response {args.response}, "
+        f"| variant | peak MiB | s per update | CPU s per update |  (prompt {args.prompt}, response {args.response}, "
         f"top {args.train_layers} blocks, {args.threads} thread(s))"
     )
-    print("|---|---:|---:|")
+    print("|---|---:|---:|---:|")
     for variant in args.variants:
         child = [sys.executable, "-m", "benchmarks.head_memory", *(argv or sys.argv[1:])]
         out = subprocess.run(
             [*child, "--variant", variant], check=True, capture_output=True, text=True
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {variant} | {result['peak_mib']:,.0f} | {result['seconds']:.1f} |")
+        print(
+            f"| {variant} | {result['peak_mib']:,.0f} | {result['seconds']:.1f} | {result['cpu_seconds']:.1f} |"
+        )
 
 
 if __name__ == "__main__":
