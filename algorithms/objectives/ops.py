@@ -146,7 +146,7 @@ def token_logprobs(
     ``chunk_size`` (rows of batch*seq_len, e.g. 1024) bounds the float32 copy's memory; it
     pays in the no-grad passes (under autograd each chunk's copy is kept for backward, so
     ``scoring.score_tokens`` checkpoints the head per chunk instead). Memory figures are in
-    benchmarks/RESULTS.md ("Log-prob chunking", "Demo memory").
+    benchmarks/RESULTS.md ("Demo memory"; ``python -m benchmarks.head_memory``).
     """
     ids = token_ids.reshape(-1, 1)
     pieces = []

@@ -18,7 +18,7 @@ def make_optimizer(
     if critic:
         groups.append({"params": critic, "lr": optim.critic_lr or optim.lr})
     # The fused kernel allocates no parameter-sized temporaries and is much faster than
-    # foreach on CPU (benchmarks/RESULTS.md, "Optimizer").
+    # foreach on CPU (benchmarks/RESULTS.md, "Trainer: figures moved out of docstrings").
     params = actor + critic
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(
