@@ -61,3 +61,27 @@ def test_a_missing_file_and_section_are_created(tmp_path):
     assert path.read_text() == (
         "# Benchmark results\n\n## Retrieval server\n\n### Batching\n\nnumbers\n"
     )
+
+
+def test_every_results_section_the_code_cites_exists():
+    """Docstrings and comments point at RESULTS.md sections for their figures
+    (``RESULTS.md, "Episode cost"`` or ``RESULTS.md ("Episode cost")``); a renamed or
+    removed section leaves a citation that leads nowhere."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    headings = [
+        line.lstrip("#").strip()
+        for line in (root / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    ]
+    cite = re.compile(r'RESULTS\.md(?:,\s*|\s*\(\s*)"([^"]{1,100})"')
+    missing = []
+    for folder in ("algorithms", "research_env", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            text = re.sub(r"\s*\n\s*(#\s*)?", " ", path.read_text(encoding="utf-8"))
+            for title in cite.findall(text):
+                if not any(title in heading for heading in headings):
+                    missing.append(f"{path.relative_to(root)}: {title!r}")
+    assert not missing, "cited RESULTS.md sections that do not exist: " + "; ".join(missing)
