@@ -41,7 +41,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
 
     from algorithms.buffer import Batch
     from algorithms.policy import load_policy
-    from algorithms.scoring import score_tokens
+    from algorithms.scoring import autocast, score_tokens
     from algorithms.trainer.freeze import train_top_layers
     from benchmarks.eval.memory import StagePeaks
 
@@ -70,8 +70,9 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     with peaks.stage("updates"):
         for _ in range(args.rounds):
             start, cpu = time.perf_counter(), time.process_time()
-            scores = score_tokens(model, batch, with_entropy=True, chunk_size=chunk)
-            scores.logprobs.sum().backward()
+            with autocast(model, args.autocast):
+                scores = score_tokens(model, batch, with_entropy=True, chunk_size=chunk)
+                scores.logprobs.sum().backward()
             model.zero_grad(set_to_none=True)
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu)
@@ -92,6 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-layers", type=int, default=6, help="top blocks trained")
     parser.add_argument("--rounds", type=int, default=3, help="updates per variant")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--autocast",
+        default=None,
+        choices=["bfloat16", "auto"],
+        help="trainer.autocast_dtype (default: none, float32 matmuls)",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # the child process's one
     args = parser.parse_args(argv)
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"| {variant} | {result['peak_mib']:,.0f} | {result['seconds']:.1f} | {result['cpu_seconds']:.1f} |"
+            f"| {variant} | {result['peak_mib']:,.0f} | {result['seconds']:.3g} | {result['cpu_seconds']:.3g} |"
         )
 
 

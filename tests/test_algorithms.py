@@ -338,7 +338,11 @@ def test_checkpointed_head_chunks_equal_the_plain_head(entropy_grad):
     torch.testing.assert_close(ent_b, ent_a, rtol=1e-5, atol=1e-5)
     assert g_a.keys() == g_b.keys() and g_a
     for name in g_a:
-        torch.testing.assert_close(g_b[name], g_a[name], rtol=1e-4, atol=1e-6, msg=name)
+        # Chunks sum the tied head's gradient in another order: float32 rounding, which
+        # grows with the gradient's size (the embedding's reaches ~50 here, and CPUs with
+        # AVX-512 round differently from others), so the absolute tolerance scales with it.
+        scale = max(1.0, float(g_a[name].abs().max()))
+        torch.testing.assert_close(g_b[name], g_a[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
 @pytest.mark.parametrize("make_episodes", [grouped_episodes, templated_episodes])

@@ -9,7 +9,7 @@ def test_demo_quick_writes_report(tmp_path):
     out = tmp_path / "run"
     code = main(
         ["demo", "--quick", "--model", "tiny-random", "--out", str(out),
-         "--eval-questions", "2", "--sft-steps", "1", "--steps", "1"]
+         "--eval-questions", "2", "--baseline-questions", "1", "--sft-steps", "1", "--steps", "1"]
     )  # fmt: skip
     assert code == 0
     report = (out / "report.md").read_text()
@@ -21,6 +21,11 @@ def test_demo_quick_writes_report(tmp_path):
         "search agent: after GRPO |",
     ):
         assert f"| {row}" in report, row
+    # The base model's rows are scored on --baseline-questions, the warm start and the
+    # trained policy on --eval-questions (the paired change needs the same questions).
+    for row, n in (("direct answer (no search)", 1), ("search agent: untrained", 1),
+                   ("search agent: warm start", 2), ("search agent: after GRPO", 2)):  # fmt: skip
+        assert re.search(rf"^\| {re.escape(row)} \| {n} \|", report, re.M), row
     assert re.search(r"^\| search agent: after GRPO, hops=\d \| 2 \|", report, re.M)
     assert "Path: **warm start + RL**" in report
     assert "**What RL did:** EM changed by" in report and "over the same 2 dev questions" in report
@@ -29,12 +34,13 @@ def test_demo_quick_writes_report(tmp_path):
     for png in ("curves_sft.png", "curves_rl.png"):
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
-    # The token view: every evaluated episode (5 stages x 2 questions) and the trained ones.
+    # The token view: every evaluated episode (3 stages x 1 question, 2 x 2) and the trained
+    # ones.
     assert "## Token view" in report and "[view.html](view.html)" in report
     from algorithms.transcripts import read_transcripts
 
     evals = list(read_transcripts(out / "transcripts" / "eval.tokens.jsonl"))
-    assert len(evals) == 10 and len({e["source"] for e in evals}) == 5
+    assert len(evals) == 7 and len({e["source"] for e in evals}) == 5
     trained = list(read_transcripts(out / "grpo" / "transcripts" / "train.tokens.jsonl"))
     assert trained and all(r["source"] == "grpo training" and r["step"] == 1 for r in trained)
     assert (out / "sft" / "transcripts" / "train.tokens.jsonl").exists()
@@ -54,6 +60,19 @@ def test_running_mean_of_the_curves():
     from benchmarks.eval.demo_report import running_mean
 
     assert running_mean([1.0, 2.0, 3.0, 4.0, 8.0], 3) == [1.0, 1.5, 2.0, 3.0, 5.0]
+
+
+def test_question_counts_pair_rl_start_and_end():
+    from benchmarks.eval.demo import FULL, question_counts
+
+    # Warm start path: base rows on 10, warm start and trained policy on 100.
+    assert question_counts(FULL, 500, no_warmstart=False) == (100, 10, 10)
+    # Pure RL: RL starts from the untrained agent, so it is scored on the trained policy's 100.
+    assert question_counts(FULL, 500, no_warmstart=True) == (100, 10, 100)
+    # Never more than the dev split, and baselines never more than the evaluation.
+    assert question_counts(FULL, 20, no_warmstart=False) == (20, 10, 10)
+    assert question_counts(FULL, 8, no_warmstart=True) == (8, 8, 8)
+    assert question_counts({"eval_questions": 5, "baseline_questions": 9}, 50, False) == (5, 5, 5)
 
 
 def test_rl_question_range_by_hops():

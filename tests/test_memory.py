@@ -51,3 +51,34 @@ def test_head_memory_benchmark_runs_each_variant_in_its_own_process(capsys):
         cells = [float(cell.replace(",", "")) for cell in row.strip("| ").split(" | ")[1:]]
         peak, seconds, cpu_seconds = cells
         assert peak > 50 and seconds > 0 and cpu_seconds > 0
+
+
+def _run_fresh(code: str, **env: str) -> str:
+    """``code``'s stdout from a fresh interpreter (torch not yet imported), with ``env``
+    added to the environment minus the two cache variables."""
+    import os
+    import subprocess
+
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+CAP = (
+    "import os; from benchmarks.eval.memory import cap_kernel_caches as c; "
+    "{before}print(c(), os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), "
+    "os.environ.get('LRU_CACHE_CAPACITY'))"
+)
+
+
+def test_kernel_caches_are_capped_before_torch_and_a_users_setting_wins():
+    from benchmarks.eval.memory import KERNEL_CACHE_CAPACITY
+
+    cap = str(KERNEL_CACHE_CAPACITY)
+    assert _run_fresh(CAP.format(before="")) == f"True {cap} {cap}"
+    # A capacity the user set is left alone; the other one is still capped.
+    assert _run_fresh(CAP.format(before=""), LRU_CACHE_CAPACITY="512") == f"True {cap} 512"
+    # Once torch is imported its kernels may exist already: nothing is set, and it says so.
+    assert _run_fresh(CAP.format(before="import torch; ")) == "False None None"

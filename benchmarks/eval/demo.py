@@ -22,21 +22,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-QUICK = {"eval_questions": 4, "sft_steps": 2, "rl_steps": 2, "questions_per_step": 1,
-         "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
-FULL = {"eval_questions": 30, "sft_steps": 10, "rl_steps": 10, "questions_per_step": 2,
-        "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
+QUICK = {"eval_questions": 4, "baseline_questions": 4, "sft_steps": 2, "rl_steps": 2,
+         "questions_per_step": 1, "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
+# The full demo's RL stage is the multi-seed ablation's recipe (RESULTS.md): 6 steps of
+# 2 questions x group 4 = 48 episodes from the same warm start. The warm start and the
+# trained policy are scored on 100 dev questions, so the paired interval of RL's change is
+# about +-0.06 (+-0.13 at the 30 questions used before); the base model's three rows only
+# show where the search agent starts, and are scored on the first 10 of them to save time.
+FULL = {"eval_questions": 100, "baseline_questions": 10, "sft_steps": 10, "rl_steps": 6,
+        "questions_per_step": 2, "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
 # Token budgets for every episode the demo plays: oracle turns are at most ~64 tokens and
 # oracle episodes (turns plus retrieved documents) at most ~1,000 on the synthetic world.
 TURN_TOKENS, TOTAL_TOKENS = 96, 1024
 # Blocks RL trains (from the top); the warm start trains all of them.
 RL_TRAIN_LAYERS = 6
 # Episodes per backward pass (the loss is the same for any size): the update's peak grows
-# with it, ~2.6 GB at 1 vs 4.7 GB at 4 on the same ~1,000-token episodes, at no measured
-# cost in time (RESULTS.md, "Demo memory").
-RL_MICRO_BATCH, SFT_MICRO_BATCH = 1, 2
-# Episodes decoded together in the demo's evaluations (their KV caches are the peak).
-EVAL_BATCH = 8
+# with it, ~2.6 GB at 1 vs 4.7 GB at 4 on the same ~1,000-token episodes in RL, 3.97 vs
+# 4.24 GB at 1 vs 2 in the warm start, at no cost in time (RESULTS.md, "Demo memory").
+RL_MICRO_BATCH = SFT_MICRO_BATCH = 1
+# Episodes decoded together in the demo's evaluations (their KV caches are the peak): 32
+# questions took 64 s at 16, 77 s at 8 and 68 s at 32 (one batch waits for its longest
+# episode), peaking at 2.2, 1.8 and 2.5 GB (RESULTS.md, "Demo memory").
+EVAL_BATCH = 16
 # Trained episodes per step whose token transcripts go to view.html (with the eval ones).
 TRAIN_TRANSCRIPTS = 4
 
@@ -52,9 +59,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-warmstart", action="store_true", help="pure RL from the base model")
     parser.add_argument("--algo", default="grpo", help="RL algorithm (grpo, ppo, reinforce)")
     parser.add_argument("--model", default="smollm2-135m", help="model name or directory")
-    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 10; quick 2)")
+    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 6; quick 2)")
     parser.add_argument("--sft-steps", type=int, default=None, help="warm-start steps")
-    parser.add_argument("--eval-questions", type=int, default=None, help="dev questions scored")
+    parser.add_argument(
+        "--eval-questions",
+        type=int,
+        default=None,
+        help="dev questions the warm start and the trained policy are scored on (default 100)",
+    )
+    parser.add_argument(
+        "--baseline-questions",
+        type=int,
+        default=None,
+        help="dev questions the base model's rows (direct, naive RAG, untrained agent) are "
+        "scored on (default 10; never more than --eval-questions)",
+    )
     parser.add_argument(
         "--rl-max-hops",
         type=int,
@@ -148,11 +167,23 @@ def _settings(args: argparse.Namespace) -> dict[str, int]:
         s["sft_steps"] = args.sft_steps
     if args.eval_questions is not None:
         s["eval_questions"] = args.eval_questions
+    if args.baseline_questions is not None:
+        s["baseline_questions"] = args.baseline_questions
     if args.rl_max_hops is not None:
         s["rl_max_hops"] = args.rl_max_hops
     if args.rl_min_hops is not None:
         s["rl_min_hops"] = args.rl_min_hops
     return s
+
+
+def question_counts(s: dict[str, int], n_dev: int, no_warmstart: bool) -> tuple[int, int, int]:
+    """Dev questions scored by (the warm start and the trained policy, the base model's
+    direct and RAG rows, the untrained agent). RL's change is paired over the same
+    questions, so on the pure-RL path the untrained agent, its starting point, is scored on
+    as many as the trained policy."""
+    n_eval = min(s["eval_questions"], n_dev)
+    n_base = min(s["baseline_questions"], n_eval)
+    return n_eval, n_base, n_eval if no_warmstart else n_base
 
 
 def _config(
@@ -256,6 +287,9 @@ def _transcript(episode: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchmarks.eval.memory import cap_kernel_caches
+
+    cap_kernel_caches()  # before torch makes its first oneDNN kernel
     import torch
 
     from algorithms.policy import load_policy, set_gradient_checkpointing
@@ -284,25 +318,26 @@ def run(args: argparse.Namespace) -> int:
     print("[1/6] synthetic multi-hop world and BM25 index")
     base = {"dataset": args.dataset, "retriever": args.retriever, "top_k": 3, "max_turns": 5}
     dev = MultiHopSearchEnv(**base, split="dev")
-    n_eval = min(s["eval_questions"], len(dev.samples))
+    n_eval, n_base, n_agent = question_counts(s, len(dev.samples), args.no_warmstart)
     train = MultiHopSearchEnv(**base).samples
     train_kwargs = {**base, "split": "train", "dataset": train, "retriever": dev.retriever}
     rl_questions = _with_hops(train, s["rl_min_hops"], s["rl_max_hops"])
     rl_kwargs = {**train_kwargs, "dataset": rl_questions, "reward": args.rl_reward}
     eval_kwargs = {**base, "dataset": dev.samples, "retriever": dev.retriever}
 
-    print(f"[2/6] loading {args.model} and evaluating it on {n_eval} dev questions")
+    agent = f" ({n_agent} for the search agent)" if n_agent != n_base else ""
+    print(f"[2/6] loading {args.model} and evaluating it on {n_base} dev questions{agent}")
     peaks = StagePeaks()  # each stage's peak resident memory, for the report
     with peaks.stage("load and evaluate the base model"):
         policy = load_policy(args.model)
         tokens = out / "transcripts" / f"eval{SUFFIX}"  # every evaluated episode, for view.html
         tokens.unlink(missing_ok=True)  # a rerun into the same directory starts afresh
         stages = [
-            evaluate(policy, eval_kwargs, dev, n_eval, "direct answer (no search)", "direct",
+            evaluate(policy, eval_kwargs, dev, n_base, "direct answer (no search)", "direct",
                      tokens),
-            evaluate(policy, eval_kwargs, dev, n_eval, "naive RAG (retrieve once)", "rag",
+            evaluate(policy, eval_kwargs, dev, n_base, "naive RAG (retrieve once)", "rag",
                      tokens),
-            evaluate(policy, eval_kwargs, dev, n_eval, "search agent: untrained",
+            evaluate(policy, eval_kwargs, dev, n_agent, "search agent: untrained",
                      transcripts=tokens),
         ]  # fmt: skip
     untrained = stages[-1]
@@ -352,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
         give_back(policy.model)
     curves["rl"] = _read_metrics(out / args.algo)
 
-    print("[5/6] evaluating the trained policy on the same dev slice")
+    print(f"[5/6] evaluating the trained policy on the same {n_eval} dev questions")
     after = f"search agent: after {args.algo.upper()}"
     start = stages[-1]  # the warm start, or the untrained agent on the pure-RL path
     with peaks.stage("evaluate after RL"):
@@ -380,8 +415,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {report}\ntoken view: {view}")
     print(f"trained model: {out / args.algo / 'final'}  (research-env eval --model <that dir>)")
     first, last = untrained.overall, stages[-1].overall
-    print(f"EM {first.get('em', 0):.3f} -> {last.get('em', 0):.3f}, "
-          f"format-valid {first.get('format_valid', 0):.2f} -> {last.get('format_valid', 0):.2f}, "
+    print(f"untrained agent -> after {args.algo.upper()}: EM {first.get('em', 0):.3f} -> "
+          f"{last.get('em', 0):.3f}, format-valid {first.get('format_valid', 0):.2f} -> "
+          f"{last.get('format_valid', 0):.2f} (on {n_agent} and {n_eval} questions), "
           f"in {minutes:.1f} min")  # fmt: skip
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import os
 import re
 import resource
 import sys
@@ -58,6 +59,32 @@ def give_back(model: Any = None) -> None:
         # musl and other libcs have no malloc_trim: nothing to trim there.
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+# Kernels kept per cache by oneDNN (its primitive cache) and by PyTorch's ideep layer (its
+# computation cache); their defaults are 1024 each.
+KERNEL_CACHE_CAPACITY = 64
+_KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
+def cap_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> bool:
+    """Keep at most ``capacity`` CPU matmul kernels in each of oneDNN's and ideep's caches,
+    unless the environment already sets a capacity.
+
+    Both caches keep a kernel, and memory that comes with it, per input shape. A training
+    run on a CPU meets new shapes at every step (prompt and episode lengths vary), so with
+    their default capacities of 1,024 the resident size creeps up step after step: three of
+    the demo's GRPO steps peaked at 2,529 MiB with the defaults, 2,276 with 64 and 2,029
+    with 8; but at 8 a training step's own matmuls no longer fit and their kernels are
+    made again and again (warm-start steps ~1.3x slower). RESULTS.md, "Demo memory". The
+    capacities are read when the first kernel is made, so this acts only before torch is
+    imported; it returns whether it could act.
+    """
+    if "torch" in sys.modules:
+        return False
+    for name in _KERNEL_CACHES:
+        os.environ.setdefault(name, str(capacity))
+    return True
 
 
 class StagePeaks:
