@@ -59,8 +59,9 @@ def _run_fresh(code: str, **env: str) -> str:
     import os
     import subprocess
 
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}  # fmt: skip
+    from benchmarks.eval.memory import KERNEL_CACHES
+
+    clean = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES}
     done = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
                           capture_output=True, text=True, check=True)  # fmt: skip
     return done.stdout.strip()

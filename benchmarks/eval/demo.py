@@ -27,7 +27,7 @@ QUICK = {"eval_questions": 4, "baseline_questions": 4, "sft_steps": 2, "rl_steps
 # The full demo's RL stage is the multi-seed ablation's recipe (RESULTS.md): 6 steps of
 # 2 questions x group 4 = 48 episodes from the same warm start. The warm start and the
 # trained policy are scored on 100 dev questions, so the paired interval of RL's change is
-# about +-0.06 (+-0.13 at the 30 questions used before); the base model's three rows only
+# about +-0.035 (+-0.10 at the 30 questions used before); the base model's three rows only
 # show where the search agent starts, and are scored on the first 10 of them to save time.
 FULL = {"eval_questions": 100, "baseline_questions": 10, "sft_steps": 10, "rl_steps": 6,
         "questions_per_step": 2, "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
@@ -42,7 +42,7 @@ RL_TRAIN_LAYERS = 6
 RL_MICRO_BATCH = SFT_MICRO_BATCH = 1
 # Episodes decoded together in the demo's evaluations (their KV caches are the peak): 32
 # questions took 64 s at 16, 77 s at 8 and 68 s at 32 (one batch waits for its longest
-# episode), peaking at 2.2, 1.8 and 2.5 GB (RESULTS.md, "Demo memory").
+# episode), peaking at 2,167, 1,837 and 2,523 MiB (RESULTS.md, "Demo memory").
 EVAL_BATCH = 16
 # Trained episodes per step whose token transcripts go to view.html (with the eval ones).
 TRAIN_TRANSCRIPTS = 4

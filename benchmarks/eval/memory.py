@@ -64,7 +64,7 @@ def give_back(model: Any = None) -> None:
 # Kernels kept per cache by oneDNN (its primitive cache) and by PyTorch's ideep layer (its
 # computation cache); their defaults are 1024 each.
 KERNEL_CACHE_CAPACITY = 64
-_KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 
 def cap_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> bool:
@@ -82,7 +82,7 @@ def cap_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> bool:
     """
     if "torch" in sys.modules:
         return False
-    for name in _KERNEL_CACHES:
+    for name in KERNEL_CACHES:
         os.environ.setdefault(name, str(capacity))
     return True
 
