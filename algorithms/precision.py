@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 import torch
@@ -33,10 +34,14 @@ _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
 def cpu_has_native_bf16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AVX-512 BF16, AMX, Arm BF16).
 
-    Reads ``torch.cpu.get_capabilities()`` (torch >= 2.8); on older torch, the kernel's
+    False, too, when ``ATEN_CPU_CAPABILITY`` or ``ONEDNN_MAX_CPU_ISA`` limits this process
+    to instructions without bf16 (how ``make test-avx2`` computes like an AVX2-only CPU).
+    Otherwise reads ``torch.cpu.get_capabilities()`` (torch >= 2.8); on older torch, the kernel's
     CPU flags in ``/proc/cpuinfo``. When neither says, it answers False: falling back to
     float32 costs at most bf16's speed-up, while emulated bf16 costs several times over.
     """
+    if _limited_below_bf16():
+        return False
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)
     if callable(get_capabilities):
         capabilities = get_capabilities()
@@ -48,6 +53,22 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+# Values of the instruction-set limits that keep bf16 matmuls out of hardware. Setting them
+# makes this process compute like a CPU without AVX-512 (``make test-avx2``): ATen's own
+# kernels (ATEN_CPU_CAPABILITY) and oneDNN's, which run the bf16 matmuls (ONEDNN_MAX_CPU_ISA).
+_ATEN_WITHOUT_AVX512 = ("default", "avx2")
+_ONEDNN_WITHOUT_BF16 = ("sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core",
+                        "avx512_core_vnni")  # fmt: skip
+
+
+def _limited_below_bf16() -> bool:
+    """True when the environment limits this process to instructions without native bf16:
+    on such a setting "auto" must choose what a CPU of that kind would (float32)."""
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().lower()
+    return aten in _ATEN_WITHOUT_AVX512 or onednn in _ONEDNN_WITHOUT_BF16
 
 
 def resolve_precision(dtype: str | None, device: Any) -> str | None:

@@ -15,6 +15,40 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 from world import SAMPLES, KeywordRetriever
 
+# `make test-avx2` sets this with its instruction-set limits; the run stops at once if
+# torch did not take them (a misspelt value is ignored by ATen with only a warning).
+EXPECT_CPU = "RESEARCH_GYM_EXPECT_CPU_CAPABILITY"
+
+
+def _kernels() -> str:
+    import torch
+
+    from algorithms.precision import cpu_has_native_bf16
+
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "all")
+    auto = "bfloat16" if cpu_has_native_bf16() else "float32"
+    return (
+        f"ATen kernels {torch.backends.cpu.get_cpu_capability()}, oneDNN ISA limit {isa}, "
+        f'precision "auto" on CPU -> {auto}'
+    )
+
+
+def pytest_report_header(config):
+    return f"CPU: {_kernels()}"
+
+
+def pytest_configure(config):
+    expected = os.environ.get(EXPECT_CPU)
+    if expected:
+        import torch
+
+        actual = torch.backends.cpu.get_cpu_capability()
+        if actual != expected:
+            raise pytest.UsageError(
+                f"{EXPECT_CPU}={expected} but torch runs {actual} kernels: the instruction-set "
+                "limit (ATEN_CPU_CAPABILITY) did not take effect"
+            )
+
 
 @pytest.fixture
 def one_thread():

@@ -24,7 +24,7 @@ ALGOS = ["grpo", "ppo", "reinforce"]
 
 
 # One torch thread (the conftest fixture): results do not depend on it.
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numeric]
 
 
 def policy(**kwargs):

@@ -117,6 +117,7 @@ def test_latest_and_prune(tmp_path):
     assert names == ["step-000007", "step-000010"]
 
 
+@pytest.mark.numeric
 def test_export_is_a_plain_hf_model_with_lora_merged(tmp_path):
     from transformers import AutoModelForCausalLM
 

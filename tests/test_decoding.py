@@ -9,6 +9,9 @@ import torch
 
 from algorithms.rollout import DecodeState, PackedLinear, Sampling, generate, rollout_copy, sample
 
+# Verdicts depend on float rounding: `make test` runs them again with AVX2 kernels.
+pytestmark = pytest.mark.numeric
+
 
 def hf_greedy(model, prompts, new_tokens, pad_id=0):
     width = max(map(len, prompts))

@@ -45,6 +45,7 @@ def _batch(policy, prompt=(1, 2, 3), response=(4, 5)):
     return collate([t, t], policy.tokenizer.pad_token_id)
 
 
+@pytest.mark.numeric
 def test_value_head_gives_one_value_per_response_token_from_the_shared_trunk():
     from algorithms.scoring import score_tokens
 
@@ -95,6 +96,7 @@ def test_gradient_checkpointing_option():
     loss.backward()
 
 
+@pytest.mark.numeric
 def test_save_and_reload_a_directory_with_its_value_head(tmp_path):
     policy = load_policy("tiny-random", device="cpu", value_head=True)
     with torch.no_grad():

@@ -43,6 +43,7 @@ def test_groups_and_masks(policy):
         assert all(lp == 0.0 for lp, m in zip(t.sample_logprobs, t.loss_mask) if not m)
 
 
+@pytest.mark.numeric
 def test_sampling_logprobs_match_fresh_forward(policy):
     engine = make_engine(policy)
     s = Sampling(temperature=0.7, max_turn_tokens=5, max_total_tokens=400, seed=1)

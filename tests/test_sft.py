@@ -56,6 +56,7 @@ def test_oracle_demonstrations_have_masked_observations(tmp_path):
     assert between and not any(between)
 
 
+@pytest.mark.numeric
 def test_warm_start_learns_the_protocol(tmp_path):
     policy = load_policy("tiny-random")
     before = greedy_format_rate(policy)

@@ -19,7 +19,7 @@ STEPS = 3
 
 
 # One torch thread (the conftest fixture): results do not depend on it.
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numeric]
 
 
 def test_the_no_search_penalty_teaches_searching_first(tmp_path):

@@ -269,6 +269,7 @@ def test_sampled_ids_survive_and_the_tool_reply_is_the_chat_templates(tool_polic
     assert traj.reward == 1.0 and traj.info["format_valid"] and traj.finish_reason == "answered"
 
 
+@pytest.mark.numeric
 def test_a_real_decode_keeps_its_tokens_and_gets_chat_corrections(tool_policy):
     """The tiny random model never calls the tool: each turn is corrected by a user
     message, rendered by the chat template. The log-probs recomputed over the trajectory's

@@ -49,7 +49,7 @@ RECORDED = {
 
 
 # One torch thread (the conftest fixture): results do not depend on it.
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numeric]
 
 
 @pytest.mark.parametrize("case", sorted(RECORDED))

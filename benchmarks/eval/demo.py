@@ -159,6 +159,22 @@ def rl_change(before: Stage, after: Stage) -> Change:
     return Change(before.name, after.name, mean, half, len(before.scores))
 
 
+def expected_time(quick: bool) -> str:
+    """The banner's estimate for this machine: the demo decodes and trains in bf16 only
+    where the hardware multiplies bf16, and takes several times longer in float32 (README,
+    "Quick start": 13.8 min on a bf16 EPYC; 59 min on an AVX2-only one)."""
+    import torch
+
+    from algorithms.precision import cpu_has_native_bf16
+
+    if torch.cuda.is_available():
+        return "a few minutes on a GPU"
+    if cpu_has_native_bf16():
+        return f"expect about {'2-3' if quick else '10-15'} minutes on a 2-core CPU with bf16"
+    return (f"expect about {'5-8' if quick else '35-70'} minutes on a 2-core CPU: this one has "
+            "no native bf16 (AVX-512 BF16/AMX), so the demo runs in float32")  # fmt: skip
+
+
 def _settings(args: argparse.Namespace) -> dict[str, int]:
     s = dict(QUICK if args.quick else FULL)
     if args.steps is not None:
@@ -310,8 +326,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--rl-reward: {error}") from None
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    expected = "2-3" if args.quick else "10-15"
-    print(f"ReSearch-Gym demo -> {out}  (expect about {expected} minutes on a 2-core CPU)")
+    print(f"ReSearch-Gym demo -> {out}  ({expected_time(args.quick)})")
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
 
