@@ -164,7 +164,7 @@ def page_data(page: str) -> dict:
 def test_non_finite_numbers_are_written_as_valid_json_null(policy, tmp_path):
     record = transcript_record(oracle_like(policy.tokenizer), policy.tokenizer)
     diverged = {**record, "reward": float("nan"), "f1": float("inf")}
-    diverged["logprobs"] = [float("-inf")] + record["logprobs"][1:]
+    diverged["logprobs"] = [float("-inf"), *record["logprobs"][1:]]
     write_transcripts(tmp_path / f"train{SUFFIX}", [diverged, record])  # NaN, Infinity
     out = write_view(tmp_path)
     episodes = page_data(out.read_text(encoding="utf-8"))["episodes"]
