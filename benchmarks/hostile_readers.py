@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
+import os
 import socket
 import threading
 import time
-from pathlib import Path
-from typing import Any
 
+from benchmarks.hostile_inputs import HOST, _peak_rss_mb, _start_server
 from research_env.data.types import Document
 from research_env.retrievers.base import SearchHit
-
-HOST = "127.0.0.1"
 
 
 class _BulkRetriever:
@@ -45,31 +42,6 @@ def _serve(port: int, send_timeout: float) -> None:
 
     limits = ServerLimits(max_connections=8, send_timeout=send_timeout)
     serve(_BulkRetriever(), host=HOST, port=port, limits=limits)
-
-
-def _start_server(send_timeout: float) -> tuple[Any, int]:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port = int(sock.getsockname()[1])
-    child = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(port, send_timeout), daemon=True
-    )
-    child.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return child, port
-        time.sleep(0.1)
-    child.kill()
-    raise RuntimeError("the server did not start within 60 s")
-
-
-def _peak_rss_mb(pid: int | str = "self") -> float:
-    """A process's peak resident memory so far (Linux ``VmHWM``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _request(queries: int, topk: int) -> bytes:
@@ -112,7 +84,7 @@ def _read_to_end(sock: socket.socket) -> int:
 
 
 def server_case(clients: int, send_timeout: float) -> list[str]:
-    child, port = _start_server(send_timeout)
+    child, port = _start_server(send_timeout, _serve)
     rows = []
     try:
         rss_before = _peak_rss_mb(child.pid)
@@ -185,7 +157,7 @@ def client_case() -> str:
     url = f"http://{HOST}:{listener.getsockname()[1]}"
     threading.Thread(target=_endless_answer, args=(listener,), daemon=True).start()
     client = HttpRetriever(url, "search-r1", retries=0)
-    before = _peak_rss_mb()
+    before = _peak_rss_mb(os.getpid())
     start = time.perf_counter()
     try:
         client.search(["q"], 1)
@@ -195,7 +167,7 @@ def client_case() -> str:
     seconds = time.perf_counter() - start
     return (
         f"| endless chunked answer, default max_answer_bytes | {outcome} after {seconds:.2f} s; "
-        f"client peak RSS {before:.0f} -> {_peak_rss_mb():.0f} MB |"
+        f"client peak RSS {before:.0f} -> {_peak_rss_mb(os.getpid()):.0f} MB |"
     )
 
 
