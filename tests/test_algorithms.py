@@ -503,7 +503,7 @@ def test_every_float_setting_refuses_infinity():
     for path in floats:
         key = path.split("[")[0]
         value = "[0.9, .inf]" if key == "optim.betas" else ".inf"
-        with pytest.raises(ValueError, match=re.escape(key)):
+        with pytest.raises(ValueError, match=re.escape(".".join(key.split(".")[-2:]))):
             TrainConfig().with_overrides([f"{key}={value}"]).validate(
                 check_names=False, check_device=False
             )
