@@ -148,6 +148,15 @@ def test_non_finite_loss_stops_training_before_the_weights_change(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in algo.policy.model.state_dict().items())
 
 
+def test_a_model_whose_weights_hold_nan_is_not_exported(tmp_path):
+    algo = make_algorithm("reinforce", policy(), None, config("reinforce", tmp_path))
+    with torch.no_grad():  # as a last update that overflowed would leave it
+        next(algo.policy.model.parameters()).view(-1)[0] = math.nan
+    with pytest.raises(ValueError, match=r"holds NaN or infinity: no final model is exported"):
+        algo.learn(total_steps=0)
+    assert not (tmp_path / "final").exists()
+
+
 def test_non_finite_loss_skips_the_update_when_asked_and_is_counted_and_warned(tmp_path):
     cfg = config("reinforce", tmp_path, **{"trainer.skip_nonfinite_updates": True})
     algo = make_algorithm("reinforce", policy(), None, cfg)

@@ -509,6 +509,7 @@ class OnPolicyAlgorithm:
             if self.config.checkpoint.export_final and (main or self._twin is not None):
                 with self._full_policy(rank0_only=True) as policy:
                     if policy is not None and main:
+                        _refuse_non_finite_weights(policy, self.step)
                         ckpt.export_pretrained(
                             policy, out / "final", config=self.config, step=self.step
                         )
@@ -697,3 +698,15 @@ def _sync_model_config(config: TrainConfig, policy: Policy) -> None:
         )  # fmt: skip
     else:
         config.model.lora = None
+
+
+def _refuse_non_finite_weights(policy: Policy, step: int) -> None:
+    """No final model is exported whose weights hold NaN or infinity (a last update that
+    overflowed them passes every check of its own loss and gradient)."""
+    for name, param in policy.model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise ValueError(
+                f"after step {step} the weight {name} holds NaN or infinity: no final model "
+                "is exported. Lower optim.lr or set optim.max_grad_norm; the checkpoints "
+                "under checkpoints/ hold the steps saved so far"
+            )
