@@ -284,6 +284,11 @@ class TrainerConfig:
             distributed launch, shard the policy, the KL reference, gradients and optimizer
             state across the ranks (torch FSDP2, :mod:`algorithms.trainer.fsdp`). Needs
             ``share_prompts: false``; checkpoints stay full and load without it.
+        skip_nonfinite_updates: what an optimizer step with a non-finite loss or gradient
+            norm does. ``false`` (default): training stops with an error naming the step,
+            before the model is changed, saved or exported. ``true``: the step is skipped
+            (the weights stay as they were), counted in ``train/skipped_updates`` and
+            warned about on stderr.
     """
 
     steps: int = 100
@@ -301,6 +306,7 @@ class TrainerConfig:
     seed: int = 0
     num_threads: int | None = None
     sharding: Literal["none", "fsdp"] = "none"
+    skip_nonfinite_updates: bool = False
 
 
 @dataclass
@@ -538,13 +544,15 @@ class TrainConfig:
         ``ValueError`` listing every problem; returns ``self`` when all is well.
         """
         from algorithms.config_checks import (
+            bound_problems,
             device_problems,
             name_problems,
             range_problems,
             sharding_problems,
         )
 
-        problems = range_problems(self) + sharding_problems(self)
+        problems = range_problems(self)
+        problems += bound_problems(self, problems) + sharding_problems(self)
         if check_names:
             problems += name_problems(self)
         if check_device:
@@ -585,7 +593,15 @@ def parse_overrides(assignments: list[str]) -> list[tuple[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} must look like section.key=value")
-        pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(
+                f"override {item!r}: the value {raw!r} is not valid YAML ({problem}); "
+                "quote a string that holds brackets or colons, e.g. --set 'key=\"[1\"'"
+            ) from None
+        pairs.append((key.strip(), value))
     return pairs
 
 

@@ -4,6 +4,9 @@ problems so that one error can name them all before any heavy work."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,6 +136,79 @@ def range_problems(c: TrainConfig) -> list[str]:
 
 
 _DTYPES = frozenset({"float32", "fp32", "bfloat16", "bf16", "float16", "fp16"})
+
+_STEPS = 10**8  # steps, intervals and counts of questions
+_COEF = (0.0, 1e3)  # loss weights
+# The range of every numeric setting: far beyond any sane run, so that a typo (1e999 =
+# inf, a group of 1e20 episodes) is refused before it reaches the model or the memory.
+# A numeric setting not listed here gets _INT_RANGE or _FLOAT_RANGE.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "model.lora.r": (1, 4096), "model.lora.alpha": (1, 65_536), "model.lora.dropout": (0, 1),
+    "env.top_k": (1, 1000), "env.max_turns": (1, 10_000), "env.max_doc_words": (1, 2**20),
+    "env.search_cost": (-100, 100), "env.shaping.retrieval_gain": (-100, 100),
+    "env.shaping.redundant_query": (-100, 100), "env.shaping.no_search_multihop": (-100, 100),
+    "rollout.questions_per_step": (1, 65_536), "rollout.group_size": (1, 1024),
+    "rollout.temperature": (0, 100), "rollout.top_p": (0, 1), "rollout.top_k": (0, 2**24),
+    "rollout.max_turn_tokens": (1, 2**20), "rollout.max_total_tokens": (1, 2**22),
+    "rollout.vllm_gpu_memory_utilization": (0, 1), "rollout.vllm_max_model_len": (1, 2**22),
+    "optim.lr": (0, 1), "optim.critic_lr": (0, 1), "optim.betas": (0, 1), "optim.eps": (0, 1),
+    "optim.weight_decay": (0, 10), "optim.max_grad_norm": (0, 1e6),
+    "optim.warmup_steps": (0, _STEPS), "optim.min_lr_ratio": (0, 1),
+    "trainer.steps": (1, _STEPS), "trainer.epochs": (1, 1000),
+    "trainer.minibatch_size": (1, 2**20), "trainer.micro_batch_size": (1, 65_536),
+    "trainer.logprob_chunk_size": (1, 2**22), "trainer.train_layers": (1, 10_000),
+    "trainer.tis_cap": (0, 1e6), "trainer.seed": (0, 2**63 - 1), "trainer.num_threads": (1, 4096),
+    "eval.every": (0, _STEPS), "eval.questions": (1, _STEPS), "eval.temperature": (0, 100),
+    "logging.every": (0, _STEPS), "logging.save_transcripts": (0, _STEPS),
+    "checkpoint.every": (0, _STEPS), "checkpoint.keep_last": (1, 10**6),
+    "grpo.clip_low": (0, 10), "grpo.clip_high": (0, 10), "grpo.kl_coef": _COEF,
+    "grpo.entropy_coef": (-1e3, 1e3),
+    "ppo.clip_low": (0, 10), "ppo.clip_high": (0, 10), "ppo.kl_coef": _COEF,
+    "ppo.entropy_coef": (-1e3, 1e3), "ppo.vf_coef": _COEF, "ppo.vf_clip": (0, 1e6),
+    "ppo.gamma": (0, 1), "ppo.lam": (0, 1),
+    "reinforce.kl_coef": _COEF, "reinforce.gamma": (0, 1), "reinforce.entropy_coef": (-1e3, 1e3),
+    "sft.min_reward": (-1e6, 1e6),
+}  # fmt: skip
+_INT_RANGE = (-(2**31), 2**31 - 1)
+_FLOAT_RANGE = (-1e9, 1e9)
+
+
+def bound_problems(c: TrainConfig, earlier: Sequence[str] = ()) -> list[str]:
+    """Every numeric setting is finite and within its range in :data:`BOUNDS`.
+
+    A finite setting already named by ``earlier`` (the finer checks of
+    :func:`range_problems`) is not named again.
+    """
+    problems: list[str] = []
+    for path, value in _numbers(c, ""):
+        key = path.split("[")[0]
+        default = _INT_RANGE if isinstance(value, int) else _FLOAT_RANGE
+        low, high = BOUNDS.get(key, default)
+        span = f"[{_shown(low)}, {_shown(high)}]"
+        if not math.isfinite(value):
+            problems.append(f"{path} must be a finite number in {span}, got {value}")
+        elif not low <= value <= high and not any(p.startswith(key + " ") for p in earlier):
+            problems.append(f"{path} must be in {span}, got {_shown(value)}")
+    return problems
+
+
+def _shown(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 2**64 else f"{x:g}"
+
+
+def _numbers(node: object, prefix: str) -> Iterator[tuple[str, float]]:
+    """(dotted path, value) of every int or float setting below ``node``, lists included."""
+    for item in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, item.name)
+        path = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _numbers(value, path + ".")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    yield f"{path}[{i}]", v
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield path, value
 
 
 def name_problems(c: TrainConfig) -> list[str]:

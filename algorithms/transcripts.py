@@ -262,13 +262,49 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
         return f"prompt_len {prompt!r} is not a count of 0 to {n} tokens"
     if not all(isinstance(t, str) for t in tokens) or set(roles) - set(ROLE_NAMES):
         return f"token texts must be strings and roles one of {''.join(ROLE_NAMES)}"
+    if not all(_is_int(i) for i in ids):
+        return "ids must be integers"
     for key in ("loss_mask", "logprobs", "advantages"):
         value = record.get(key)
         if key == "advantages" and value is None:
             continue
         if not isinstance(value, list) or len(value) != n - prompt:
             return f"{key} must list one value per response token ({n - prompt})"
+        if not all(v is None or _is_number(v) for v in value):
+            return f"{key} must hold numbers"
+    return _field_problem(record)
+
+
+# The types of the scalar fields the page shows or filters by (each may be null/absent).
+_NUMBER_FIELDS = ("step", "group", "reward", "em", "f1", "searches", "hops", "trained_tokens",
+                  "supporting_recall")  # fmt: skip
+_TEXT_FIELDS = ("source", "finish_reason", "termination", "question", "question_id",
+                "prediction", "type", "invalid_reason")  # fmt: skip
+
+
+def _field_problem(record: Mapping[str, Any]) -> str | None:
+    for key in _NUMBER_FIELDS:
+        value = record.get(key)
+        if value is not None and not _is_number(value):
+            return f"{key} must be a number, got {type(value).__name__}"
+    for key in _TEXT_FIELDS:
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} must be text, got {type(value).__name__}"
+    gold, leaks = record.get("golden_answers"), record.get("leaks")
+    if gold is not None and not (isinstance(gold, list) and all(isinstance(g, str) for g in gold)):
+        return "golden_answers must be a list of strings"
+    if leaks is not None and not (isinstance(leaks, list) and all(_is_int(k) for k in leaks)):
+        return "leaks must be a list of token positions"
     return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_transcripts(path: str | Path, every: int = 1) -> Iterator[dict[str, Any]]:
@@ -279,8 +315,11 @@ def read_transcripts(path: str | Path, every: int = 1) -> Iterator[dict[str, Any
         ValueError: a line that is not a token-transcript record (the message says which
             line, and how to get the right file).
     """
+    from research_env.data.textfile import decode_json
+
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
+    # Undecodable bytes and nesting too deep to parse become a ValueError naming the line.
+    with path.open(encoding="utf-8", errors="surrogateescape") as f:
         records = 0
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -289,9 +328,9 @@ def read_transcripts(path: str | Path, every: int = 1) -> Iterator[dict[str, Any
             if (records - 1) % every:
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from None
+                record = decode_json(line)
+            except ValueError as err:
+                raise ValueError(f"{path}:{number}: not a JSON line: {err}") from None
             if not isinstance(record, dict) or record.get("format") != FORMAT:
                 raise ValueError(
                     f'{path}:{number}: not a token transcript (no "format": {FORMAT!r}). '

@@ -140,10 +140,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_server(request_timeout: float) -> tuple[Any, int]:
+def _start_server(request_timeout: float, serve: Callable[..., None] = _serve) -> tuple[Any, int]:
+    """``serve(port, request_timeout)`` in a child process; (the child, the port) once it
+    accepts connections."""
     port = _free_port()
     child = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(port, request_timeout), daemon=True
+        target=serve, args=(port, request_timeout), daemon=True
     )
     child.start()
     deadline = time.monotonic() + 60

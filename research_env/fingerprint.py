@@ -179,12 +179,37 @@ def write_fingerprint(directory: str | os.PathLike[str], value: Mapping[str, Any
 
 
 def read_fingerprint(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``directory/fingerprint.json``, or ``None`` when there is none."""
+    """``directory/fingerprint.json``, or ``None`` when there is none; a ``ValueError``
+    naming the file when it is not a JSON object of at most a few levels."""
+    from research_env.storage import read_json_file
+
     path = Path(directory) / FINGERPRINT_FILE
     if not path.exists():
         return None
-    value: dict[str, Any] = json.loads(path.read_text())
+    value = read_json_file(path, "a run fingerprint")
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{path}: a run fingerprint must be a JSON object, got {type(value).__name__}"
+        )
+    if _depth(value) > _MAX_DEPTH:
+        raise ValueError(f"{path}: a run fingerprint nests deeper than {_MAX_DEPTH} levels")
     return value
+
+
+_MAX_DEPTH = 32  # a written fingerprint nests 3 or 4 levels
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (without recursion: any depth is measured)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
 
 
 def _rules(rules: Any) -> dict[str, Any]:

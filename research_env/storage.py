@@ -15,14 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["CACHE_ENV_VAR", "atomic_directory", "atomic_file", "cache_root", "file_sha256"]
+__all__ = [
+    "CACHE_ENV_VAR",
+    "atomic_directory",
+    "atomic_file",
+    "cache_root",
+    "file_sha256",
+    "read_json_file",
+]
 
 CACHE_ENV_VAR = "RESEARCH_GYM_CACHE"
 PathArg = str | os.PathLike[str]
@@ -119,3 +127,25 @@ def _swap_in(staging: Path, target: Path) -> None:
         aside.rmdir()
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def read_json_file(path: PathArg, what: str = "") -> Any:
+    """The JSON value in ``path``; a ``ValueError`` naming the file (and ``what`` it should
+    hold) when it is not UTF-8, not JSON, or nested too deeply to read."""
+    path = Path(path)
+    hint = f" ({what})" if what else ""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}{hint}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start})"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}{hint}: invalid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        ) from None
+    except RecursionError:
+        raise ValueError(f"{path}{hint}: invalid JSON (nested too deeply to read)") from None

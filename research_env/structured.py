@@ -196,6 +196,9 @@ class StructuredSearchEnv(gym.Env[np.ndarray, np.int64]):
     query ``i``; action ``n_queries + j`` answers candidate answer ``j``; the last action
     stops without answering (scored like an LLM that ends its response: ``eos``).
     ``env.candidates`` lists the current candidates; ``describe_action(a)`` says in words.
+    An action is a Python ``int`` or a NumPy integer (a scalar or a 0-d array); anything
+    else (a float such as 2.7 or NaN, a bool, a string, None, an array with elements) or
+    an integer outside the space raises one ``ValueError`` saying what was given.
 
     ## Observation Space
     ``Box(0, 1, (D,), float32)``, the concatenation of: hashed bag-of-words of the question
@@ -285,9 +288,7 @@ class StructuredSearchEnv(gym.Env[np.ndarray, np.int64]):
         episode = self.text_env.episode
         if episode is None or episode.done or self.candidates is None:
             raise RuntimeError("call reset() before step(); the episode is over or never began")
-        a = int(action)
-        if not 0 <= a <= self.stop_action:
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        a = self._action_index(action)
         if a == self.stop_action:
             _, reward, terminated, truncated, info = self.text_env.end_early(Termination.EOS)
         else:
@@ -307,6 +308,21 @@ class StructuredSearchEnv(gym.Env[np.ndarray, np.int64]):
         self.text_env.close()
 
     # -- candidates and features ----------------------------------------------------
+
+    def _action_index(self, action: Any) -> int:
+        """``action`` as an index of the action space, or the one documented ValueError."""
+        integral = (isinstance(action, int) and not isinstance(action, bool)) or (
+            isinstance(action, (np.integer, np.ndarray))
+            and np.issubdtype(action.dtype, np.integer)
+            and action.shape == ()
+        )
+        if not integral or not 0 <= int(action) <= self.stop_action:
+            kind = type(action).__name__
+            raise ValueError(
+                f"action {action!r} ({kind}) is not in {self.action_space}: an action is an "
+                f"integer from 0 to {self.stop_action} (a Python int or a NumPy integer)"
+            )
+        return int(action)
 
     def turn_text(self, action: int) -> str:
         """The text turn an action stands for (searches and answers; not the stop)."""

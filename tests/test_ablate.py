@@ -214,3 +214,64 @@ def test_claims_respect_other_hosts_and_take_over_only_stale_ones(tmp_path):
     assert claims.lock_path(unit).exists()
     claims.lock_path(unit).write_text("{torn")
     assert not claims.claim(unit)  # unreadable: treated as held, never clobbered
+
+
+def _take(units, start, done, results):
+    import time
+
+    from benchmarks.eval import claims
+
+    judge = claims.is_stale
+
+    def slow_judge(claim):  # widen the window between judging a claim and replacing it
+        time.sleep(0.005)
+        return judge(claim)
+
+    claims.is_stale = slow_judge
+    for i, unit in enumerate(units):
+        start.wait()
+        results.put((i, claims.claim(unit)))
+        done.wait()  # every taker has tried before the holder lets go
+        claims.release(unit)
+
+
+def test_a_stale_claim_is_taken_over_by_exactly_one_of_many_concurrent_takers(tmp_path):
+    import multiprocessing
+    import socket
+    import subprocess
+
+    from benchmarks.eval import claims
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stale = json.dumps({"pid": ended.pid, "host": socket.gethostname(), "since": "then"})
+    units = [tmp_path / f"run-{i}" for i in range(25)]
+    for unit in units:
+        claims.lock_path(unit).write_text(stale)
+    takers = 12
+    context = multiprocessing.get_context("fork")
+    start, done = context.Barrier(takers, timeout=60), context.Barrier(takers, timeout=60)
+    results = context.Queue()
+    workers = [context.Process(target=_take, args=(units, start, done, results))
+               for _ in range(takers)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    got = [results.get(timeout=120) for _ in range(takers * len(units))]
+    for worker in workers:
+        worker.join(timeout=60)
+    holders = [sum(ok for i, ok in got if i == n) for n in range(len(units))]
+    assert holders == [1] * len(units)
+
+
+def test_an_empty_claim_file_is_stale_once_its_writer_has_had_time(tmp_path):
+    import os
+
+    from benchmarks.eval import claims
+
+    unit = tmp_path / "run"
+    claims.lock_path(unit).write_text("")
+    assert not claims.claim(unit)  # a writer may be filling it in this instant
+    then = claims.lock_path(unit).stat().st_mtime - claims.EMPTY_GRACE_S - 1
+    os.utime(claims.lock_path(unit), (then, then))
+    assert claims.claim(unit)  # its writer died: taken over
+    assert json.loads(claims.lock_path(unit).read_text())["pid"] == os.getpid()

@@ -9,6 +9,7 @@ gradient, non-finite losses are skipped, filters are counted, configs round-trip
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -135,12 +136,35 @@ def test_zero_learning_rate_changes_nothing(algo_name, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_non_finite_loss_skips_the_update_and_is_counted(tmp_path):
+def test_non_finite_loss_stops_training_before_the_weights_change(tmp_path):
+    from algorithms.trainer.update import NonFiniteUpdateError
+
     algo = make_algorithm("reinforce", policy(), None, config("reinforce", tmp_path))
     trajectories = two_groups()
     trajectories[0].reward = math.nan
     before = {k: v.clone() for k, v in algo.policy.model.state_dict().items()}
-    metrics = algo.learn_from(trajectories)
+    with pytest.raises(NonFiniteUpdateError, match=r"step 1: the loss is not finite.*skip_nonf"):
+        algo.learn_from(trajectories)
+    assert all(torch.equal(before[k], v) for k, v in algo.policy.model.state_dict().items())
+
+
+def test_a_model_whose_weights_hold_nan_is_not_exported(tmp_path):
+    algo = make_algorithm("reinforce", policy(), None, config("reinforce", tmp_path))
+    with torch.no_grad():  # as a last update that overflowed would leave it
+        next(algo.policy.model.parameters()).view(-1)[0] = math.nan
+    with pytest.raises(ValueError, match=r"holds NaN or infinity: no final model is exported"):
+        algo.learn(total_steps=0)
+    assert not (tmp_path / "final").exists()
+
+
+def test_non_finite_loss_skips_the_update_when_asked_and_is_counted_and_warned(tmp_path):
+    cfg = config("reinforce", tmp_path, **{"trainer.skip_nonfinite_updates": True})
+    algo = make_algorithm("reinforce", policy(), None, cfg)
+    trajectories = two_groups()
+    trajectories[0].reward = math.nan
+    before = {k: v.clone() for k, v in algo.policy.model.state_dict().items()}
+    with pytest.warns(RuntimeWarning, match=r"step 1: skipped 1 optimizer step.*1 in this run"):
+        metrics = algo.learn_from(trajectories)
     assert metrics["train/skipped_updates"] == 1
     assert metrics["train/optimizer_steps"] == 0
     assert all(torch.equal(before[k], v) for k, v in algo.policy.model.state_dict().items())
@@ -461,6 +485,42 @@ def test_unknown_config_keys_are_errors_that_list_valid_keys(tmp_path):
         TrainConfig.from_dict({"grpo": {"kl_estimator": "k4"}})
     with pytest.raises(ValueError, match=r"trainer.epochs must be an integer"):
         TrainConfig.from_dict({"trainer": {"epochs": 1.5}})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=1e999", "optim.lr must be a finite number in [0, 1], got inf"),
+        ("rollout.temperature=.inf", "rollout.temperature must be a finite number in [0, 100]"),
+        ("grpo.kl_coef=.nan", "grpo.kl_coef must be a finite number in [0, 1000], got nan"),
+        ("optim.betas=[0.9, .inf]", "optim.betas[1] must be a finite number"),
+        ("rollout.group_size=99999999999999999999", "rollout.group_size must be in [1, 1024]"),
+        ("trainer.micro_batch_size=100000000", "trainer.micro_batch_size must be in [1, 65536]"),
+        ("env.search_cost=1e300", "env.search_cost must be in [-100, 100], got 1e+300"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_are_refused_with_their_range(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig().with_overrides([override]).validate(check_names=False, check_device=False)
+
+
+def test_every_float_setting_refuses_infinity():
+    from algorithms.config_checks import _numbers
+
+    floats = [p for p, v in _numbers(TrainConfig(), "") if isinstance(v, float)]
+    assert len(floats) >= 19
+    for path in floats:
+        key = path.split("[")[0]
+        value = "[0.9, .inf]" if key == "optim.betas" else ".inf"
+        with pytest.raises(ValueError, match=re.escape(".".join(key.split(".")[-2:]))):
+            TrainConfig().with_overrides([f"{key}={value}"]).validate(
+                check_names=False, check_device=False
+            )
+
+
+def test_a_malformed_override_value_is_a_clear_error_not_a_yaml_traceback():
+    with pytest.raises(ValueError, match=r"override 'x=\[1': the value '\[1' is not valid YAML"):
+        TrainConfig().with_overrides(["x=[1"])
 
 
 def test_shipped_configs_load():

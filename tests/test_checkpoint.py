@@ -217,6 +217,7 @@ def test_a_checkpoint_from_before_weights_only_still_loads(tmp_path):
     import numpy as np
 
     _, path = _saved(tmp_path)
+    (path / ckpt.CHECKSUMS).unlink()  # earlier versions kept no checksums either
     state = torch.load(path / ckpt.TRAINER_STATE, weights_only=True)
     state["rng"] = {  # what earlier versions wrote: NumPy arrays, Python tuples
         "python": random.getstate(),
@@ -236,6 +237,9 @@ def test_a_checkpoint_from_before_weights_only_still_loads(tmp_path):
         ("truncate-trainer", "trainer.pt"),
         ("garble-weights", "model.safetensors"),
         ("invalid-config", "config.yaml"),
+        ("flip-weights", "model.safetensors"),
+        ("broken-tokenizer", "tokenizer.json"),
+        ("garbage-bin-weights", "pytorch_model.bin"),
     ],
 )
 def test_a_damaged_latest_checkpoint_is_named_and_skipped(tmp_path, damage, bad_file):
@@ -248,6 +252,17 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped(tmp_path, damage, bad_
     elif damage == "garble-weights":
         weights = bad / "policy" / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "flip-weights":  # 4 bytes inside the tensor data: the header still reads
+        weights = bad / "policy" / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-100:-96] = bytes(b ^ 0xFF for b in data[-100:-96])
+        weights.write_bytes(bytes(data))
+    elif damage == "broken-tokenizer":
+        tokenizer = bad / "policy" / "tokenizer.json"
+        tokenizer.write_text(tokenizer.read_text()[:500])
+    elif damage == "garbage-bin-weights":  # a .bin policy in place of the safetensors
+        (bad / "policy" / "model.safetensors").unlink()
+        (bad / "policy" / "pytorch_model.bin").write_bytes(b"not a torch file" * 10)
     else:
         (bad / "config.yaml").write_text("trainer: {steps: [unclosed\n")
     with pytest.raises(ckpt.CorruptCheckpointError, match=re.escape(bad_file)):
@@ -255,6 +270,19 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped(tmp_path, damage, bad_
     path, skipped = ckpt.latest_intact_checkpoint(tmp_path)
     assert path == good
     assert len(skipped) == 1 and bad_file in skipped[0] and "step-000002" in skipped[0]
+
+
+def test_a_checkpoint_lists_the_sha256_of_every_file_it_holds(tmp_path):
+    import json
+
+    from research_env.storage import file_sha256
+
+    _, path = _saved(tmp_path)
+    sums = json.loads((path / ckpt.CHECKSUMS).read_text())["sha256"]
+    files = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    assert set(sums) == files - {ckpt.CHECKSUMS}
+    assert {"trainer.pt", "config.yaml", "policy/model.safetensors"} <= set(sums)
+    assert sums["trainer.pt"] == file_sha256(path / "trainer.pt")
 
 
 def test_stale_staging_directories_are_removed(tmp_path):

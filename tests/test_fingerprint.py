@@ -237,3 +237,30 @@ def test_training_writes_its_fingerprint_and_warns_when_resumed_differently(
     write_run_fingerprint(config)
     assert "fingerprint changed (rules.max_turns)" in capsys.readouterr().err
     assert read_fingerprint(tmp_path / "run")["rules"]["max_turns"] == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("results.json", b"[1, 2, 3]", r"results\.json: row 0 must be an object with a 'name'"),
+        ("results.json", b'{"name": "agent"}', r"results\.json: expected a list of rows .* got dict"),
+        ("results.json", b'[{"name": "agent", "overall": [1]}]', r"results\.json: row 0 must be"),
+        ("results.json", b"[1, 2", r"results\.json \(research-env eval's rows\): invalid JSON"),
+        ("results.json", b'[{"name": "caf\xe9"}]', r"results\.json \(research-env eval's rows\): not UTF-8"),
+        ("results.json", b"[" * 100_000 + b"]" * 100_000, r"results\.json .*nested too deeply"),
+        ("fingerprint.json", b"[1, 2, 3]", r"fingerprint\.json: a run fingerprint must be a JSON object, got list"),
+        ("fingerprint.json", b'{"a": ' * 200 + b"1" + b"}" * 200, r"fingerprint\.json: .*nests deeper than 32"),
+        ("fingerprint.json", b"[" * 100_000 + b"]" * 100_000, r"fingerprint\.json \(a run fingerprint\): .*deeply"),
+        ("fingerprint.json", b'{"model": "\xff"}', r"fingerprint\.json \(a run fingerprint\): not UTF-8"),
+        ("fingerprint.json", b'{"model": ', r"fingerprint\.json \(a run fingerprint\): invalid JSON"),
+    ],
+)  # fmt: skip
+def test_compare_names_a_malformed_results_or_fingerprint_file(
+    files, tmp_path, capsys, name, content, message
+):
+    fp = fingerprint(env_for(files), model="m")
+    a = eval_run(tmp_path / "a", fp, 0.5)
+    b = eval_run(tmp_path / "b", fp, 1.0)
+    (b / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        run_compare(capsys, a, b)

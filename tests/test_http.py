@@ -602,3 +602,68 @@ def test_empty_passages_are_errors_not_empty_documents():
         document_from_wire("")
     with pytest.raises(ValueError, match="empty passage"):
         document_from_wire({"id": 1, "text": "", "title": ""})
+
+
+# ------------------------------------------------------------------ hostile answers
+def streamed_answer_app(body: bytes, *, chunked: bool = False):
+    """A bare ASGI server answering every request with ``body`` (declared, or streamed in
+    1 MiB chunks without a Content-Length)."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        headers = [(b"content-type", b"application/json")]
+        if not chunked:
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        step = 1 << 20
+        for start in range(0, len(body), step):
+            last = start + step >= len(body)
+            await send({"type": "http.response.body", "body": body[start : start + step],
+                        "more_body": not last})  # fmt: skip
+
+    return app
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_answer_over_the_size_cap_is_refused_naming_the_cap(chunked):
+    hit = {"document": {"id": "d", "contents": "x" * 1000}, "score": 1.0}
+    body = json.dumps({"result": [[hit] * 4000]}).encode()  # about 4 MB
+    with BackgroundServer(app=streamed_answer_app(body, chunked=chunked)) as server:
+        client = HttpRetriever(server.url, "search-r1", max_answer_bytes=1_000_000, retries=0)
+        with pytest.raises(RetrievalError, match=r"limit is 1000000 bytes.*max_answer_bytes"):
+            client.search(["q"], 3)
+        roomy = HttpRetriever(server.url, "search-r1", max_answer_bytes=8_000_000, retries=0)
+        assert len(roomy.search(["q"], 3)[0]) == 3
+    with pytest.raises(ValueError, match="max_answer_bytes"):
+        HttpRetriever("http://127.0.0.1:1", max_answer_bytes=0)
+
+
+def nan_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/retrieve")
+    async def retrieve(request: Request):
+        from fastapi.responses import Response
+
+        body = await request.json()
+        hit = '{"document": {"id": "bad", "contents": "NaN-scored"}, "score": NaN}'
+        result = ",".join(f"[{hit}]" for _ in body["queries"])
+        return Response('{"result": [' + result + "]}", media_type="application/json")
+
+    return app
+
+
+def test_a_shard_answering_a_non_finite_score_fails_the_merge_naming_it():
+    calls: list[str] = []
+    with (
+        BackgroundServer(app=counting_app("good", calls)) as good,
+        BackgroundServer(app=nan_app()) as bad,
+    ):
+        client = HttpRetriever([good.url, bad.url], "search-r1", policy="shard", retries=0)
+        with pytest.raises(RetrievalError, match=r"'bad' for query 0 has score nan") as error:
+            client.search(["q"], 2)
+        assert error.value.url == bad.url

@@ -117,6 +117,8 @@ BAD_QA_LINES = [
     (qa_line(golden_answers={"a": 1}), "'golden_answers' must be a list"),
     (qa_line(golden_answers=["A", None]), "'golden_answers' items must be strings"),
     (qa_line(golden_answers=[]), "'golden_answers' is empty"),
+    (qa_line(golden_answers=[float("nan")]), "'golden_answers' holds nan (NaN or Infinity"),
+    (qa_line(golden_answers=float("inf")), "'golden_answers' holds inf (NaN or Infinity"),
     (qa_line(metadata=[1]), "'metadata' must be an object"),
     (qa_line(id=True), "field 'id' must be a non-empty string"),
 ]

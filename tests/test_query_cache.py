@@ -4,15 +4,25 @@ hit rate in the env's final info."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from world import DOCS, SAMPLES, KeywordRetriever
 
 from research_env.env import MultiHopSearchEnv
 from research_env.retrievers.controls import RandomRetriever
-from research_env.retrievers.query_cache import PersistentCachedRetriever, with_query_cache
+from research_env.retrievers.query_cache import (
+    PersistentCachedRetriever,
+    QueryCacheError,
+    with_query_cache,
+)
 from research_env.vector import SearchVectorEnv
 
 QUERIES = ["Brisa Telk company", "Quimby Forge headquarters", "The Glass Tide author"]
@@ -120,3 +130,84 @@ def test_vector_env_shares_one_cache_and_reports_it(tmp_path):
     ended.reset(options={"index": 1})
     outcomes = ended.end_early([0, 1])
     assert all("retrieval_cache_hit_rate" in o.info for o in outcomes.values())
+
+
+# ------------------------------------------------------------------ damaged and read-only
+def test_a_file_that_is_not_a_database_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "q.sqlite"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(QueryCacheError, match=rf"query cache {re.escape(str(path))}: .*delete"):
+        PersistentCachedRetriever(KeywordRetriever(), path)
+
+
+def test_a_damaged_database_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "q.sqlite"
+    cache = PersistentCachedRetriever(KeywordRetriever(), path)
+    cache.search([f"query {i}" for i in range(300)], 2)
+    cache.close()
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # every page after the first
+    path.write_bytes(bytes(data))
+    with pytest.raises(QueryCacheError, match=re.escape(str(path))):
+        PersistentCachedRetriever(KeywordRetriever(), path).search(QUERIES, 2)
+
+
+def test_a_row_that_does_not_decode_is_a_miss(tmp_path):
+    path = tmp_path / "q.sqlite"
+    inner = KeywordRetriever()
+    cache = PersistentCachedRetriever(inner, path)
+    expected = cache.search(QUERIES, 2)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE hits SET hits = '{not json' WHERE query = ?", (QUERIES[0],))
+    again = cache.search(QUERIES, 2)
+    assert again == expected
+    assert inner.calls[-1] == [QUERIES[0]] and cache.hits == 2
+    assert cache.search(QUERIES, 2) == expected and len(inner.calls) == 2  # stored again
+
+
+@contextlib.contextmanager
+def read_only(*paths):
+    """Make ``paths`` unwritable: mode bits, or (as root, whom they do not stop) the
+    immutable attribute; skips where neither is possible."""
+    if os.geteuid() != 0:
+        modes = [p.stat().st_mode for p in paths]
+        for p in paths:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            for p, mode in zip(paths, modes, strict=True):
+                p.chmod(mode)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("running as root without chattr: cannot make a file read-only")
+    done = []
+    try:
+        for p in paths:
+            if subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode:
+                pytest.skip("chattr +i is not supported here")
+            done.append(p)
+        yield
+    finally:
+        for p in done:
+            subprocess.run(["chattr", "-i", str(p)], check=True)
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_a_read_only_cache_serves_its_hits_and_passes_misses_through(tmp_path, what):
+    folder = tmp_path / "shipped"
+    path = folder / "q.sqlite"
+    first = PersistentCachedRetriever(KeywordRetriever(), path)
+    expected = first.search(QUERIES[:2], 2)
+    first.close()
+    locked = (path,) if what == "file" else (folder,)
+    with read_only(*locked):
+        inner = KeywordRetriever()
+        with pytest.warns(RuntimeWarning, match="read-only") as warned:
+            cache = PersistentCachedRetriever(inner, path)
+            hits = cache.search(QUERIES, 2)
+            cache.search(QUERIES, 2)
+        assert hits[:2] == expected and cache.read_only
+        assert inner.calls == [[QUERIES[2]], [QUERIES[2]]]  # misses pass through, not stored
+        assert len([w for w in warned if "read-only" in str(w.message)]) == 1
+        cache.close()

@@ -655,6 +655,19 @@ def test_cli_show_release_file(files, capsys):
     assert "2hop, 2 hop(s)" in printed and "1. Green performer -> Steve Hillage" in printed
 
 
+def test_cli_show_reads_a_sheet_without_a_header_or_says_what_is_wrong(tmp_path, capsys):
+    sheet = tmp_path / "questions.csv"
+    sheet.write_text("Who wrote The Glass Tide?,Tamsy Orr\nWhere is Quimby Forge?,Ostravel\n")
+    assert main(["data", "show", str(sheet), "--n", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "Q: Who wrote The Glass Tide?" in printed and "A: Ostravel" in printed
+    sheet.write_text("just one cell\n")
+    assert main(["data", "show", str(sheet)]) == 2
+    said = capsys.readouterr().err
+    assert "questions.csv, line 1: a row without a header has 1 cells" in said
+    assert "invalid JSON" not in said
+
+
 def test_cli_help_mentions_formats(capsys):
     with pytest.raises(SystemExit):
         main(["data", "convert", "--help"])

@@ -143,6 +143,17 @@ def test_unparseable_bodies_are_400(server):
     assert "must be an object" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("body", [b"\xc1", b"\x81\xa5query", b"\x81\xa1q\xa1x\x00"])
+def test_undecodable_msgpack_gets_400_with_a_reason(server, body):
+    # 0xc1 is reserved in msgpack: its FormatError has an empty message of its own.
+    headers = {"content-type": "application/msgpack"}
+    response = post(server, "/retrieve", content=body, headers=headers)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith("the body is not valid msgpack: ")
+    assert detail.removeprefix("the body is not valid msgpack: ").strip()
+
+
 # ------------------------------------------------------------------------- batching
 class SlowRetriever(KeywordRetriever):
     """Takes ``delay`` seconds per call, so concurrent requests pile up behind it."""

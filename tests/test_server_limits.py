@@ -9,6 +9,7 @@ until then, which fails the test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -187,6 +188,8 @@ def test_connections_beyond_the_cap_get_503():
         ("request_timeout", 0),
         ("keep_alive_timeout", -1),
         ("max_connections", 0),
+        ("max_hits_per_request", 0),
+        ("send_timeout", float("inf")),
     ],
 )
 def test_limits_are_checked(field, value):
@@ -202,3 +205,105 @@ def test_serve_help_documents_the_connection_limits(capsys):
     text = capsys.readouterr().out
     for flag in ("--max-body-mb", "--request-timeout", "--keep-alive-timeout", "--max-connections"):
         assert flag in text
+
+
+# ------------------------------------------------------------ answers never read
+class BulkyRetriever(KeywordRetriever):
+    """Every hit carries 1 KiB of text, so a request can ask for a large answer."""
+
+    def search(self, queries, k):
+        from research_env.data.types import Document
+        from research_env.retrievers.base import SearchHit
+
+        text = "x" * 1024
+        return [[SearchHit(Document(f"d{i}", text), 1.0) for i in range(k)] for _ in queries]
+
+
+def non_reading_client(server, body: dict) -> socket.socket:
+    """A connection with a tiny receive buffer that sends ``body`` and never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT)
+    sock.connect((server.host, server.port))
+    sock.sendall(request(body))
+    return sock
+
+
+def peek_status(sock) -> int | None:
+    """The status of the answer waiting on ``sock``, read without consuming it (the client
+    stays a non-reader), or None when the server aborted the connection."""
+    data, deadline = b"", time.monotonic() + WAIT
+    while b"\r\n" not in data and time.monotonic() < deadline:
+        try:
+            data = sock.recv(64, socket.MSG_PEEK)
+        except ConnectionResetError:
+            return None
+        if not data:
+            return None
+    return int(data.split(b" ", 2)[1])
+
+
+def bytes_until_closed(sock) -> int:
+    """Read ``sock`` to its end (an orderly close or a reset); how many bytes came."""
+    received = 0
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    return received
+
+
+def test_clients_that_never_read_their_answer_cannot_lock_the_server():
+    # 32 clients in turn each ask for an 8 MB answer (more than the kernel's socket
+    # buffers hold) and never read it; 8 connections are served at once. Without a send
+    # deadline the first 8 hold their connections and answers forever and every later
+    # client, the fresh one included, gets 503; with it, each is aborted after 0.5 s.
+    limits = ServerLimits(max_connections=8, send_timeout=0.5)
+    big = {"queries": [f"q{i}" for i in range(80)], "topk": 100}
+    with BackgroundServer(BulkyRetriever(), limits=limits) as server:
+        held, statuses = [], []
+        try:
+            for _ in range(32):
+                held.append(non_reading_client(server, big))
+                statuses.append(peek_status(held[-1]))
+            served, deadline = None, time.monotonic() + WAIT
+            while served is None and time.monotonic() < deadline:  # bounded retries
+                with connect(server) as fresh:
+                    fresh.sendall(request(QUERY))
+                    status, _, body = read_response(fresh)
+                if status == 200:
+                    served = body
+                else:
+                    assert status == 503
+                    time.sleep(0.05)
+            assert served is not None, "no fresh client was served while 32 others held on"
+            assert served["result"][0][0]["id"] == "d0"
+            answered = [sock for sock, status in zip(held, statuses, strict=True) if status == 200]
+            assert len(answered) >= 8  # the first 8 at least were answered, not refused
+            # Each answered connection was aborted: what reading it now gets is what the
+            # kernel's buffers held (a few MB at most), never the whole 8 MB answer.
+            assert all(bytes_until_closed(sock) < 8_000_000 for sock in answered)
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_request_for_too_many_hits_gets_413_before_it_is_searched():
+    limits = ServerLimits(max_hits_per_request=100)
+    retriever = BulkyRetriever()
+    with BackgroundServer(retriever, limits=limits) as server, connect(server) as sock:
+        sock.sendall(request({"queries": ["a", "b", "c"], "topk": 34}))
+        status, _, body = read_response(sock)
+        assert status == 413
+        assert "102 hits" in body["detail"] and "max-hits-per-request" in body["detail"]
+        sock.sendall(request({"queries": ["a", "b"], "topk": 50}))
+        assert read_response(sock)[0] == 200  # 100 hits: at the limit
+
+
+def test_serve_help_names_the_answer_limits(capsys):
+    from research_env.commands.serve import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--max-hits-per-request", "--send-timeout"):
+        assert text.count(flag) >= 2  # in the promise at the top and as an option

@@ -56,6 +56,24 @@ def test_actions_are_text_turns_of_the_llm_env_with_its_reward():
         }
 
 
+@pytest.mark.parametrize(
+    "action",
+    [2.7, -0.5, 3.0, "3", True, False, float("nan"), None, np.array([1]), np.array([1, 2]),
+     np.float64(1.0), np.array(1.5), -1, 10**6],
+    ids=repr,
+)  # fmt: skip
+def test_a_discrete_action_that_is_not_an_integer_in_the_space_is_one_value_error(action):
+    env = StructuredSearchEnv()
+    env.reset(options={"index": 0})
+    with pytest.raises(ValueError, match=r"is not in Discrete\(\d+\): an action is an integer"):
+        env.step(action)
+    # The episode is untouched: a valid action still plays.
+    for valid in (np.int64(0), np.array(0), 0):
+        env.reset(options={"index": 0})
+        _, _, terminated, truncated, _ = env.step(valid)
+        assert not terminated and not truncated
+
+
 def test_a_good_plan_is_rewarded_and_stop_ends_without_answer():
     env = StructuredSearchEnv(n_queries=4, n_answers=8)
     env.reset(options={"index": 2})  # "Who was the artist of the album The Sega Garden?"

@@ -5,6 +5,7 @@ filters work, the trained-token count shown is the loss mask's sum)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -19,7 +20,7 @@ from algorithms.transcripts import (
     transcript_record,
     write_transcripts,
 )
-from benchmarks.eval.view import find_transcripts, load_episodes
+from benchmarks.eval.view import find_transcripts, load_episodes, write_view
 from benchmarks.eval.view_page import embed_json, render_page
 from research_env.cli import main
 
@@ -147,6 +148,62 @@ def test_a_malformed_episode_is_skipped_with_a_note_not_drawn(policy, tmp_path):
         f"x{SUFFIX}: 2 malformed episode(s) skipped (loss_mask must list one value per "
         f"response token ({n}))."
     ]
+
+
+def page_data(page: str) -> dict:
+    """The page's embedded data, parsed as strictly as a browser's JSON.parse does."""
+    start = page.index('id="transcripts">') + len('id="transcripts">')
+    text = page[start : page.index("</script>", start)]
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_written_as_valid_json_null(policy, tmp_path):
+    record = transcript_record(oracle_like(policy.tokenizer), policy.tokenizer)
+    diverged = {**record, "reward": float("nan"), "f1": float("inf")}
+    diverged["logprobs"] = [float("-inf"), *record["logprobs"][1:]]
+    write_transcripts(tmp_path / f"train{SUFFIX}", [diverged, record])  # NaN, Infinity
+    out = write_view(tmp_path)
+    episodes = page_data(out.read_text(encoding="utf-8"))["episodes"]
+    assert len(episodes) == 2
+    assert episodes[0]["reward"] is None and episodes[0]["f1"] is None
+    assert episodes[0]["logprobs"][0] is None and episodes[1]["reward"] == record["reward"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("reward", {"value": 1}, "reward must be a number, got dict"),
+        ("source", {"name": "x"}, "source must be text, got dict"),
+        ("leaks", {"0": 1}, "leaks must be a list of token positions"),
+        ("golden_answers", "Tamsy Orr", "golden_answers must be a list of strings"),
+        ("logprobs", "x", "logprobs must list one value per response token"),
+    ],
+)
+def test_an_episode_with_a_field_of_the_wrong_type_is_skipped_with_a_note(
+    policy, tmp_path, field, value, problem
+):
+    record = transcript_record(oracle_like(policy.tokenizer), policy.tokenizer)
+    path = write_transcripts(tmp_path / f"x{SUFFIX}", [{**record, field: value}, record])
+    episodes, notes = load_episodes([path])
+    assert episodes == [record]
+    assert notes[0].startswith(f"x{SUFFIX}: 1 malformed episode(s) skipped ({problem}")
+
+
+def test_a_deep_or_undecodable_line_is_an_error_naming_the_file_and_line(tmp_path, capsys):
+    deep = tmp_path / f"deep{SUFFIX}"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ValueError, match=rf"deep{re.escape(SUFFIX)}:1: .*nested too deeply"):
+        list(read_transcripts(deep))
+    latin = tmp_path / f"latin{SUFFIX}"
+    latin.write_bytes(b'{"format": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=rf"latin{re.escape(SUFFIX)}:1: .*not UTF-8"):
+        list(read_transcripts(latin))
+    assert main(["view", str(latin)]) == 2
+    assert f"latin{SUFFIX}:1" in capsys.readouterr().err
 
 
 def test_view_runs_without_torch(policy, tmp_path):

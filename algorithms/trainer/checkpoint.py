@@ -9,6 +9,7 @@ A checkpoint is a directory ``<out>/checkpoints/step-000120/`` holding::
                     and whatever else the algorithm needs to continue exactly
     config.yaml     the run's TrainConfig
     state.json      step and algorithm, human-readable
+    checksums.json  the sha256 of every other file, checked when the checkpoint is read
 
 It is written into a temporary sibling directory and renamed into place only when complete,
 so a crash while saving never leaves a checkpoint that looks whole but is not; the temporary
@@ -21,9 +22,12 @@ plain Python values (the RNG states are stored as lists of ints), so a crafted f
 run code when a run resumes. A checkpoint that does not read back (a truncated
 ``trainer.pt``, a damaged safetensors file, an invalid ``config.yaml``) raises
 :class:`CorruptCheckpointError` naming the file; :func:`latest_intact_checkpoint` skips
-such checkpoints and returns the newest one that is whole.
+such checkpoints and returns the newest one that is whole. So does a file whose bytes no
+longer match ``checksums.json`` (a flipped byte inside the weights reads back without error,
+but not as what was trained); checkpoints written before checksums were kept load without
+that check.
 
-Why one file of ~500 lines: it is one idea, the checkpoint's on-disk format, and its
+Why one file of ~570 lines: it is one idea, the checkpoint's on-disk format, and its
 writing, reading, integrity checks and export must change together.
 """
 
@@ -61,6 +65,7 @@ from research_env import storage
 CHECKPOINTS_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer.pt"
+CHECKSUMS = "checksums.json"
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
@@ -171,7 +176,37 @@ def save_checkpoint(
         config.to_yaml(tmp / "config.yaml")
         state = {"step": step, "algo": config.algo, "lora": config.model.lora is not None}
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        sums = {
+            file.relative_to(tmp).as_posix(): storage.file_sha256(file)
+            for file in sorted(tmp.rglob("*"))
+            if file.is_file()
+        }
+        (tmp / CHECKSUMS).write_text(json.dumps({"sha256": sums}, indent=2) + "\n")
     return directory
+
+
+def _check_checksums(directory: Path) -> None:
+    """Every file listed in ``checksums.json`` is there with the bytes it was written with
+    (a checkpoint without the file, written before it existed, is not checked)."""
+    listing = directory / CHECKSUMS
+    if not listing.exists():
+        return
+    try:
+        sums = json.loads(listing.read_text(encoding="utf-8"))["sha256"]
+        items = list(sums.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CorruptCheckpointError(
+            f"{listing} is not a checksum list ({_one_line(err)})"
+        ) from None
+    for name, expected in items:
+        file = directory / name
+        if not file.is_file():
+            raise CorruptCheckpointError(f"{file} is missing (listed in {CHECKSUMS})")
+        if storage.file_sha256(file) != expected:
+            raise CorruptCheckpointError(
+                f"{file} does not match the sha256 recorded when the checkpoint was written: "
+                "its bytes changed on disk (a damaged or edited file)"
+            )
 
 
 @dataclass
@@ -205,6 +240,7 @@ def load_checkpoint(directory: str | os.PathLike, *, mmap: bool = False) -> Chec
             f"{directory / 'config.yaml'} is not a valid config ({_one_line(err)})"
         ) from None
     _check_weight_files(directory)
+    _check_checksums(directory)
     try:
         return CheckpointState(
             path=directory,
@@ -282,10 +318,17 @@ def _check_weight_files(directory: Path) -> None:
                 raise CorruptCheckpointError(
                     f"{file} is not a readable safetensors file ({_one_line(err)})"
                 ) from None
-        for json_file in part.glob("*config.json"):
+        for binary in sorted(part.glob("*.bin")):  # torch pickles: tensors only, as trainer.pt
             try:
-                json.loads(json_file.read_text())
-            except (OSError, ValueError) as err:
+                torch.load(binary, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as err:
+                raise CorruptCheckpointError(
+                    f"{binary} is not a readable weights file of tensors ({_one_line(err)[:300]})"
+                ) from None
+        for json_file in part.glob("*.json"):  # configs and the tokenizer
+            try:
+                json.loads(json_file.read_bytes().decode("utf-8"))
+            except (OSError, ValueError, RecursionError) as err:
                 raise CorruptCheckpointError(
                     f"{json_file} is not valid JSON ({_one_line(err)})"
                 ) from None

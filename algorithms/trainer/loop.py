@@ -54,7 +54,7 @@ from algorithms.trainer import distributed, fsdp
 from algorithms.trainer.freeze import train_top_layers
 from algorithms.trainer.metrics import MetricsLogger, episode_metrics, is_truncated, progress_bar
 from algorithms.trainer.optim import lr_factor, make_optimizer
-from algorithms.trainer.update import Models, prepare_update, run_update
+from algorithms.trainer.update import Models, NonFiniteUpdateError, prepare_update, run_update
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
 
@@ -348,17 +348,33 @@ class OnPolicyAlgorithm:
                       advantages=advantages, step=self.step + 1, limit=count,
                       source=f"{self.name} training")  # fmt: skip
 
+    _nonfinite_skips: int = 0  # optimizer steps skipped so far (trainer.skip_nonfinite_updates)
+
     def _run_update(self, data: UpdateBatch | None) -> dict[str, float]:
         terms = self.objective_terms()
-        return run_update(
-            data,
-            self._models(),
-            self.optimizer,
-            self.config,
-            self.objective,
-            loss_agg=terms.loss_agg,
-            entropy_grad=terms.entropy_coef != 0.0,
-        )
+        try:
+            metrics = run_update(
+                data,
+                self._models(),
+                self.optimizer,
+                self.config,
+                self.objective,
+                loss_agg=terms.loss_agg,
+                entropy_grad=terms.entropy_coef != 0.0,
+            )
+        except NonFiniteUpdateError as err:
+            raise NonFiniteUpdateError(err.loss_finite, err.grad_norm, self.step + 1) from None
+        skipped = int(metrics["train/skipped_updates"])
+        if skipped:
+            self._nonfinite_skips += skipped
+            warnings.warn(
+                f"step {self.step + 1}: skipped {skipped} optimizer step(s) with a non-finite "
+                f"loss or gradient norm ({self._nonfinite_skips} in this run; "
+                "trainer.skip_nonfinite_updates=true)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return metrics
 
     def objective(self, data: UpdateBatch, scores: TokenScores, denominator: float):
         """The loss of one micro-batch: the shared policy objective with this algorithm's
@@ -493,6 +509,7 @@ class OnPolicyAlgorithm:
             if self.config.checkpoint.export_final and (main or self._twin is not None):
                 with self._full_policy(rank0_only=True) as policy:
                     if policy is not None and main:
+                        _refuse_non_finite_weights(policy, self.step)
                         ckpt.export_pretrained(
                             policy, out / "final", config=self.config, step=self.step
                         )
@@ -681,3 +698,15 @@ def _sync_model_config(config: TrainConfig, policy: Policy) -> None:
         )  # fmt: skip
     else:
         config.model.lora = None
+
+
+def _refuse_non_finite_weights(policy: Policy, step: int) -> None:
+    """No final model is exported whose weights hold NaN or infinity (a last update that
+    overflowed them passes every check of its own loss and gradient)."""
+    for name, param in policy.model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise ValueError(
+                f"after step {step} the weight {name} holds NaN or infinity: no final model "
+                "is exported. Lower optim.lr or set optim.max_grad_norm; the checkpoints "
+                "under checkpoints/ hold the steps saved so far"
+            )

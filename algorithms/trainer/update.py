@@ -3,7 +3,8 @@
     prepare_update(batch)     pi_old, the reference and the critic's values (no grad)
     run_update(data)          for epoch: for minibatch: for micro-batch:
                                   loss, stats = objective(micro, scores); loss.backward()
-                              clip grads; skip the step if anything is non-finite; step
+                              clip grads; stop (or, if asked, skip the step) if anything
+                              is non-finite; step
 
 Loss micro-batching: every micro-batch loss is divided by the token (or sequence) count of
 its whole *minibatch*, so the summed micro-batch gradients equal the full minibatch's.
@@ -41,6 +42,22 @@ from algorithms.scoring import (
 from algorithms.trainer import distributed, fsdp
 
 Objective = Callable[[UpdateBatch, TokenScores, float], tuple[Tensor, dict[str, Stat]]]
+
+
+class NonFiniteUpdateError(ValueError):
+    """An optimizer step met a non-finite loss or gradient norm and
+    ``trainer.skip_nonfinite_updates`` is false: training stops before the weights change."""
+
+    def __init__(self, loss_finite: bool, grad_norm: float, step: int | None = None) -> None:
+        self.loss_finite, self.grad_norm = loss_finite, grad_norm
+        what = f"the gradient norm is {grad_norm}" if loss_finite else "the loss is not finite"
+        where = "" if step is None else f"step {step}: "
+        super().__init__(
+            f"{where}{what}: training stopped before this optimizer step, so no weight was changed "
+            "by it and no final model is exported. Lower optim.lr, set optim.max_grad_norm, "
+            "or set trainer.skip_nonfinite_updates=true to skip such steps (they are counted "
+            "in train/skipped_updates and warned about)"
+        )
 
 
 @dataclass
@@ -159,8 +176,10 @@ def run_update(
             )
             # The one host read of this optimizer step: finiteness, grad norm and stats.
             if not bool(finite & torch.isfinite(grad_norm)):
-                skipped += 1
                 optimizer.zero_grad(set_to_none=True)
+                if not cfg.skip_nonfinite_updates:
+                    raise NonFiniteUpdateError(bool(finite), float(grad_norm))
+                skipped += 1
                 continue
             optimizer.step()
             updates += 1

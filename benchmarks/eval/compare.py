@@ -82,28 +82,64 @@ def run(args: argparse.Namespace) -> int:
 def read_rows(run_dir: Path) -> dict[str, dict[str, float]]:
     """The rows of a run: ``results.json`` rows by name, or the last training step and
     the last evaluation of ``metrics.jsonl``."""
+    from research_env.storage import read_json_file
+
     results = run_dir / "results.json"
     if results.exists():
-        return {row["name"]: row["overall"] for row in json.loads(results.read_text())}
+        return _result_rows(results, read_json_file(results, "research-env eval's rows"))
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
         raise FileNotFoundError(f"{run_dir} holds neither results.json nor metrics.jsonl")
     rows: dict[str, dict[str, float]] = {}
     last: dict[str, tuple[int, dict[str, float]]] = {}
-    for line in metrics.read_text().splitlines():
+    try:
+        text = metrics.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{metrics}: not UTF-8 text (at byte offset {err.start})") from None
+    for line in text.splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue  # a line cut short by a kill
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue  # not a step's record
         for prefix, label in (("episode", "train"), ("eval", "eval")):
             values = {
-                k: record[f"{prefix}/{k}"] for k in METRIC_COLUMNS if f"{prefix}/{k}" in record
+                k: record[f"{prefix}/{k}"]
+                for k in METRIC_COLUMNS
+                if _is_number(record.get(f"{prefix}/{k}"))
             }
             if values:
-                last[label] = (int(record["step"]), values)
+                last[label] = (step, values)
     for label, (step, values) in last.items():
         rows[f"{label} (step {step})"] = values
     return rows
+
+
+def _result_rows(path: Path, rows: Any) -> dict[str, dict[str, float]]:
+    """``results.json``'s rows by name, checked: a list of objects, each with a ``name``
+    and an ``overall`` object of numbers."""
+    if not isinstance(rows, list):
+        raise ValueError(
+            f"{path}: expected a list of rows (objects with 'name' and 'overall'), got "
+            f"{type(rows).__name__}"
+        )
+    out: dict[str, dict[str, float]] = {}
+    for i, row in enumerate(rows):
+        name = row.get("name") if isinstance(row, dict) else None
+        overall = row.get("overall") if isinstance(row, dict) else None
+        if not isinstance(name, str) or not isinstance(overall, dict):
+            raise ValueError(
+                f"{path}: row {i} must be an object with a 'name' (text) and an 'overall' "
+                f"object of metrics, got {type(row).__name__}"
+            )
+        out[name] = {k: v for k, v in overall.items() if _is_number(v)}
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def side_by_side(

@@ -17,14 +17,13 @@ the embedded data stops at ``max_mb``; the page says what was left out.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from algorithms.transcripts import ROLE_NAMES, SUFFIX, read_transcripts, record_problem
-from benchmarks.eval.view_page import render_page
+from benchmarks.eval.view_page import embed_json, render_page
 
 DEFAULT_LIMIT = 500  # episodes per file
 DEFAULT_MAX_MB = 32.0  # embedded episode data, all files together
@@ -110,10 +109,14 @@ def load_episodes(
         kept, skipped, first_problem = 0, 0, ""
         for record in read_transcripts(path, every=stride):
             problem = record_problem(record)
+            if problem is None:
+                try:  # the page's JSON: NaN and infinity become null
+                    size = len(embed_json(record))
+                except RecursionError:
+                    problem = "nested too deeply to embed"
             if problem is not None:
                 skipped, first_problem = skipped + 1, first_problem or problem
                 continue
-            size = len(json.dumps(record, ensure_ascii=False))
             if used + size > budget:
                 notes.append(
                     f"Stopped at {max_mb:g} MB of data in {path.name} (--max-mb): "

@@ -15,14 +15,28 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from typing import Any
 
 
 def embed_json(data: Any) -> str:
-    """JSON that is safe inside a ``<script>`` element (no ``</script>``, no ``<!--``)."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """JSON that is safe inside a ``<script>`` element (no ``</script>``, no ``<!--``) and
+    valid (a non-finite number, which ``JSON.parse`` refuses, is written as null: the page
+    shows "nan")."""
+    text = json.dumps(finite(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def finite(data: Any) -> Any:
+    """``data`` with every NaN or infinity (as Python's JSON reader accepts) made None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [finite(v) for v in data]
+    return data
 
 
 def render_page(title: str, payload: dict[str, Any]) -> str:
@@ -119,8 +133,8 @@ const FILTERS = {
 let page = 0;
 
 function text(value) { return value === undefined || value === null ? "" : String(value); }
-function fixed(value, digits) {
-  return value === undefined || value === null ? "n/a" : Number(value).toFixed(digits);
+function fixed(value, digits) {  // null: a NaN or infinity in the transcript
+  return value === undefined ? "n/a" : value === null ? "nan" : Number(value).toFixed(digits);
 }
 function el(tag, cls, content) {
   const node = document.createElement(tag);

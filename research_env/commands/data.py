@@ -209,10 +209,12 @@ def run_show(args: argparse.Namespace) -> int:
             f"({', '.join(sorted(data.DATASETS))})"
         )
     from research_env.data import formats
+    from research_env.data.formats._files import container_of
 
     first = formats.peek_first(path)
     release = formats.format_of_record(first)
-    if release not in (None, "flashrag"):  # an original release file: parse it whole
+    sheet = container_of(path) in ("csv", "tsv")  # rows of cells, with or without a header
+    if sheet or release not in (None, "flashrag"):  # an original release file: parse it whole
         samples = formats.read_records(path).samples
         for sample in samples[args.skip : args.skip + args.n]:
             print(_format_sample(sample), end="\n\n")

@@ -23,10 +23,12 @@ retriever call (micro-batching), which is what makes a single CPU process keep u
 with many rollout workers. The index is built on first use and cached in --index-dir.
 
 No client can hold the server's memory or connections: bodies over --max-body-mb are
-refused (413) before they are read, a request must arrive whole within
---request-timeout seconds (408), idle kept-alive connections close after
---keep-alive-timeout seconds, and beyond --max-connections open connections requests
-get 503.
+refused (413) before they are read, a request asking for more than
+--max-hits-per-request hits (queries x topk) is refused (413) before it is searched, a
+request must arrive whole within --request-timeout seconds (408), an answer its client
+does not read is dropped and its connection aborted after --send-timeout seconds, idle
+kept-alive connections close after --keep-alive-timeout seconds, and beyond
+--max-connections open connections requests get 503.
 """
 
 EPILOG = """\
@@ -141,6 +143,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1024,
         help="largest batch one request may send (default: 1024)",
     )
+    batching.add_argument(
+        "--max-hits-per-request",
+        type=int,
+        default=25_600,
+        help="most hits (queries x topk) one request may ask for; more gets 413. Bounds "
+        "an answer's size and memory (default: 25600)",
+    )
 
     conn = parser.add_argument_group("connections (what one slow or hostile client may hold)")
     conn.add_argument(
@@ -163,6 +172,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         help="seconds an idle kept-alive connection stays open between requests (default: 5)",
+    )
+    conn.add_argument(
+        "--send-timeout",
+        type=float,
+        default=30.0,
+        help="seconds an answer may wait for its client to read it (its unsent part above "
+        "64 KiB); then the connection is aborted and the answer's memory freed (default: 30)",
     )
     conn.add_argument(
         "--max-connections",
@@ -236,9 +252,11 @@ def run(args: argparse.Namespace) -> int:
         default_topk=args.default_topk,
         max_topk=args.max_topk,
         max_queries_per_request=args.max_queries_per_request,
+        max_hits_per_request=args.max_hits_per_request,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         request_timeout=args.request_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
+        send_timeout=args.send_timeout,
         max_connections=args.max_connections,
     )
     print(f"loading {args.retriever} index of {args.corpus} ...", file=sys.stderr, flush=True)

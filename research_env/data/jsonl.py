@@ -14,6 +14,7 @@ carries the count of skipped lines and their errors; a warning states the count.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -62,6 +63,11 @@ def _answer_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     # Numeric answers (years, counts) appear as JSON numbers in some datasets.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(
+            f"'golden_answers' holds {value!r} (NaN or Infinity in the file): an answer "
+            "must be text or a finite number"
+        )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise ValueError(f"'golden_answers' items must be strings, got {value!r}")

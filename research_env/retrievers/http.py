@@ -72,6 +72,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import random
 import threading
 import time
@@ -106,6 +107,13 @@ def _retryable(status: int) -> bool:
     """Server trouble (5xx) or "try again later" (408 Request Timeout, 429 Too Many
     Requests); every other 4xx is the caller's fault and would fail again."""
     return status >= 500 or status in (408, 429)
+
+
+def _too_large(cap: int, what: str) -> str:
+    return (
+        f"the answer {what}; the limit is {cap} bytes (HttpRetriever(max_answer_bytes=...)): "
+        "send fewer queries per request (batch_size) or ask for fewer hits (k)"
+    )
 
 
 class RetrievalError(RuntimeError):
@@ -146,6 +154,10 @@ class HttpRetriever:
         max_concurrency: most HTTP requests in flight at once from this client, over all
             threads and servers (``None``, the default: no cap).
         headers: extra HTTP headers (e.g. an auth token).
+        max_answer_bytes: the largest answer body read (default 64 MiB); a larger one
+            is a :class:`RetrievalError` naming this limit, raised as soon as the body
+            (or its ``Content-Length``) passes it, so a runaway server cannot fill this
+            process's memory.
 
     ``search`` returns one list per query of at most ``k`` hits in the server's order (in
     score order across shards). Hits carry the server's scores (0.0 when it sends none).
@@ -164,6 +176,7 @@ class HttpRetriever:
         batch_size: int = 256,
         max_concurrency: int | None = None,
         headers: dict[str, str] | None = None,
+        max_answer_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if protocol not in ("auto", *PROTOCOLS):
             raise ValueError(
@@ -173,6 +186,8 @@ class HttpRetriever:
             raise ValueError(f"policy must be 'round_robin' or 'shard', not {policy!r}")
         if timeout <= 0 or retries < 0 or backoff < 0 or batch_size < 1:
             raise ValueError("need timeout > 0, retries >= 0, backoff >= 0 and batch_size >= 1")
+        if max_answer_bytes < 1:
+            raise ValueError(f"max_answer_bytes must be >= 1, got {max_answer_bytes}")
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
         self.urls, named_policy, implied = parse_endpoints(url, POLICIES)
@@ -186,6 +201,7 @@ class HttpRetriever:
         self.max_backoff = max_backoff
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
+        self.max_answer_bytes = max_answer_bytes
         if protocol == "auto" and implied is not None:
             protocol = implied  # type: ignore[assignment]
         self._protocol: str | None = None if protocol == "auto" else protocol
@@ -260,6 +276,15 @@ class HttpRetriever:
             for shard in self.urls
         ]
         per_shard = [future.result() for future in futures]  # a failed shard raises here
+        for shard, results in zip(self.urls, per_shard, strict=True):
+            for i, hits in enumerate(results):
+                bad = next((h for h in hits if not math.isfinite(h.score)), None)
+                if bad is not None:
+                    raise RetrievalError(
+                        shard,
+                        f"document {bad.document.id!r} for query {i} has score {bad.score}: "
+                        "shards' hits are merged by score, which needs finite scores",
+                    )
         return [merge_shards([hits[i] for hits in per_shard], k) for i in range(len(queries))]
 
     def _search_at(
@@ -354,21 +379,38 @@ class HttpRetriever:
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
         slot = self._slots if self._slots is not None else contextlib.nullcontext()
         try:
-            with slot, request_deadline(self.timeout):
-                response = self._pool.request(
+            with (
+                slot,
+                request_deadline(self.timeout),
+                self._pool.stream(
                     "POST",
                     endpoint,
                     headers=self._headers,
                     content=data,
                     extensions={"timeout": timeouts},
-                )
+                ) as response,
+            ):
+                return response.status, self._read_capped(endpoint, response)
         except httpcore.TimeoutException as error:
             raise _RetryableFailure(
                 f"timed out: no whole answer within {self.timeout}s ({type(error).__name__})"
             ) from error
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError) as error:
             raise _RetryableFailure(f"{type(error).__name__}: {error}") from error
-        return response.status, response.content
+
+    def _read_capped(self, endpoint: str, response: Any) -> bytes:
+        """The answer's body, refused once it (or its Content-Length) passes the cap."""
+        cap = self.max_answer_bytes
+        declared = dict((k.lower(), v) for k, v in response.headers).get(b"content-length", b"")
+        if declared.strip().isdigit() and int(declared) > cap:
+            raise RetrievalError(endpoint, _too_large(cap, f"declares {int(declared)} bytes"))
+        chunks, size = [], 0
+        for chunk in response.iter_stream():
+            size += len(chunk)
+            if size > cap:
+                raise RetrievalError(endpoint, _too_large(cap, f"passed {cap} bytes"))
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _detect_protocol(self) -> str:
         """Ask one tiny Search-R1 request (each attempt of the servers in turn); fall back

@@ -37,6 +37,12 @@ A client cannot hold the server's memory or connections hostage (all in
   within this many seconds of its first byte (a new connection, of being opened), or it
   gets 408 and is closed. This is what stops idle and trickling ("slowloris") clients;
   uvicorn has no such timeout of its own.
+* ``max_hits_per_request`` (25,600): a request asking for more hits (queries x topk)
+  gets 413 before it is searched; this bounds the size of one answer.
+* ``send_timeout`` (30 s): an answer its client does not read (its unsent part stays
+  above the transport's 64 KiB high-water mark this long) is dropped and the connection
+  aborted, so a client that never reads cannot hold the answer's memory or its
+  connection.
 * ``keep_alive_timeout`` (5 s): an idle kept-alive connection is closed after this long
   (uvicorn's ``timeout_keep_alive``).
 * ``max_connections`` (1024): beyond this many open connections, requests get 503 at

@@ -3,8 +3,11 @@
 uvicorn's own knobs cover the kept-alive idle time (``timeout_keep_alive``) and the
 connection cap (``limit_concurrency``); what it lacks is a deadline for a request to
 arrive whole, so a client that connects and stays silent, or trickles half a request
-("slowloris"), would hold a connection forever. :func:`uvicorn_config` sets the knobs and
-mixes :class:`_RequestDeadline` into uvicorn's HTTP protocol class to add the deadline.
+("slowloris"), would hold a connection forever; and a deadline for an answer to be read,
+so a client that sends a request and never reads the answer does not hold the connection
+and the answer's memory forever either (uvicorn waits for the buffer to drain before the
+keep-alive timer even starts). :func:`uvicorn_config` sets the knobs and mixes
+:class:`_RequestDeadline` into uvicorn's HTTP protocol class to add both deadlines.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def uvicorn_config(
     limits = limits or ServerLimits()
     return uvicorn.Config(
         app,
-        http=_protocol_with_deadline(http, limits.request_timeout),
+        http=_protocol_with_deadline(http, limits.request_timeout, limits.send_timeout),
         # uvicorn annotates this as int but only hands it to loop.call_later.
         timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]
         # uvicorn answers 503 once open connections (the asking one included) reach its
@@ -54,13 +57,36 @@ class _RequestDeadline(asyncio.Protocol):
     protocols (h11, httptools) keep the request being read in ``self.cycle``, whose
     ``more_body`` turns False when its body is complete; that is all this relies on (the
     tests pin it).
+
+    The answer has a deadline too: when the transport pauses writing (its unsent bytes
+    passed the high-water mark: the client is not reading), the client has
+    ``send_timeout`` seconds to read it down below that again, else the connection is
+    aborted, which drops the unsent answer at once (``close`` would wait for it to drain).
     """
 
     request_timeout: float
+    send_timeout: float
     cycle: Any
     transport: Any
     _deadline: asyncio.TimerHandle | None = None
     _cycle_before: Any = None  # the request already read when the deadline was armed
+    _send_deadline: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        if self._send_deadline is None:
+            loop = asyncio.get_running_loop()
+            self._send_deadline = loop.call_later(self.send_timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _send_expired(self) -> None:
+        self._send_deadline = None  # still paused: resume_writing cancels the deadline
+        self.transport.abort()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -75,6 +101,9 @@ class _RequestDeadline(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
         super().connection_lost(exc)
 
     def _request_read(self) -> bool:
@@ -118,7 +147,9 @@ def _request_timeout_response(seconds: float) -> bytes:
     return head.encode("latin-1") + body
 
 
-def _protocol_with_deadline(http: str, request_timeout: float) -> type[asyncio.Protocol]:
+def _protocol_with_deadline(
+    http: str, request_timeout: float, send_timeout: float
+) -> type[asyncio.Protocol]:
     from uvicorn.config import HTTP_PROTOCOLS
     from uvicorn.importer import import_from_string
 
@@ -126,4 +157,5 @@ def _protocol_with_deadline(http: str, request_timeout: float) -> type[asyncio.P
         raise ValueError(f"http must be 'auto', 'h11' or 'httptools', not {http!r}")
     base = import_from_string(HTTP_PROTOCOLS[http])
     name = f"{base.__name__}WithRequestTimeout"
-    return type(name, (_RequestDeadline, base), {"request_timeout": request_timeout})
+    attributes = {"request_timeout": request_timeout, "send_timeout": send_timeout}
+    return type(name, (_RequestDeadline, base), attributes)

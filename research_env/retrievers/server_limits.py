@@ -18,6 +18,7 @@ __all__ = [
     "RequestError",
     "ServerLimits",
     "check_flag",
+    "check_hits",
     "check_queries",
     "check_query",
     "check_topk",
@@ -32,6 +33,11 @@ class ServerLimits:
     max_topk: int = 100
     max_query_chars: int = 4_096
     max_queries_per_request: int = 1_024
+    # Queries x topk: the hits one request may ask for. The answer's size (and the memory
+    # it holds until the client has read it) grows with it: 1,024 queries x topk 100 made
+    # an 11.9 MiB answer. The default lets HttpRetriever's default batch (256 queries)
+    # ask for topk 100, a quarter of what max_queries_per_request x max_topk would allow.
+    max_hits_per_request: int = 25_600
     # Queries waiting in the batching queue beyond this are refused with 503 (retryable),
     # so an overloaded server sheds load instead of growing its latency without bound.
     max_pending_queries: int = 100_000
@@ -41,13 +47,17 @@ class ServerLimits:
     request_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1024
+    # Seconds an answer may wait for its client to read it: when the unsent part of an
+    # answer stays above the transport's high-water mark (64 KiB) this long, the
+    # connection is aborted and the answer's memory freed.
+    send_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_connections"):
+        for name in ("max_body_bytes", "max_connections", "max_hits_per_request"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
-        for name in ("request_timeout", "keep_alive_timeout"):
-            if not getattr(self, name) > 0:
+        for name in ("request_timeout", "keep_alive_timeout", "send_timeout"):
+            if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be > 0 seconds, not {getattr(self, name)}")
 
 
@@ -100,3 +110,14 @@ def check_queries(value: Any, name: str, limits: ServerLimits) -> list[str]:
             f"{limits.max_queries_per_request}: split the batch",
         )
     return [check_query(q, f"{name}[{i}]", limits) for i, q in enumerate(value)]
+
+
+def check_hits(queries: int, k: int, limits: ServerLimits) -> None:
+    """Refuse (413) a request whose queries x topk exceeds ``limits.max_hits_per_request``."""
+    if queries * k > limits.max_hits_per_request:
+        raise RequestError(
+            413,
+            f"{queries} queries x topk {k} = {queries * k} hits in one request; the limit is "
+            f"{limits.max_hits_per_request} (ServerLimits.max_hits_per_request, research-env "
+            "serve --max-hits-per-request): send fewer queries per request or a smaller topk",
+        )

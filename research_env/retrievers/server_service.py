@@ -25,6 +25,7 @@ from research_env.retrievers.server_limits import (
     RequestError,
     ServerLimits,
     check_flag,
+    check_hits,
     check_queries,
     check_query,
     check_topk,
@@ -52,7 +53,9 @@ def _decode_body(body: bytes, content_type: str) -> tuple[dict[str, Any], bool]:
             payload = json.loads(body)
     except Exception as error:
         kind = "msgpack" if as_msgpack else "JSON"
-        raise RequestError(400, f"the body is not valid {kind}: {error}") from None
+        # Some msgpack errors (FormatError on a reserved byte) carry no message of their own.
+        reason = str(error) or f"{type(error).__name__}: not a well-formed {kind} object"
+        raise RequestError(400, f"the body is not valid {kind}: {reason}") from None
     if not isinstance(payload, dict):
         raise RequestError(422, f"the body must be an object, got {type(payload).__name__}")
     return payload, as_msgpack
@@ -165,6 +168,7 @@ class RetrievalService:
             raise RequestError(
                 422, "the body needs 'queries' (a list of strings) or 'query' (a string)"
             )
+        check_hits(len(queries), k, limits)
         results = await self.run_search(queries, k)
         if flat:
             return {"result": _search_r1_items(results[0], with_scores)}
@@ -187,6 +191,7 @@ class RetrievalService:
         queries = check_queries(payload[key], key, self.limits)
         k = check_topk(payload.get("top_n"), "top_n", self.limits)
         with_scores = check_flag(payload.get("return_score"), "return_score")
+        check_hits(len(queries), k, self.limits)
         results = await self.run_search(queries, k)
         docs = [[_doc(h) for h in hits] for hits in results]
         return [docs, [[h.score for h in hits] for hits in results]] if with_scores else docs
@@ -206,6 +211,7 @@ class RetrievalService:
                 "max_topk": limits.max_topk,
                 "max_query_chars": limits.max_query_chars,
                 "max_queries_per_request": limits.max_queries_per_request,
+                "max_hits_per_request": limits.max_hits_per_request,
             },
             "stats": self.stats.as_dict(),
         }
