@@ -137,3 +137,13 @@ def test_the_reference_section_is_cut_from_results_and_demoted(tmp_path):
     assert "# a shell comment" in demote_headings(section)  # inside the fence: kept
     assert results_section(path, "## Missing") is None
     assert results_section(tmp_path / "absent.md", "## Ablation") is None
+
+
+def test_demo_warmstart_saves_the_demos_warm_start(tmp_path):
+    """``python -m benchmarks.demo_warmstart`` reads the demo's settings through the demo's
+    own parser: a hand-made argument list once missed ``--baseline-questions`` and crashed."""
+    from algorithms.policy import load_policy
+    from benchmarks.demo_warmstart import main as warmstart
+
+    assert warmstart(["--out", str(tmp_path), "--model", "tiny-random", "--steps", "1"]) == 0
+    assert load_policy(str(tmp_path / "warm"), device="cpu").model is not None
