@@ -21,6 +21,12 @@ from research_env.templates import PromptTemplate, get_template
 from research_env.termination import Termination
 
 
+class UnsupportedRenderMode(TypeError, ValueError):
+    """A ``render_mode`` the env cannot draw. A ``TypeError`` too, because that is how
+    Stable-Baselines3's ``make_vec_env`` learns that an env takes no ``rgb_array``: it
+    passes ``render_mode="rgb_array"``, catches ``TypeError`` and makes the env without it."""
+
+
 class MultiHopSearchEnv(gym.Env[str, str]):
     """Answer a multi-hop question by searching a document corpus.
 
@@ -159,8 +165,9 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            raise UnsupportedRenderMode(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got "
+                f"{render_mode!r}: the episode is text, there are no pixels to draw"
             )
         self.render_mode = render_mode
         self.rules = EpisodeRules(

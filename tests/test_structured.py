@@ -34,6 +34,22 @@ def test_registered_and_passes_sb3_check_env():
     check_env(StructuredSearchEnv(n_queries=2, n_answers=3, retriever="empty", max_turns=2))
 
 
+def test_sb3_make_vec_env_one_liner():
+    """SB3's ``make_vec_env`` passes ``render_mode="rgb_array"`` and falls back on
+    ``TypeError``; a text env has no pixels, so it must take that fallback."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from research_env.env import UnsupportedRenderMode
+
+    envs = make_vec_env(research_env.STRUCTURED_ENV_ID, n_envs=2, env_kwargs={"max_turns": 2})
+    assert envs.num_envs == 2 and envs.reset().shape[0] == 2
+    assert envs.get_attr("render_mode") == [None, None]
+    with pytest.raises(UnsupportedRenderMode, match=r"'rgb_array'.*no pixels"):
+        gym.make(research_env.STRUCTURED_ENV_ID, render_mode="rgb_array")
+    with pytest.raises(ValueError, match="render_mode must be one of"):  # as it always was
+        MultiHopSearchEnv(render_mode="rgb_array")
+
+
 def test_actions_are_text_turns_of_the_llm_env_with_its_reward():
     """Replaying the synthesized turns in ReSearch-MultiHop-v0 gives the same reward and info."""
     env = StructuredSearchEnv()
