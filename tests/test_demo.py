@@ -3,6 +3,7 @@
 import re
 
 from research_env.cli import main
+from research_env.intervals import rate_half_width
 
 
 def test_demo_quick_writes_report(tmp_path):
@@ -27,6 +28,11 @@ def test_demo_quick_writes_report(tmp_path):
                    ("search agent: warm start", 2), ("search agent: after GRPO", 2)):  # fmt: skip
         assert re.search(rf"^\| {re.escape(row)} \| {n} \|", report, re.M), row
     assert re.search(r"^\| search agent: after GRPO, hops=\d \| 2 \|", report, re.M)
+    # EM's interval is Wilson's (research_env.intervals): not "± 0.000" at EM 0 on 1 question.
+    direct = re.search(
+        r"^\| direct answer \(no search\) \| 1 \| ([\d.]+) \| ([\d.]+) \|", report, re.M
+    )
+    assert direct and direct[2] == f"{rate_half_width(float(direct[1]), 1):.3f}" != "0.000"
     assert "Path: **warm start + RL**" in report
     assert "**What RL did:** EM changed by" in report and "over the same 2 dev questions" in report
     assert "## Example transcripts" in report and "Question: " in report

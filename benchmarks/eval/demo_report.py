@@ -115,7 +115,7 @@ def write_report(
     lines += ["## Results on the dev slice (greedy decoding)", ""]
     lines.append(markdown_table({s.name: s.overall for s in stages}, COLUMNS))
     lines += ["", "*em_ci95*: half-width of a 95% confidence interval for EM on this many "
-              "questions (normal approximation): differences smaller than that are noise.",
+              "questions (half the Wilson interval): differences smaller than that are noise.",
               ""]  # fmt: skip
     if change is not None:
         lines += [f"**What RL did:** {change.sentence()} The reference result, several seeds "
