@@ -305,12 +305,32 @@ def write_run_fingerprint(config: Any) -> None:
         env,
         model=config.model.name,
         eval_dataset={"n": len(held_out), "sha256": dataset_sha256(held_out)},
+        decoding=training_decoding(config),
     )
     old = read_fingerprint(config.output_dir)
     if old is not None and old.get("hash") != value["hash"]:
         fields = ", ".join(differing_fields(old, value))
         print(f"warning: this run's fingerprint changed ({fields})", file=sys.stderr)
     write_fingerprint(config.output_dir, value)
+
+
+def training_decoding(config: Any) -> dict[str, Any]:
+    """How the run's rollouts decode, as its fingerprint records it (``compare`` refuses to
+    mix runs that decoded differently): sampling, the resolved dtype and the token limits."""
+    import torch
+
+    from algorithms.precision import resolve_precision
+
+    device = config.model.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    rollout = config.rollout
+    return {
+        "decoding": rollout.sampling().describe(),
+        "decode_dtype": resolve_precision(rollout.rollout_dtype, device) or config.model.dtype,
+        "max_turn_tokens": rollout.max_turn_tokens,
+        "max_total_tokens": rollout.max_total_tokens,
+    }
 
 
 def probe_retriever(retriever: str, top_k: int, timeout: float = 10.0) -> None:

@@ -239,3 +239,9 @@ def test_training_writes_its_fingerprint_and_warns_when_resumed_differently(
     write_run_fingerprint(config)
     assert "fingerprint changed (rules.max_turns)" in capsys.readouterr().err
     assert read_fingerprint(tmp_path / "run")["rules"]["max_turns"] == 7
+    # How the rollouts decode is part of it too: dtype and token limits.
+    assert saved["decoding"] == {"decoding": "sampled T=1.0", "decode_dtype": "float32",
+                                 "max_turn_tokens": 256, "max_total_tokens": 2048}  # fmt: skip
+    config.rollout.max_total_tokens = 1024
+    write_run_fingerprint(config)
+    assert "fingerprint changed (decoding.max_total_tokens)" in capsys.readouterr().err
