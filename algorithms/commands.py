@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         )
         algo = make_algorithm(config.algo, policy, None, config)
     try:
-        algo.learn(algo.config.trainer.steps)
+        algo.learn()  # until trainer.steps: a resumed run continues where it stopped
     finally:
         algo.close()
     if not is_main_process():
