@@ -183,3 +183,24 @@ def test_cli_rejects_llm_only_flags_and_bad_sets(tmp_path, capsys):
     assert main(["train", "--algo", "sb3-ppo", "--model", "tiny-random"]) != 0
     assert main(["train", "--algo", "sb3-ppo", "--set", "grpo.kl_coef=0"]) != 0
     assert "sb3.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_sb3_cli_runs_are_first_class(tmp_path, capsys):
+    """``--set sb3.verbose=1`` reaches SB3 (it was a duplicate-argument TypeError); the
+    run writes fingerprint.json and rows ``compare`` reads; an existing run is not
+    overwritten."""
+    from research_env.cli import main
+    from research_env.fingerprint import read_fingerprint
+
+    out = tmp_path / "ppo"
+    argv = ["train", "--algo", "sb3-ppo", "--steps", "128", "--out", str(out),
+            "--set", "sb3.verbose=1", "--set", "sb3.n_steps=32", "--set", "env.max_turns=2"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "total_timesteps" in printed  # SB3's own verbose table
+    assert read_fingerprint(out)["model"] == "sb3-ppo"
+    assert read_fingerprint(out)["rules"]["max_turns"] == 2
+    assert main(["compare", str(out), str(out)]) == 0
+    assert "| trained |" in capsys.readouterr().out
+    assert main(argv) == 2
+    assert "already holds an SB3 run" in capsys.readouterr().err
