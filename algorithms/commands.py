@@ -193,7 +193,11 @@ def run(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0
     out = Path(algo.config.output_dir)
-    print(f"done: {algo.step} steps; metrics in {out / 'metrics.jsonl'}", file=sys.stderr)
+    from algorithms.trainer.curves import write_run_curves
+
+    curves = write_run_curves(out, algo.config.algo)  # the whole run, resumed steps included
+    drawn = f", curves in {curves}" if curves is not None else ""
+    print(f"done: {algo.step} steps; metrics in {out / 'metrics.jsonl'}{drawn}", file=sys.stderr)
     if algo.config.checkpoint.export_final and (out / "final").is_dir():
         print(f"final model: {out / 'final'}", file=sys.stderr)
     return 0

@@ -63,7 +63,7 @@ def test_demo_quick_writes_report(tmp_path):
 
 
 def test_running_mean_of_the_curves():
-    from benchmarks.eval.demo_report import running_mean
+    from algorithms.trainer.curves import running_mean
 
     assert running_mean([1.0, 2.0, 3.0, 4.0, 8.0], 3) == [1.0, 1.5, 2.0, 3.0, 5.0]
 

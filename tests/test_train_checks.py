@@ -124,6 +124,9 @@ def test_resume_skips_a_damaged_checkpoint_and_replays_cleanly(tmp_path, capsys)
     common = [*TINY, "--out", str(out), "--set", "checkpoint.keep_last=5"]
     run = ["train", *common, "--algo", "reinforce", "--set", "checkpoint.every=1"]
     assert main([*run, "--steps", "2", "--set", "checkpoint.export_final=false"]) == 0
+    curves = out / "curves.png"  # train draws the demo's curves, at the end of every run
+    assert curves.read_bytes().startswith(b"\x89PNG")
+    drawn = curves.stat().st_mtime_ns
     # Step 2's trainer.pt was cut short, and a later save was killed half-way.
     state = ckpt.step_dir(out, 2) / ckpt.TRAINER_STATE
     state.write_bytes(state.read_bytes()[:100])
@@ -138,6 +141,7 @@ def test_resume_skips_a_damaged_checkpoint_and_replays_cleanly(tmp_path, capsys)
     assert not staging.exists()
     assert _steps(out) == [1, 2, 3]  # step 2 was replayed, and logged once
     assert ckpt.latest_checkpoint(out).name == "step-000003"
+    assert curves.stat().st_mtime_ns != drawn and "curves in" in err  # redrawn on resume
 
 
 def test_resume_of_a_finished_run_says_nothing_was_trained(tmp_path, capsys):
