@@ -60,7 +60,7 @@ from research_env import MultiHopSearchEnv
 from research_env.data.types import QASample
 from research_env.episode import Episode, TurnOutcome
 from research_env.protocol import ANSWER_CLOSE, ANSWER_OPEN, SEARCH_CLOSE, SEARCH_OPEN, parse_turn
-from research_env.retrievers.base import SearchHit
+from research_env.retrievers.base import SearchHit, as_hits
 from research_env.termination import Termination
 
 # The protocol of research_env.templates, told for a tool-calling model: searches go
@@ -158,7 +158,8 @@ class SearchToolEnv:
         # Normalize exactly as an episode normalizes a <search> turn (whitespace, length).
         normalized = parse_turn(SEARCH_OPEN + query + SEARCH_CLOSE).query or ""
         top_k = self._env.rules.top_k
-        hits = tuple(self._env.retriever.search([normalized], top_k)[0][:top_k])
+        retriever = self._env.retriever
+        hits = tuple(as_hits(retriever.search([normalized], top_k), retriever)[0][:top_k])
         observation = self._env.template.format_documents(hits)
         self._calls.append(_SearchCall(normalized, observation, hits))
         return observation
