@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,7 @@ def run_cli(args: argparse.Namespace) -> int:
     env_kwargs = {**{k: v for k, v in flags.items() if v is not None}, **env_kwargs}
     seed = 0 if args.seed is None else args.seed
     timesteps = args.steps or 20_000
-    out = Path(args.out or f"runs/{args.algo}")
+    out = Path(args.out or f"runs/{args.algo}-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "model.zip").exists():
         raise ValueError(
             f"{out} already holds an SB3 run (model.zip); choose another --out or remove it"

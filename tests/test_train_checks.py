@@ -213,3 +213,21 @@ def test_resuming_a_named_damaged_checkpoint_points_to_an_intact_one(tmp_path, c
     assert main(["train", "--resume", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "config.yaml" in err and str(good) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_launch_leaves_no_false_warning_and_runs_get_their_own_folder(
+    tmp_path, monkeypatch, capsys
+):
+    """A launch that fails after writing fingerprint.json (here: at the model) does not make
+    the next run in that folder warn "fingerprint changed"; without --out, train writes to
+    runs/<algo>-<time> (like eval), not one shared runs/default."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", *TINY[2:], "--model", "no/such-model", "--out", str(out)]) == 2
+    assert (out / "fingerprint.json").exists()
+    capsys.readouterr()
+    fixed = ["train", *TINY, "--algo", "reinforce", "--steps", "1", "--set", "env.top_k=2"]
+    assert main([*fixed, "--out", str(out)]) == 0
+    assert "fingerprint changed" not in capsys.readouterr().err
+    assert main([*fixed, "--set", "checkpoint.export_final=false"]) == 0
+    assert [p.name.startswith("reinforce-") for p in (tmp_path / "runs").iterdir()] == [True]

@@ -28,11 +28,26 @@ DESCRIPTION = (
 )
 
 
+EXAMPLES = """examples:
+  research-env eval --policy oracle random --limit 200 --out runs/scripted
+  research-env eval --model smollm2-135m --limit 50 --out runs/base
+  research-env eval --model runs/x --baselines agent --limit 50 --out runs/trained
+  research-env eval --model runs/x --baselines agent --controls empty random
+  research-env compare runs/base runs/trained --ignore model
+"""
+
+
 def register(subparsers: Any) -> None:
     from benchmarks.eval.baselines import BASELINES
     from benchmarks.eval.harness import CONTROLS
 
-    parser = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION)
+    parser = subparsers.add_parser(
+        "eval",
+        help=HELP,
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     what = parser.add_argument_group("what to evaluate")
     what.add_argument("--model", default=None, help="offline name or HF directory of an LLM")
     what.add_argument(

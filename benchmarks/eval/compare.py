@@ -25,8 +25,21 @@ HELP = "compare two eval/train runs side by side (refuses when their fingerprint
 METRIC_COLUMNS = ("em", "f1", "format_valid", "searches")
 
 
+EXAMPLES = """examples:
+  research-env compare runs/k3 runs/k5             # refused when top-k differs
+  research-env compare runs/k3 runs/k5 --force     # the table anyway
+  research-env compare runs/base runs/trained --ignore model
+"""
+
+
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("compare", help=HELP, description=__doc__)
+    parser = subparsers.add_parser(
+        "compare",
+        help=HELP,
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="an eval or train output dir")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="another one")
     parser.add_argument(
@@ -52,6 +65,10 @@ def make_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from research_env.fingerprint import differing_fields, flatten, read_fingerprint
 
+    absent = [str(p) for p in (args.run_a, args.run_b) if not Path(p).is_dir()]
+    if absent:
+        print(f"no such run folder: {', '.join(absent)}", file=sys.stderr)
+        return 1
     a, b = read_fingerprint(args.run_a), read_fingerprint(args.run_b)
     missing = [str(p) for p, fp in ((args.run_a, a), (args.run_b, b)) if fp is None]
     if missing:
