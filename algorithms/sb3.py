@@ -90,6 +90,7 @@ def train(
     hparams: Mapping[str, Any] | None = None,
     verbose: int = 0,
     progress_bar: bool = False,
+    callback: Any = None,
 ) -> Any:
     """Train SB3 ``algo`` (``sb3-ppo`` or ``sb3-dqn``) for ``timesteps`` env steps; returns
     the SB3 model. ``hparams`` (any argument of the SB3 class, ``verbose`` and ``device``
@@ -113,7 +114,7 @@ def train(
 
         outputs = [HumanOutputFormat(sys.stdout)] if kwargs["verbose"] else []
         model.set_logger(Logger(None, outputs))  # type: ignore[arg-type]
-    model.learn(total_timesteps=timesteps, progress_bar=progress_bar)
+    model.learn(total_timesteps=timesteps, progress_bar=progress_bar, callback=callback)
     return model
 
 
@@ -151,6 +152,41 @@ def evaluate(
     return dict(
         zip(("reward", "em", "f1", "searches", "turns"), map(float, means), strict=True)
     ) | {"questions": float(count)}
+
+
+def episode_recorder(episodes: list[dict[str, float]]) -> Any:
+    """An SB3 callback appending each finished training episode's reward, EM, searches and
+    the env steps so far to ``episodes`` (the curves' data)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EpisodeRecorder(BaseCallback):
+        def _on_step(self) -> bool:
+            infos, dones, rewards = (self.locals[k] for k in ("infos", "dones", "rewards"))
+            for info, done, reward in zip(infos, dones, rewards, strict=False):
+                if done and "em" in info:
+                    episodes.append({"timesteps": float(self.num_timesteps),
+                                     "episode/reward": float(reward), "episode/em": info["em"],
+                                     "episode/searches": float(info.get("searches", 0)),
+                                     "episode/format_valid": float(info.get("format_valid", 1))})  # fmt: skip
+            return True
+
+    return EpisodeRecorder()
+
+
+def write_curves(episodes: list[dict[str, float]], out: Path, algo: str, points: int = 20) -> Any:
+    """``out/metrics.jsonl`` (episode means over ``points`` stretches of training, ``step``
+    being the env steps so far) and ``out/curves.png``: the LLM runs' curves."""
+    from algorithms.trainer.curves import CURVES_FILE, plot_curves
+
+    size = max(1, -(-len(episodes) // points))
+    records = []
+    for start in range(0, len(episodes), size):
+        chunk = episodes[start : start + size]
+        means = {k: float(np.mean([e[k] for e in chunk])) for k in chunk[0] if k != "timesteps"}
+        records.append({"step": int(chunk[-1]["timesteps"]), **means, "episodes": len(chunk)})
+    with (out / "metrics.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return plot_curves(records, out / CURVES_FILE, f"{algo} training ({out.name}; x: env steps)")
 
 
 # --------------------------------------------------------------------------------------
@@ -195,10 +231,11 @@ def run_cli(args: argparse.Namespace) -> int:
         )
     out.mkdir(parents=True, exist_ok=True)
     write_fingerprint(out, fingerprint(make_env(env_kwargs).text_env, model=args.algo))
-    model = train(
-        args.algo, env_kwargs, timesteps=timesteps, seed=seed, hparams=hparams, progress_bar=True
-    )
+    episodes: list[dict[str, float]] = []
+    model = train(args.algo, env_kwargs, timesteps=timesteps, seed=seed, hparams=hparams,
+                  progress_bar=True, callback=episode_recorder(episodes))  # fmt: skip
     model.save(out / "model.zip")
+    write_curves(episodes, out, args.algo)
     eval_kwargs = {**env_kwargs, "split": args.eval_split or "dev"}
     questions = 200
     trained = evaluate(model_actor(model), eval_kwargs, questions=questions)

@@ -199,6 +199,9 @@ def test_sb3_cli_runs_are_first_class(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "total_timesteps" in printed  # SB3's own verbose table
     assert read_fingerprint(out)["model"] == "sb3-ppo"
+    assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")  # as LLM runs draw
+    curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert curve and all("episode/em" in r for r in curve) and curve[-1]["step"] <= 128
     assert read_fingerprint(out)["rules"]["max_turns"] == 2
     assert main(["compare", str(out), str(out)]) == 0
     assert "| trained |" in capsys.readouterr().out
