@@ -197,14 +197,13 @@ def _start_wandb(config: TrainConfig) -> Any:
         dir=str(config.output_dir),
         config=config.to_dict(),
         mode=mode,  # type: ignore[arg-type]
-        settings=wandb.Settings(quiet=True),  # its banner was most of the run's console
+        settings=wandb.Settings(silent=True),  # its banner was most of the run's console
     )
-    where = getattr(run, "url", None) if mode == "online" else None
-    print(
-        f"wandb: {mode} run {where or getattr(run, 'dir', config.output_dir)}"
-        + ("" if mode == "online" else " (`wandb sync` uploads it; `wandb login` to go online)"),
-        file=sys.stderr,
-    )
+    if mode == "online":
+        print(f"wandb: {getattr(run, 'url', '')}", file=sys.stderr)
+    else:  # the run folder `wandb sync` takes (run.dir is its files/ subfolder)
+        folder = Path(getattr(run, "dir", config.output_dir)).parent
+        print(f"wandb: {mode} run in {folder} (`wandb sync {folder}` uploads it)", file=sys.stderr)
     return run
 
 
