@@ -178,7 +178,7 @@ def tool_calling_policy():
 
     policy = load_policy("tiny-random")
     policy.tokenizer = copy.deepcopy(policy.tokenizer)  # other tests keep the shipped template
-    fixture = Path(__file__).parent / "fixtures" / "chatml_tools.jinja"
+    fixture = Path(__file__).parents[1] / "algorithms" / "chat_templates" / "chatml_tools.jinja"
     policy.tokenizer.chat_template = fixture.read_text()
     return policy
 

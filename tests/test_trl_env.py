@@ -23,7 +23,7 @@ from algorithms.trl_env import (
 )
 from research_env import MultiHopSearchEnv
 
-TEMPLATE = Path(__file__).parent / "fixtures" / "chatml_tools.jinja"
+TEMPLATE = Path(__file__).parents[1] / "algorithms" / "chat_templates" / "chatml_tools.jinja"
 FIRST_QUERY = "company founded by Brisa Telk"
 SECOND_QUERY = "Quimby Forge headquarters"
 
