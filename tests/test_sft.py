@@ -172,7 +172,7 @@ def test_oracle_demonstrations_on_data_without_decompositions_are_refused(tmp_pa
 
 
 def tool_calling_policy():
-    """The tiny policy with the Qwen2.5-style tool-calling chat template of the fixtures."""
+    """The tiny policy with the shipped Qwen2.5-style tool-calling chat template."""
     import copy
     from pathlib import Path
 
