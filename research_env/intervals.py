@@ -8,26 +8,30 @@
   retriever): Student t over the per-question differences, far tighter than two separate
   intervals because each question's difficulty cancels.
 
-Quantiles come from scipy (imported when first needed, so ``import research_env`` stays
-light). A half-width of ``None`` means one value: no interval.
+Student t quantiles come from scipy (imported when first needed, so ``import research_env``
+stays light), the normal one from the standard library (so a Wilson interval needs nothing
+else). A half-width of ``None`` means one value: no interval.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 LEVEL = 0.95
 
 
 def _quantile(level: float, df: float | None = None) -> float:
     """The two-sided ``level`` quantile: normal when ``df`` is None, else Student t."""
-    from scipy import stats
-
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}")
     q = 0.5 + level / 2
-    return float(stats.norm.ppf(q) if df is None else stats.t.ppf(q, df))
+    if df is None:
+        return NormalDist().inv_cdf(q)
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
 
 
 def wilson(successes: float, n: float, level: float = LEVEL) -> tuple[float, float]:
@@ -40,7 +44,9 @@ def wilson(successes: float, n: float, level: float = LEVEL) -> tuple[float, flo
     p, z2 = successes / n, z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Exactly 0 (1) at a rate of 0 (1): centre - half cancels there only up to rounding.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    return low, 1.0 if successes == n else min(1.0, centre + half)
 
 
 def rate_half_width(rate: float, n: float, level: float = LEVEL) -> float:
