@@ -96,6 +96,7 @@ def train(
     the SB3 model. ``hparams`` (any argument of the SB3 class, ``verbose`` and ``device``
     included) override :data:`DEFAULT_HPARAMS` and the arguments here."""
     import importlib
+    import importlib.util
 
     import torch
 
@@ -114,6 +115,8 @@ def train(
 
         outputs = [HumanOutputFormat(sys.stdout)] if kwargs["verbose"] else []
         model.set_logger(Logger(None, outputs))  # type: ignore[arg-type]
+    # SB3's bar needs tqdm and rich (the train extra); without them, train without one.
+    progress_bar = progress_bar and all(map(importlib.util.find_spec, ("tqdm", "rich")))
     model.learn(total_timesteps=timesteps, progress_bar=progress_bar, callback=callback)
     return model
 
