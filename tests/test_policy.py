@@ -198,3 +198,22 @@ def test_an_unknown_hub_id_offline_fails_at_once_with_one_line(monkeypatch, caps
     assert main(["eval", "--model", "no/such-model", "--limit", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'no/such-model'" in err and "HF_HUB_OFFLINE" in err
+
+
+def test_an_unknown_hub_id_online_asks_the_hub_once(monkeypatch):
+    """Without HF_HUB_OFFLINE an uncached hub id is looked up once (here the lookup fails as
+    it does without network): one line, no retries."""
+    import huggingface_hub
+
+    calls = []
+
+    def unreachable(self, repo_id, timeout=None):
+        calls.append((repo_id, timeout))
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    with pytest.raises(FileNotFoundError, match="the hub cannot be reached"):
+        load_policy("no/such-model")
+    assert calls == [("no/such-model", 10)]
