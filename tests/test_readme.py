@@ -345,3 +345,21 @@ def test_readme_runs_as_written(kind, text, workdir, monkeypatch):
         monkeypatch.setattr(sys, "stdin", io.StringIO(cheap.stdin))
     with contextlib.redirect_stdout(io.StringIO()):
         assert _run_line(line, monkeypatch) == cheap.status, line
+
+
+def test_commands_quoted_in_the_prose_exist_and_parse():
+    """`research-env ...` quoted inside sentences: a bare name is a command; a longer one
+    parses with that command's flags (placeholders DIR and N filled in)."""
+    from research_env.cli import available_commands, build_parser
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    spans = re.findall(r"`research-env ([^`]+)`", prose)
+    assert len(spans) > 10
+    for span in spans:
+        argv = shlex.split(span.replace("DIR", "runs/x").replace(" N", " 1"))
+        if argv[0] == "COMMAND":
+            continue  # "research-env COMMAND --help": every command has --help
+        assert argv[0] in available_commands(), span
+        if len(argv) > 1:
+            build_parser(argv).parse_args(argv)
