@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--retriever", default=None, help="retriever name or server URL")
     parser.add_argument("--corpus", default=None, help="corpus jsonl for a named retriever")
     parser.add_argument("--steps", type=int, default=None, help="total training steps")
-    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default runs/<algo>-<time>)"
+    )
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -150,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
         if args.lora and config.model.lora is None:
             config.model.lora = LoraConfig()
         config = _tiny_random_defaults(config, args)
+        if args.out is None and config.output_dir == DEFAULT_OUTPUT_DIR:
+            # Like eval's runs/eval-<time>: a second run never lands in the first's folder.
+            config.output_dir = f"runs/{config.algo}-{datetime.now():%Y%m%d-%H%M%S}"
         config.validate()  # every value, before the model loads
         existing = ckpt.latest_checkpoint(config.output_dir)
         if existing is not None:
@@ -159,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             )
     probe_retriever(config.env.retriever, config.env.top_k)
     if is_main_process():
-        write_run_fingerprint(config)
+        write_run_fingerprint(config, resuming=args.resume is not None)
 
     from algorithms.policy import load_policy
     from algorithms.registry import algorithm_class, make_algorithm
@@ -187,16 +193,24 @@ def run(args: argparse.Namespace) -> int:
         )
         algo = make_algorithm(config.algo, policy, None, config)
     try:
-        algo.learn(algo.config.trainer.steps)
+        algo.learn()  # until trainer.steps: a resumed run continues where it stopped
     finally:
         algo.close()
     if not is_main_process():
         return 0
     out = Path(algo.config.output_dir)
-    print(f"done: {algo.step} steps; metrics in {out / 'metrics.jsonl'}", file=sys.stderr)
+    from algorithms.trainer.curves import write_run_curves
+
+    curves = write_run_curves(out, algo.config.algo)  # the whole run, resumed steps included
+    drawn = f", curves in {curves}" if curves is not None else ""
+    print(f"done: {algo.step} steps; metrics in {out / 'metrics.jsonl'}{drawn}", file=sys.stderr)
     if algo.config.checkpoint.export_final and (out / "final").is_dir():
         print(f"final model: {out / 'final'}", file=sys.stderr)
     return 0
+
+
+# TrainConfig's own output_dir: a fresh CLI run without --out gets runs/<algo>-<time> instead.
+DEFAULT_OUTPUT_DIR = "runs/default"
 
 
 # The tiny random model never emits a stop string, so with the general defaults every turn
@@ -283,11 +297,12 @@ def _checkpoint_to_resume(args: argparse.Namespace) -> Path:
     return latest
 
 
-def write_run_fingerprint(config: Any) -> None:
+def write_run_fingerprint(config: Any, *, resuming: bool = True) -> None:
     """``<output_dir>/fingerprint.json``: the training env's fingerprint (dataset split,
     corpus, retriever, rules, template, reward; :mod:`research_env.fingerprint`), the
     model, and the held-out split's hash. A resumed run whose fingerprint changed says
-    which fields did."""
+    which fields did; a fresh run replaces one left by a launch that failed before its
+    first checkpoint, silently."""
     from research_env.env import MultiHopSearchEnv
     from research_env.fingerprint import (
         dataset_sha256,
@@ -305,12 +320,32 @@ def write_run_fingerprint(config: Any) -> None:
         env,
         model=config.model.name,
         eval_dataset={"n": len(held_out), "sha256": dataset_sha256(held_out)},
+        decoding=training_decoding(config),
     )
     old = read_fingerprint(config.output_dir)
-    if old is not None and old.get("hash") != value["hash"]:
+    if resuming and old is not None and old.get("hash") != value["hash"]:
         fields = ", ".join(differing_fields(old, value))
         print(f"warning: this run's fingerprint changed ({fields})", file=sys.stderr)
     write_fingerprint(config.output_dir, value)
+
+
+def training_decoding(config: Any) -> dict[str, Any]:
+    """How the run's rollouts decode, as its fingerprint records it (``compare`` refuses to
+    mix runs that decoded differently): sampling, the resolved dtype and the token limits."""
+    import torch
+
+    from algorithms.precision import resolve_precision
+
+    device = config.model.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    rollout = config.rollout
+    return {
+        "decoding": rollout.sampling().describe(),
+        "decode_dtype": resolve_precision(rollout.rollout_dtype, device) or config.model.dtype,
+        "max_turn_tokens": rollout.max_turn_tokens,
+        "max_total_tokens": rollout.max_total_tokens,
+    }
 
 
 def probe_retriever(retriever: str, top_k: int, timeout: float = 10.0) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from algorithms.model_source import check_cached_hub_model, model_directory
 from research_env.storage import atomic_directory, cache_root
 
 # Recent transformers releases rename the forward's ``past_key_values`` to ``cache`` and warn
@@ -423,8 +424,9 @@ def _load_model_and_tokenizer(name: str, dtype: torch.dtype) -> tuple[Any, Any, 
     if name in _OFFLINE_DIRS:
         source: str | Path = _OFFLINE_DIRS[name]()
     elif Path(name).expanduser().is_dir():
-        source = Path(name).expanduser()
+        source = model_directory(name)  # a model, or a run / checkpoint folder's model
     elif _looks_like_hub_name(name):
+        check_cached_hub_model(name)  # offline: in the cache, or one line now
         source = name  # a hub id; works for users with internet (or a warm HF cache)
     else:
         known = ", ".join(f"{k!r}" for k in OFFLINE_NAMES)

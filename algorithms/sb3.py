@@ -13,9 +13,11 @@ for the SB3 algorithm's)::
 
     research-env train --algo sb3-ppo --steps 20000 --retriever empty --out runs/sb3-empty
 
-The run writes ``<out>/model.zip`` (``stable_baselines3.PPO.load``) and
-``<out>/metrics.json``: the trained policy and the random policy evaluated on the same
-questions of the held-out split.
+The run writes ``<out>/model.zip`` (``stable_baselines3.PPO.load``),
+``<out>/metrics.json`` (the trained policy and the random policy evaluated on the same
+questions of the held-out split), those two rows as ``results.json`` and the env's
+``fingerprint.json`` (so ``research-env compare`` reads it), and refuses an ``<out>`` that
+already holds a run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ import numpy as np
 import yaml
 
 from algorithms.registry import SB3_ALGORITHMS
+from research_env.fingerprint import fingerprint, write_fingerprint
 
 # Defaults that learn this small problem in a CPU minute; any can be overridden.
 DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
@@ -85,10 +89,14 @@ def train(
     n_envs: int = 4,
     hparams: Mapping[str, Any] | None = None,
     verbose: int = 0,
+    progress_bar: bool = False,
+    callback: Any = None,
 ) -> Any:
     """Train SB3 ``algo`` (``sb3-ppo`` or ``sb3-dqn``) for ``timesteps`` env steps; returns
-    the SB3 model. ``hparams`` override :data:`DEFAULT_HPARAMS`."""
+    the SB3 model. ``hparams`` (any argument of the SB3 class, ``verbose`` and ``device``
+    included) override :data:`DEFAULT_HPARAMS` and the arguments here."""
     import importlib
+    import importlib.util
 
     import torch
 
@@ -97,15 +105,19 @@ def train(
     torch.set_num_threads(1)  # a tiny MLP: more threads only add overhead
     module, _, name = SB3_ALGORITHMS[algo].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    kwargs = {**DEFAULT_HPARAMS[algo], **dict(hparams or {})}
-    env = make_vec_env(env_kwargs, n_envs if algo == "sb3-ppo" else 1, seed)
-    model = cls("MlpPolicy", env, seed=seed, verbose=verbose, device="cpu", **kwargs)
+    kwargs = {"seed": seed, "verbose": verbose, "device": "cpu", **DEFAULT_HPARAMS[algo],
+              **dict(hparams or {})}  # fmt: skip
+    env = make_vec_env(env_kwargs, n_envs if algo == "sb3-ppo" else 1, kwargs["seed"])
+    model = cls("MlpPolicy", env, **kwargs)
     if not kwargs.get("tensorboard_log"):
         # SB3's default logger makes an empty /tmp/SB3-<time> folder on every learn().
         from stable_baselines3.common.logger import HumanOutputFormat, Logger
 
-        model.set_logger(Logger(None, [HumanOutputFormat(sys.stdout)] if verbose else []))
-    model.learn(total_timesteps=timesteps)
+        outputs = [HumanOutputFormat(sys.stdout)] if kwargs["verbose"] else []
+        model.set_logger(Logger(None, outputs))  # type: ignore[arg-type]
+    # SB3's bar needs tqdm and rich (the train extra); without them, train without one.
+    progress_bar = progress_bar and all(map(importlib.util.find_spec, ("tqdm", "rich")))
+    model.learn(total_timesteps=timesteps, progress_bar=progress_bar, callback=callback)
     return model
 
 
@@ -145,6 +157,41 @@ def evaluate(
     ) | {"questions": float(count)}
 
 
+def episode_recorder(episodes: list[dict[str, float]]) -> Any:
+    """An SB3 callback appending each finished training episode's reward, EM, searches and
+    the env steps so far to ``episodes`` (the curves' data)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EpisodeRecorder(BaseCallback):
+        def _on_step(self) -> bool:
+            infos, dones, rewards = (self.locals[k] for k in ("infos", "dones", "rewards"))
+            for info, done, reward in zip(infos, dones, rewards, strict=False):
+                if done and "em" in info:
+                    episodes.append({"timesteps": float(self.num_timesteps),
+                                     "episode/reward": float(reward), "episode/em": info["em"],
+                                     "episode/searches": float(info.get("searches", 0)),
+                                     "episode/format_valid": float(info.get("format_valid", 1))})  # fmt: skip
+            return True
+
+    return EpisodeRecorder()
+
+
+def write_curves(episodes: list[dict[str, float]], out: Path, algo: str, points: int = 20) -> Any:
+    """``out/metrics.jsonl`` (episode means over ``points`` stretches of training, ``step``
+    being the env steps so far) and ``out/curves.png``: the LLM runs' curves."""
+    from algorithms.trainer.curves import CURVES_FILE, plot_curves
+
+    size = max(1, -(-len(episodes) // points))
+    records = []
+    for start in range(0, len(episodes), size):
+        chunk = episodes[start : start + size]
+        means = {k: float(np.mean([e[k] for e in chunk])) for k in chunk[0] if k != "timesteps"}
+        records.append({"step": int(chunk[-1]["timesteps"]), **means, "episodes": len(chunk)})
+    with (out / "metrics.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return plot_curves(records, out / CURVES_FILE, f"{algo} training ({out.name}; x: env steps)")
+
+
 # --------------------------------------------------------------------------------------
 # research-env train --algo sb3-ppo|sb3-dqn
 # --------------------------------------------------------------------------------------
@@ -180,10 +227,18 @@ def run_cli(args: argparse.Namespace) -> int:
     env_kwargs = {**{k: v for k, v in flags.items() if v is not None}, **env_kwargs}
     seed = 0 if args.seed is None else args.seed
     timesteps = args.steps or 20_000
-    out = Path(args.out or f"runs/{args.algo}")
+    out = Path(args.out or f"runs/{args.algo}-{datetime.now():%Y%m%d-%H%M%S}")
+    if (out / "model.zip").exists():
+        raise ValueError(
+            f"{out} already holds an SB3 run (model.zip); choose another --out or remove it"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    model = train(args.algo, env_kwargs, timesteps=timesteps, seed=seed, hparams=hparams, verbose=0)
+    write_fingerprint(out, fingerprint(make_env(env_kwargs).text_env, model=args.algo))
+    episodes: list[dict[str, float]] = []
+    model = train(args.algo, env_kwargs, timesteps=timesteps, seed=seed, hparams=hparams,
+                  progress_bar=True, callback=episode_recorder(episodes))  # fmt: skip
     model.save(out / "model.zip")
+    write_curves(episodes, out, args.algo)
     eval_kwargs = {**env_kwargs, "split": args.eval_split or "dev"}
     questions = 200
     trained = evaluate(model_actor(model), eval_kwargs, questions=questions)
@@ -200,6 +255,10 @@ def run_cli(args: argparse.Namespace) -> int:
         "random": baseline,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # The rows `research-env compare` reads (an eval run's results.json shape).
+    rows = [{"name": name, "overall": {**scores, "n": scores["questions"]}}
+            for name, scores in (("trained", trained), ("random", baseline))]  # fmt: skip
+    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(json.dumps({"trained": trained, "random": baseline}), file=sys.stderr)
     print(f"done: model in {out / 'model.zip'}; metrics in {out / 'metrics.json'}", file=sys.stderr)
     return 0

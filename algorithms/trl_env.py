@@ -43,7 +43,9 @@ holding protocol tags) is replayed as an invalid turn.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 try:
@@ -60,7 +62,7 @@ from research_env import MultiHopSearchEnv
 from research_env.data.types import QASample
 from research_env.episode import Episode, TurnOutcome
 from research_env.protocol import ANSWER_CLOSE, ANSWER_OPEN, SEARCH_CLOSE, SEARCH_OPEN, parse_turn
-from research_env.retrievers.base import SearchHit
+from research_env.retrievers.base import SearchHit, as_hits
 from research_env.termination import Termination
 
 # The protocol of research_env.templates, told for a tool-calling model: searches go
@@ -158,7 +160,8 @@ class SearchToolEnv:
         # Normalize exactly as an episode normalizes a <search> turn (whitespace, length).
         normalized = parse_turn(SEARCH_OPEN + query + SEARCH_CLOSE).query or ""
         top_k = self._env.rules.top_k
-        hits = tuple(self._env.retriever.search([normalized], top_k)[0][:top_k])
+        retriever = self._env.retriever
+        hits = tuple(as_hits(retriever.search([normalized], top_k), retriever)[0][:top_k])
         observation = self._env.template.format_documents(hits)
         self._calls.append(_SearchCall(normalized, observation, hits))
         return observation
@@ -332,16 +335,32 @@ class TRLSearchTask:
         )
 
 
+# Shipped with the package: a ChatML chat template with Qwen2.5-style tool calls.
+TOOL_CHAT_TEMPLATE = Path(__file__).parent / "chat_templates" / "chatml_tools.jinja"
+
+
+def tool_chat_template() -> str:
+    """The text of :data:`TOOL_CHAT_TEMPLATE` (``tokenizer.chat_template = ...``)."""
+    return TOOL_CHAT_TEMPLATE.read_text(encoding="utf-8")
+
+
 def ensure_tool_parser(tokenizer: Any) -> Any:
     """Give ``tokenizer`` a response parser for tool calls, as TRL needs one.
 
     Keeps one already set; else TRL's for the chat templates it knows (Qwen, Llama 3.1,
     ...); else :data:`CHATML_TOOL_RESPONSE_TEMPLATE` for a ChatML template with
-    ``<tool_call>`` blocks. Raises with the fix when none fits. Returns the tokenizer.
+    ``<tool_call>`` blocks. A ChatML template without tool calls (SmolLM2's, so the
+    offline models) first gets the shipped :data:`TOOL_CHAT_TEMPLATE`, with a note. Raises
+    with the fix when none fits. Returns the tokenizer.
     """
     if getattr(tokenizer, "response_template", None) or getattr(tokenizer, "response_schema", None):
         return tokenizer
     template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str) and "<|im_start|>" in template and "<tool_call>" not in template:
+        # A ChatML template without tools (SmolLM2's): ours adds them in the same format.
+        tokenizer.chat_template = template = tool_chat_template()
+        print("ensure_tool_parser: installed the ChatML tool-calling chat template "
+              f"({TOOL_CHAT_TEMPLATE.name})", file=sys.stderr)  # fmt: skip
     if not isinstance(template, str) or "<tool_call>" not in template:
         raise ValueError(
             "the tokenizer's chat template does not render tool calls (no <tool_call> in it); "

@@ -14,6 +14,14 @@ import time
 from pathlib import Path
 
 
+def demo_arguments(argv: list[str]) -> argparse.Namespace:
+    """``research-env demo``'s arguments for ``argv``, parsed by the demo's own parser, so a
+    flag the demo gains gets its default here too (a hand-made Namespace once missed one)."""
+    from research_env.cli import build_parser
+
+    return build_parser(["demo"]).parse_args(["demo", *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="run directory")
@@ -27,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.eval import demo
     from research_env.env import MultiHopSearchEnv
 
-    demo_args = argparse.Namespace(
-        quick=False, steps=None, sft_steps=args.steps, eval_questions=None, rl_max_hops=None,
-        rl_min_hops=None, model=args.model, seed=args.seed,
-    )  # fmt: skip
+    demo_args = demo_arguments(
+        ["--model", args.model, "--seed", str(args.seed)]
+        + ([] if args.steps is None else ["--sft-steps", str(args.steps)])
+    )
     s = demo._settings(demo_args)
     base = {"dataset": "synthetic", "retriever": "bm25", "top_k": 3, "max_turns": 5}
     dev = MultiHopSearchEnv(**base, split="dev")

@@ -32,6 +32,7 @@ import torch
 from research_env.data.types import QASample
 from research_env.env import MultiHopSearchEnv
 from research_env.episode import Episode
+from research_env.intervals import paired_interval
 from research_env.templates import PromptTemplate
 
 TURN_TOKENS = 4
@@ -137,8 +138,6 @@ def run(shaping: dict[str, float] | None, seed: int, steps: int, out: str) -> tu
 def main() -> None:
     import tempfile
 
-    from scipy import stats
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=3)
@@ -160,12 +159,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as out:
                 pairs.append(run(shaping, seed, args.steps, out))
         before, after = np.array(pairs).T
-        change = after - before
-        n = len(change)
-        half = stats.t.ppf(0.975, n - 1) * change.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
+        mean, half = paired_interval(list(before), list(after))
         rows.append(
             f"| {name} | {before.mean():.3f} | {after.mean():.3f} | "
-            f"{change.mean():+.3f} ± {half:.3f} |  <!-- {time.perf_counter() - t0:.0f} s, "
+            f"{mean:+.3f} {'(one seed)' if half is None else f'± {half:.3f}'} |  <!-- {time.perf_counter() - t0:.0f} s, "
             f"per seed: {', '.join(f'{b:.3f}->{a:.3f}' for b, a in pairs)} -->"
         )
     print("\n".join(rows), flush=True)

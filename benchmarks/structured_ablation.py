@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 import yaml
-from scipy import stats
 
 from algorithms.sb3 import evaluate, model_actor, random_actor, train
+from research_env.intervals import mean_interval, plus_minus
 
 CONDITIONS: dict[str, dict[str, object]] = {
     "bm25, reward research": {"retriever": "bm25", "reward": "research"},
@@ -37,10 +37,8 @@ CONDITIONS: dict[str, dict[str, object]] = {
 
 
 def interval(values: list[float]) -> str:
-    """``mean ± half-width`` of a 95% t-interval over seeds."""
-    a = np.asarray(values, dtype=np.float64)
-    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0
-    return f"{a.mean():.3f} ± {half:.3f}"
+    """``mean ± half-width`` of a 95% t-interval over seeds; one seed has no interval."""
+    return plus_minus(*mean_interval(values))
 
 
 def parse_condition(text: str) -> tuple[str, dict[str, object]]:

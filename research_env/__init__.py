@@ -26,6 +26,13 @@ from research_env.templates import TEMPLATES, PromptTemplate
 from research_env.termination import TRUNCATING, Termination
 from research_env.vector import SearchVectorEnv
 
+try:  # the installed distribution's version (pyproject.toml)
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("research-gym")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
 ENV_ID = "ReSearch-MultiHop-v0"
 
 if ENV_ID not in registry:
@@ -52,6 +59,7 @@ __all__ = [
     "SearchVectorEnv",
     "Termination",
     "Turn",
+    "__version__",
     "exact_match",
     "f1_score",
     "is_valid_format",

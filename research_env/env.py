@@ -11,7 +11,7 @@ import gymnasium as gym
 from research_env.data.types import QASample
 from research_env.episode import Episode, EpisodeRules, InvalidTurnPolicy, TurnOutcome
 from research_env.protocol import FormatMode
-from research_env.retrievers.base import Retriever
+from research_env.retrievers.base import Retriever, as_hits
 from research_env.rewards import RewardFn, get_reward
 from research_env.shaping import SearchShaping
 from research_env.sources import resolve_dataset, resolve_retriever
@@ -19,6 +19,12 @@ from research_env.spaces import FreeText
 from research_env.storage import cache_root
 from research_env.templates import PromptTemplate, get_template
 from research_env.termination import Termination
+
+
+class UnsupportedRenderMode(TypeError, ValueError):
+    """A ``render_mode`` the env cannot draw. A ``TypeError`` too, because that is how
+    Stable-Baselines3's ``make_vec_env`` learns that an env takes no ``rgb_array``: it
+    passes ``render_mode="rgb_array"``, catches ``TypeError`` and makes the env without it."""
 
 
 class MultiHopSearchEnv(gym.Env[str, str]):
@@ -159,8 +165,9 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            raise UnsupportedRenderMode(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got "
+                f"{render_mode!r}: the episode is text, there are no pixels to draw"
             )
         self.render_mode = render_mode
         self.rules = EpisodeRules(
@@ -216,7 +223,11 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         episode = self._require_episode()
         query = episode.begin_turn(action)
         # A search that raises leaves the episode unchanged: begin_turn records nothing.
-        hits = None if query is None else self.retriever.search([query], self.rules.top_k)[0]
+        hits = (
+            None
+            if query is None
+            else as_hits(self.retriever.search([query], self.rules.top_k), self.retriever)[0]
+        )
         outcome = self.with_retrieval_stats(episode.end_turn(hits))
         if self.render_mode == "human":
             print(action + outcome.observation, end="", flush=True)

@@ -12,7 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from research_env.env import MultiHopSearchEnv
 from research_env.episode import Episode, TurnOutcome
-from research_env.retrievers.base import SearchHit
+from research_env.retrievers.base import SearchHit, as_hits
 from research_env.templates import PromptTemplate
 from research_env.termination import Termination
 
@@ -276,7 +276,7 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
                     f"{type(retriever).__name__}.search returned {len(results)} hit lists "
                     f"for {len(members)} queries; it must return one per query"
                 )
-            hits.update(zip(members, map(list, results), strict=True))
+            hits.update(zip(members, as_hits(results, retriever), strict=True))
         return hits
 
     def _episode(self, i: int) -> Episode:

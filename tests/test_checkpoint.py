@@ -345,3 +345,20 @@ def test_a_full_model_export_has_a_model_card(tmp_path):
     out = ckpt.export_pretrained(algo.policy, tmp_path / "final")
     assert "from_pretrained" in (out / "README.md").read_text()
     assert not (out / ckpt.ADAPTER_DIR).exists()
+
+
+def test_the_model_card_names_its_base_its_evaluation_and_its_prompt(tmp_path):
+    """The card of ``final/``: the hub model an offline name stands for, the run's last
+    held-out evaluation, and the prompt format it was trained on."""
+    import json
+
+    algo = GRPO(load_policy("tiny-random", device="cpu"), None, config("grpo", tmp_path))
+    algo.policy.name = "smollm2-135m"  # what an offline SmolLM2 run records
+    record = {"step": 3, "eval/em": 0.25, "eval/f1": 0.5, "eval/searches": 1.5}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    algo.config.output_dir = str(tmp_path)
+    out = ckpt.export_pretrained(algo.policy, tmp_path / "final", config=algo.config, step=3)
+    card = (out / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    assert "## Evaluation" in card and "step 3: em 0.250, f1 0.500, searches 1.500" in card
+    assert "## Prompt format" in card and "<the question>" in card and "<search>" in card

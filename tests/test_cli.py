@@ -79,3 +79,19 @@ def test_an_unknown_command_lists_the_choices(capsys):
     with pytest.raises(SystemExit):
         cli.main(["no-such-command"])
     assert "train" in capsys.readouterr().err
+
+
+def test_version_help_examples_and_a_missing_run_folder(tmp_path, capsys):
+    import importlib.metadata
+
+    import research_env
+    from research_env.cli import main as cli
+
+    assert research_env.__version__ == importlib.metadata.version("research-gym")
+    for command in ("eval", "compare"):
+        with pytest.raises(SystemExit):
+            cli([command, "--help"])
+        assert f"examples:\n  research-env {command}" in capsys.readouterr().out
+    missing = tmp_path / "nowhere"
+    assert cli(["compare", str(missing), str(missing)]) == 1
+    assert f"no such run folder: {missing}" in capsys.readouterr().err  # not "no fingerprint"

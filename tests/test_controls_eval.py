@@ -67,11 +67,11 @@ def scored(name, ems, **settings):
 
 
 def test_a_small_drop_inside_the_paired_interval_is_not_established():
-    # Drops per question 1,0,0,0,0,0: mean 1/6, sd 0.4082, t(5) 2.571 -> +-0.4285.
+    # Drops per question 1,0,0,0,0,0: mean 1/6, sd 0.4082, t(5) 2.5706 -> +-0.4284.
     own = scored("agent", [1, 1, 0, 0, 0, 0], retriever="bm25")
     empty = scored("agent@empty", [0, 1, 0, 0, 0, 0], control="empty", controls="agent")
     verdict = controls_section([own, empty])
-    assert "not established" in verdict and "±0.429 on 6 questions" in verdict
+    assert "not established" in verdict and "±0.428 on 6 questions" in verdict
     # Drops 1 on 9 of 10 questions: mean 0.9 +- 2.262 * 0.316 / sqrt(10) = 0.226.
     own = scored("agent", [1] * 10, retriever="bm25")
     empty = scored("agent@empty", [0] * 9 + [1], control="empty", controls="agent")

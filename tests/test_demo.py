@@ -3,6 +3,7 @@
 import re
 
 from research_env.cli import main
+from research_env.intervals import rate_half_width
 
 
 def test_demo_quick_writes_report(tmp_path):
@@ -27,6 +28,11 @@ def test_demo_quick_writes_report(tmp_path):
                    ("search agent: warm start", 2), ("search agent: after GRPO", 2)):  # fmt: skip
         assert re.search(rf"^\| {re.escape(row)} \| {n} \|", report, re.M), row
     assert re.search(r"^\| search agent: after GRPO, hops=\d \| 2 \|", report, re.M)
+    # EM's interval is Wilson's (research_env.intervals): not "± 0.000" at EM 0 on 1 question.
+    direct = re.search(
+        r"^\| direct answer \(no search\) \| 1 \| ([\d.]+) \| ([\d.]+) \|", report, re.M
+    )
+    assert direct and direct[2] == f"{rate_half_width(float(direct[1]), 1):.3f}" != "0.000"
     assert "Path: **warm start + RL**" in report
     assert "**What RL did:** EM changed by" in report and "over the same 2 dev questions" in report
     assert "## Example transcripts" in report and "Question: " in report
@@ -57,7 +63,7 @@ def test_demo_quick_writes_report(tmp_path):
 
 
 def test_running_mean_of_the_curves():
-    from benchmarks.eval.demo_report import running_mean
+    from algorithms.trainer.curves import running_mean
 
     assert running_mean([1.0, 2.0, 3.0, 4.0, 8.0], 3) == [1.0, 1.5, 2.0, 3.0, 5.0]
 
@@ -137,3 +143,13 @@ def test_the_reference_section_is_cut_from_results_and_demoted(tmp_path):
     assert "# a shell comment" in demote_headings(section)  # inside the fence: kept
     assert results_section(path, "## Missing") is None
     assert results_section(tmp_path / "absent.md", "## Ablation") is None
+
+
+def test_demo_warmstart_saves_the_demos_warm_start(tmp_path):
+    """``python -m benchmarks.demo_warmstart`` reads the demo's settings through the demo's
+    own parser: a hand-made argument list once missed ``--baseline-questions`` and crashed."""
+    from algorithms.policy import load_policy
+    from benchmarks.demo_warmstart import main as warmstart
+
+    assert warmstart(["--out", str(tmp_path), "--model", "tiny-random", "--steps", "1"]) == 0
+    assert load_policy(str(tmp_path / "warm"), device="cpu").model is not None

@@ -304,3 +304,33 @@ def test_async_vector_env_on_default_dataset(default_cache):
     obs, rewards, term, trunc, infos = envs.step(["x</think><search>a</search>"] * 2)
     assert not any(term) and "<result>" in obs[0]
     envs.close()
+
+
+class _FlashRAGStyle:
+    """A custom retriever answering FlashRAG-style dicts, as FlashRAG's retrievers do."""
+
+    def __init__(self, hits):
+        self.hits = hits
+
+    def search(self, queries, k):
+        return [list(self.hits[:k]) for _ in queries]
+
+
+def test_a_custom_retriever_may_return_flashrag_dicts(retriever):
+    """Dicts with ``contents`` (or ``title``/``text``) are documents; anything else is a
+    TypeError naming the retriever at the search (it was an AttributeError later)."""
+    dicts = _FlashRAGStyle([{"id": "d1", "contents": '"Brisa Telk"\nBrisa Telk is a town.',
+                             "score": 2.0}, {"title": "Quimby", "text": "Quimby Forge."}])  # fmt: skip
+    env = MultiHopSearchEnv(dataset=SAMPLES, retriever=dicts, top_k=2)
+    env.reset(seed=0, options={"index": 0})
+    obs, *_ = env.step("a</think><search>Brisa Telk</search>")
+    assert "(Title: Brisa Telk) Brisa Telk is a town." in obs and "(Title: Quimby) Quimby" in obs
+    envs = gym.make_vec("ReSearch-MultiHop-v0", num_envs=2, dataset=SAMPLES, retriever=dicts)
+    envs.reset(seed=0)
+    obs, *_ = envs.step(["a</think><search>x</search>", "<search>y</search>"])
+    assert all("Brisa Telk is a town." in o for o in obs)
+    envs.close()
+    env = MultiHopSearchEnv(dataset=SAMPLES, retriever=_FlashRAGStyle(["just text"]))
+    env.reset(seed=0, options={"index": 0})
+    with pytest.raises(TypeError, match=r"_FlashRAGStyle.search returned 'just text'.*SearchHit"):
+        env.step("<search>x</search>")

@@ -317,3 +317,30 @@ def test_cli_runs_a_model_on_a_jsonl_dataset(tmp_path, capsys):
 
     records = list(read_transcripts(out / "transcripts" / "eval.tokens.jsonl"))
     assert len(records) == 3
+
+
+def test_model_eval_decodes_in_auto_precision_and_compare_refuses_another_dtype(tmp_path, capsys):
+    """``eval --model`` defaults to ``auto`` precision like train and demo (it was bf16),
+    and the fingerprint records dtype and token limits, so ``compare`` will not put two
+    runs side by side that decoded differently."""
+    from algorithms.precision import resolve_precision
+    from research_env.cli import main
+    from research_env.fingerprint import read_fingerprint
+
+    cheap = ["eval", "--model", "tiny-random", "--baselines", "direct", "--limit", "1",
+             "--max-turn-tokens", "4", "--max-total-tokens", "40"]  # fmt: skip
+    assert main([*cheap, "--out", str(tmp_path / "auto")]) == 0
+    settings = json.loads((tmp_path / "auto" / "results.json").read_text())[0]["settings"]
+    assert settings["rollout_dtype"] == "auto"
+    expected = resolve_precision("auto", "cpu") or "float32"
+    decoding = read_fingerprint(tmp_path / "auto")["decoding"]
+    assert decoding == {"decoding": "greedy", "decode_dtype": expected,
+                        "max_turn_tokens": 4, "max_total_tokens": 40}  # fmt: skip
+    other = "float32" if expected == "bfloat16" else "bfloat16"
+    assert main([*cheap, "--rollout-dtype", other, "--out", str(tmp_path / "other")]) == 0
+    assert main([*cheap, "--max-turn-tokens", "5", "--out", str(tmp_path / "longer")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "auto"), str(tmp_path / "other")]) == 1
+    assert f"decoding.decode_dtype: '{expected}' vs '{other}'" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "auto"), str(tmp_path / "longer")]) == 1
+    assert "decoding.max_turn_tokens: 4 vs 5" in capsys.readouterr().err

@@ -175,7 +175,9 @@ def test_compare_prints_both_tables_side_by_side(files, tmp_path, capsys):
     b = eval_run(tmp_path / "b", fp, 1.0)
     code, out, _ = run_compare(capsys, a, b)
     assert code == 0
-    assert "| agent | 0.500 | 1.000 | +0.500 |" in out
+    # EM ± half its Wilson interval on n = 2: z/(1 + z^2/2) = 0.671049 times
+    # sqrt(p(1-p)/2 + z^2/16) = 0.604228 at p = 0.5 and 0.489991 at p = 1.
+    assert "| agent | 0.500 ± 0.405 | 1.000 ± 0.329 | +0.500 |" in out
     assert "direct" in out and "searches" in out
 
 
@@ -237,6 +239,12 @@ def test_training_writes_its_fingerprint_and_warns_when_resumed_differently(
     write_run_fingerprint(config)
     assert "fingerprint changed (rules.max_turns)" in capsys.readouterr().err
     assert read_fingerprint(tmp_path / "run")["rules"]["max_turns"] == 7
+    # How the rollouts decode is part of it too: dtype and token limits.
+    assert saved["decoding"] == {"decoding": "sampled T=1.0", "decode_dtype": "float32",
+                                 "max_turn_tokens": 256, "max_total_tokens": 2048}  # fmt: skip
+    config.rollout.max_total_tokens = 1024
+    write_run_fingerprint(config)
+    assert "fingerprint changed (decoding.max_total_tokens)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

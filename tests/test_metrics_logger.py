@@ -58,3 +58,25 @@ def test_mostly_flat_steps_warn_loudly(tmp_path, capsys):
     assert "warning" in err and "3 of 4 groups" in err
     logger.log(3, {"filter/zero_variance_groups": 4.0, "train/skipped_steps": 1.0})
     assert "update skipped" in capsys.readouterr().err
+
+
+def test_wandb_follows_wandb_login_rules(tmp_path, monkeypatch):
+    """A user logged in with ``wandb login`` (a netrc entry, no WANDB_API_KEY) gets online
+    runs; it was offline unless WANDB_API_KEY was set."""
+    from algorithms.trainer.metrics import wandb_mode
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    netrc = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert wandb_mode() == "offline"  # no key anywhere
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    netrc.chmod(0o600)
+    assert wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert wandb_mode() == "offline"  # the key is for another host
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    assert wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"

@@ -166,3 +166,56 @@ def test_transformers_past_key_values_future_warning_is_silenced_and_only_it():
     make = logger.makeRecord
     assert not logger.filter(make(logger.name, logging.WARNING, "f", 1, note, None, None))
     assert logger.filter(make(logger.name, logging.WARNING, "f", 1, "other", None, None))
+
+
+def test_a_run_folder_loads_its_final_model_or_newest_checkpoint(tmp_path, capsys):
+    """``--model runs/x`` (a run folder) means ``final/``, else the newest
+    ``checkpoints/step-N/policy``; a folder holding neither names every place looked at."""
+    from research_env.cli import main
+
+    tiny = load_policy("tiny-random", device="cpu")
+    run = tmp_path / "run"
+    for step in (2, 10):
+        tiny.save(run / "checkpoints" / f"step-{step:06d}" / "policy")
+    with torch.no_grad():
+        tiny.model.lm_head.weight.mul_(2)  # the newest checkpoint differs from the others
+    tiny.save(run / "checkpoints" / "step-000012" / "policy")
+    loaded = load_policy(str(run), device="cpu")
+    assert torch.equal(loaded.model.lm_head.weight, tiny.model.lm_head.weight)
+    (run / "final").mkdir()
+    with pytest.raises(FileNotFoundError) as empty:
+        load_policy(str(run / "final"), device="cpu")
+    message = str(empty.value)
+    assert "holds no model" in message and "final/" in message and "step-N" in message
+    assert main(["eval", "--model", str(run / "final"), "--limit", "1"]) == 2
+    assert "holds no model" in capsys.readouterr().err
+
+
+def test_an_unknown_hub_id_offline_fails_at_once_with_one_line(monkeypatch, capsys):
+    from research_env.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="nor in the local Hugging Face cache"):
+        load_policy("no/such-model")
+    assert main(["eval", "--model", "no/such-model", "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'no/such-model'" in err and "HF_HUB_OFFLINE" in err
+
+
+def test_an_unknown_hub_id_online_asks_the_hub_once(monkeypatch):
+    """Without HF_HUB_OFFLINE an uncached hub id is looked up once (here the lookup fails as
+    it does without network): one line, no retries."""
+    import huggingface_hub
+
+    calls = []
+
+    def unreachable(self, repo_id, timeout=None):
+        calls.append((repo_id, timeout))
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    with pytest.raises(FileNotFoundError, match="the hub cannot be reached"):
+        load_policy("no/such-model")
+    assert calls == [("no/such-model", 10)]

@@ -827,3 +827,24 @@ def test_oracle_solves_2wiki_release_file_directly(files, tmp_path):
     env = _make_env(files["2wiki"], tmp_path / "cache")
     info = _run_oracle(env, TWOWIKI[0]["_id"])
     assert info["em"] == 1.0 and info["supporting_recall"] == 1.0
+
+
+def test_a_search_r1_parquet_file_reads_like_its_folder(tmp_path):
+    """Search-R1's own ``train.parquet`` (one file, its columns) loads as a file too; only
+    its folder did."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    rows = [{"id": f"train_{i}", "question": q, "golden_answers": a, "data_source": "nq",
+             "prompt": [{"role": "user", "content": "..." + q}], "ability": "fact-reasoning",
+             "reward_model": {"ground_truth": {"target": a}, "style": "rule"},
+             "extra_info": {"index": i, "split": "train"}}
+            for i, (q, a) in enumerate([("who wrote hamlet", ["Shakespeare"]),
+                                        ("capital of france", ["Paris"])])]  # fmt: skip
+    folder = tmp_path / "searchr1"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), folder / "train.parquet")
+    from_folder = data.load_split(folder, "train")
+    from_file = data.load_split(folder / "train.parquet")
+    assert [s.to_json() for s in from_file] == [s.to_json() for s in from_folder]
+    assert [list(s.golden_answers) for s in from_file] == [["Shakespeare"], ["Paris"]]

@@ -173,13 +173,13 @@ def test_oracle_demonstrations_on_data_without_decompositions_are_refused(tmp_pa
 
 
 def tool_calling_policy():
-    """The tiny policy with the Qwen2.5-style tool-calling chat template of the fixtures."""
+    """The tiny policy with the shipped Qwen2.5-style tool-calling chat template."""
     import copy
     from pathlib import Path
 
     policy = load_policy("tiny-random")
     policy.tokenizer = copy.deepcopy(policy.tokenizer)  # other tests keep the shipped template
-    fixture = Path(__file__).parent / "fixtures" / "chatml_tools.jinja"
+    fixture = Path(__file__).parents[1] / "algorithms" / "chat_templates" / "chatml_tools.jinja"
     policy.tokenizer.chat_template = fixture.read_text()
     return policy
 

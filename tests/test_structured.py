@@ -34,6 +34,22 @@ def test_registered_and_passes_sb3_check_env():
     check_env(StructuredSearchEnv(n_queries=2, n_answers=3, retriever="empty", max_turns=2))
 
 
+def test_sb3_make_vec_env_one_liner():
+    """SB3's ``make_vec_env`` passes ``render_mode="rgb_array"`` and falls back on
+    ``TypeError``; a text env has no pixels, so it must take that fallback."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from research_env.env import UnsupportedRenderMode
+
+    envs = make_vec_env(research_env.STRUCTURED_ENV_ID, n_envs=2, env_kwargs={"max_turns": 2})
+    assert envs.num_envs == 2 and envs.reset().shape[0] == 2
+    assert envs.get_attr("render_mode") == [None, None]
+    with pytest.raises(UnsupportedRenderMode, match=r"'rgb_array'.*no pixels"):
+        gym.make(research_env.STRUCTURED_ENV_ID, render_mode="rgb_array")
+    with pytest.raises(ValueError, match="render_mode must be one of"):  # as it always was
+        MultiHopSearchEnv(render_mode="rgb_array")
+
+
 def test_actions_are_text_turns_of_the_llm_env_with_its_reward():
     """Replaying the synthesized turns in ReSearch-MultiHop-v0 gives the same reward and info."""
     env = StructuredSearchEnv()
@@ -185,3 +201,27 @@ def test_cli_rejects_llm_only_flags_and_bad_sets(tmp_path, capsys):
     assert main(["train", "--algo", "sb3-ppo", "--model", "tiny-random"]) != 0
     assert main(["train", "--algo", "sb3-ppo", "--set", "grpo.kl_coef=0"]) != 0
     assert "sb3.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_sb3_cli_runs_are_first_class(tmp_path, capsys):
+    """``--set sb3.verbose=1`` reaches SB3 (it was a duplicate-argument TypeError); the
+    run writes fingerprint.json and rows ``compare`` reads; an existing run is not
+    overwritten."""
+    from research_env.cli import main
+    from research_env.fingerprint import read_fingerprint
+
+    out = tmp_path / "ppo"
+    argv = ["train", "--algo", "sb3-ppo", "--steps", "128", "--out", str(out),
+            "--set", "sb3.verbose=1", "--set", "sb3.n_steps=32", "--set", "env.max_turns=2"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "total_timesteps" in printed  # SB3's own verbose table
+    assert read_fingerprint(out)["model"] == "sb3-ppo"
+    assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")  # as LLM runs draw
+    curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert curve and all("episode/em" in r for r in curve) and curve[-1]["step"] <= 128
+    assert read_fingerprint(out)["rules"]["max_turns"] == 2
+    assert main(["compare", str(out), str(out)]) == 0
+    assert "| trained |" in capsys.readouterr().out
+    assert main(argv) == 2
+    assert "already holds an SB3 run" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from research_env.templates import get_template
 from research_env.termination import Termination
 from research_env.tool_calls import SEARCH_TOOL
 
-FIXTURE = Path(__file__).parent / "fixtures" / "chatml_tools.jinja"
+FIXTURE = Path(__file__).parents[1] / "algorithms" / "chat_templates" / "chatml_tools.jinja"
 
 
 def call(name="search", **arguments):

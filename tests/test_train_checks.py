@@ -124,6 +124,9 @@ def test_resume_skips_a_damaged_checkpoint_and_replays_cleanly(tmp_path, capsys)
     common = [*TINY, "--out", str(out), "--set", "checkpoint.keep_last=5"]
     run = ["train", *common, "--algo", "reinforce", "--set", "checkpoint.every=1"]
     assert main([*run, "--steps", "2", "--set", "checkpoint.export_final=false"]) == 0
+    curves = out / "curves.png"  # train draws the demo's curves, at the end of every run
+    assert curves.read_bytes().startswith(b"\x89PNG")
+    drawn = curves.stat().st_mtime_ns
     # Step 2's trainer.pt was cut short, and a later save was killed half-way.
     state = ckpt.step_dir(out, 2) / ckpt.TRAINER_STATE
     state.write_bytes(state.read_bytes()[:100])
@@ -138,6 +141,7 @@ def test_resume_skips_a_damaged_checkpoint_and_replays_cleanly(tmp_path, capsys)
     assert not staging.exists()
     assert _steps(out) == [1, 2, 3]  # step 2 was replayed, and logged once
     assert ckpt.latest_checkpoint(out).name == "step-000003"
+    assert curves.stat().st_mtime_ns != drawn and "curves in" in err  # redrawn on resume
 
 
 def test_resume_of_a_finished_run_says_nothing_was_trained(tmp_path, capsys):
@@ -209,3 +213,21 @@ def test_resuming_a_named_damaged_checkpoint_points_to_an_intact_one(tmp_path, c
     assert main(["train", "--resume", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "config.yaml" in err and str(good) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_launch_leaves_no_false_warning_and_runs_get_their_own_folder(
+    tmp_path, monkeypatch, capsys
+):
+    """A launch that fails after writing fingerprint.json (here: at the model) does not make
+    the next run in that folder warn "fingerprint changed"; without --out, train writes to
+    runs/<algo>-<time> (like eval), not one shared runs/default."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", *TINY[2:], "--model", "no/such-model", "--out", str(out)]) == 2
+    assert (out / "fingerprint.json").exists()
+    capsys.readouterr()
+    fixed = ["train", *TINY, "--algo", "reinforce", "--steps", "1", "--set", "env.top_k=2"]
+    assert main([*fixed, "--out", str(out)]) == 0
+    assert "fingerprint changed" not in capsys.readouterr().err
+    assert main([*fixed, "--set", "checkpoint.export_final=false"]) == 0
+    assert [p.name.startswith("reinforce-") for p in (tmp_path / "runs").iterdir()] == [True]

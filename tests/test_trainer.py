@@ -100,7 +100,7 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert latest is not None and latest.name == "step-000002"
     resumed = algorithm_class("grpo").load(latest, env_kwargs())
     assert resumed.step == 2
-    resumed.learn(4)
+    resumed.learn(2)  # two more, as SB3's learn(N): a loaded step-2 checkpoint ends at 4
     assert resumed.step == 4
 
     whole = reference.policy.model.state_dict()
@@ -223,3 +223,21 @@ def test_train_command_is_reproducible_with_one_seed(algo_name, tmp_path):
         assert torch.equal(first[name], second[name]), name
     initial = load_policy("tiny-random", device="cpu").model.state_dict()
     assert any(not torch.equal(first[k], initial[k]) for k in first if k in initial)
+
+
+def test_learn_n_trains_n_more_steps_and_says_when_nothing_is_left(tmp_path, capsys):
+    """SB3 semantics: ``learn(N)`` trains N more steps; ``learn()`` continues to
+    ``trainer.steps`` and, when it is already there, says so and exports nothing again."""
+    algo = make("grpo", tmp_path / "run")
+    algo.learn(1)
+    algo.learn(1)
+    assert algo.step == 2 and algo.config.trainer.steps == 2
+    saved = tmp_path / "run" / "checkpoints" / "step-000002" / "state.json"
+    written = saved.stat().st_mtime_ns, (tmp_path / "run" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    algo.learn()  # nothing left: no new checkpoint, evaluation or metrics line
+    assert algo.step == 2
+    assert (saved.stat().st_mtime_ns, (tmp_path / "run" / "metrics.jsonl").read_text()) == written
+    assert "nothing to train: the policy is at step 2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="steps=0"):
+        algo.learn(0)

@@ -23,7 +23,7 @@ from algorithms.trl_env import (
 )
 from research_env import MultiHopSearchEnv
 
-TEMPLATE = Path(__file__).parent / "fixtures" / "chatml_tools.jinja"
+TEMPLATE = Path(__file__).parents[1] / "algorithms" / "chat_templates" / "chatml_tools.jinja"
 FIRST_QUERY = "company founded by Brisa Telk"
 SECOND_QUERY = "Quimby Forge headquarters"
 
@@ -349,3 +349,26 @@ def test_ensure_tool_parser_refuses_a_template_without_tool_calls():
 
     with pytest.raises(ValueError, match="tool-calling template"):
         ensure_tool_parser(Tokenizer())
+
+
+def test_an_offline_chatml_tokenizer_gets_the_shipped_tool_template(capsys):
+    """SmolLM2's tokenizer (so the offline models') has a ChatML template without tools;
+    the README's TRL snippet needed a hub download for one. ensure_tool_parser installs
+    the shipped one, which renders the search tool and its calls."""
+    from algorithms.policy import load_policy
+
+    tokenizer = load_policy("tiny-random", device="cpu").tokenizer
+    assert (
+        "<|im_start|>" in tokenizer.chat_template and "<tool_call>" not in tokenizer.chat_template
+    )
+    ensure_tool_parser(tokenizer)
+    assert tokenizer.response_template == CHATML_TOOL_RESPONSE_TEMPLATE
+    assert "chatml_tools.jinja" in capsys.readouterr().err
+    task = make_task()
+    messages = [*task.messages("Who founded Brisa Telk?"),
+                {"role": "assistant", "tool_calls": [call(FIRST_QUERY)], "content": ""},
+                {"role": "tool", "content": "<result>Doc 1</result>"}]  # fmt: skip
+    schema = {"type": "function", "function": {"name": "search", "description": "search",
+              "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}  # fmt: skip
+    text = tokenizer.apply_chat_template(messages, tools=[schema], tokenize=False)
+    assert '"name": "search"' in text and "<tool_call>" in text and "<tool_response>" in text

@@ -312,7 +312,7 @@ def rendered(policy, tmp_path_factory):
     leaky = oracle_like(tok)
     mask = list(leaky.loss_mask)
     mask[leaky.turn_spans[0][1] + 4] = 1  # a retrieved token trained on: the bug to see
-    records += [transcript_record(leaky, tok, source="leaky", loss_mask=mask)]
+    records += [transcript_record(leaky, tok, source="leaky", loss_mask=mask, step=1)]
     records += [transcript_record(hostile, tok, source="hostile", extra={"question": HOSTILE})]
     run = tmp_path_factory.mktemp("run")
     write_transcripts(run / "transcripts" / f"eval{SUFFIX}", records)
@@ -366,6 +366,15 @@ def test_the_page_loads_cleanly_and_shows_the_loss_masks_trained_tokens(rendered
         expected = sum(records[index]["loss_mask"])
         assert data_trained == spans == shown == expected, index
     assert sum(s[1] for s in state) > 0
+    # An evaluation trains nothing: its mask-1 tokens are not called "trained".
+    labels = browser.execute_script(
+        "return [...document.querySelectorAll('section.episode')].map(s => [Number("
+        "s.dataset.index), s.querySelector('.meta').textContent.includes('not trained')])"
+    )
+    assert {i: said for i, said in labels} == {
+        i: r["step"] is None for i, r in enumerate(records) if i in dict(labels)
+    }
+    assert any(said for _, said in labels) and not all(said for _, said in labels)
     outlined = (
         "return [...document.querySelectorAll('span.leaked')]"
         ".map(s => [s.closest('section').dataset.index, s.className])"

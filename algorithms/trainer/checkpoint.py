@@ -493,6 +493,42 @@ def export_pretrained(
 ADAPTER_DIR = "adapter"
 
 
+# Offline model names and the hub models they are copies of (the card's ``base_model``).
+OFFLINE_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                   "gemma3-270m": "google/gemma-3-270m-it"}  # fmt: skip
+
+
+def _card_evaluation(config: TrainConfig | None) -> list[str]:
+    """The run's last held-out evaluation (``eval/*`` in metrics.jsonl), if it had one."""
+    path = Path(config.output_dir) / "metrics.jsonl" if config is not None else None
+    last: dict[str, Any] = {}
+    for line in path.read_text(encoding="utf-8").splitlines() if path and path.exists() else []:
+        with contextlib.suppress(json.JSONDecodeError):
+            record = json.loads(line)
+            if isinstance(record, dict) and "eval/em" in record:
+                last = record
+    if not last:
+        return []
+    values = ", ".join(f"{k.removeprefix('eval/')} {float(v):.3f}" for k, v in last.items()
+                       if k.startswith("eval/") and isinstance(v, (int, float)))  # fmt: skip
+    split = config.eval.split if config is not None else "?"
+    return ["## Evaluation", "", f"Held-out split `{split}`, step {last.get('step')}: {values}.",
+            ""]  # fmt: skip
+
+
+def _card_prompt(config: TrainConfig | None) -> list[str]:
+    """The prompt the policy was trained on: its template's system prompt and question."""
+    if config is None:
+        return []
+    from research_env.templates import get_template
+
+    template = get_template(config.env.template)
+    messages = template.render_messages("<the question>")
+    return ["## Prompt format", "", f"Template `{template.name}` (research_env/templates.py), "
+            "as chat messages (or the same text without a chat template):", "", "```",
+            *(f"[{m['role']}]\n{m['content']}" for m in messages), "```", ""]  # fmt: skip
+
+
 def write_model_card(
     directory: str | os.PathLike,
     policy: Policy,
@@ -521,8 +557,9 @@ def write_model_card(
     if policy.lora is not None:
         trained.append(f"LoRA r={policy.lora.r}, alpha={policy.lora.alpha} (merged here)")
     front = ["---", "library_name: transformers", "pipeline_tag: text-generation"]
-    if "/" in base and not Path(base).expanduser().exists():
-        front.append(f"base_model: {base}")
+    hub_base = OFFLINE_HUB_IDS.get(base, base)
+    if "/" in hub_base and not Path(hub_base).expanduser().exists():
+        front.append(f"base_model: {hub_base}")
     front += ["tags:", "- research-gym", "- reasoning-with-search"]
     front += [f"- {algo}"] if algo else []
     front.append("---")
@@ -540,6 +577,8 @@ def write_model_card(
         "",
         *([f"- {t}" for t in trained] or ["- (not recorded)"]),
         "",
+        *_card_evaluation(config),
+        *_card_prompt(config),
         "## Loading",
         "",
         "```python",

@@ -15,7 +15,7 @@ advantage estimator and parameters (:meth:`advantage_spec`), the weights of the
 objective's terms (:meth:`objective_terms`), whether the KL sits in the reward, and, for
 PPO, how its critic is built. Everything else lives here and in ``update.py``.
 
-Verbs: ``algo.learn(total_steps, callback=...)``, ``algo.save(dir)``, ``Algo.load(dir)``,
+Verbs: ``algo.learn(steps, callback=...)`` (``steps`` more), ``algo.save(dir)``, ``Algo.load(dir)``,
 ``algo.predict(observation)`` and ``algo.evaluate()``.
 
 Why one file of ~500 lines: it is one idea, the algorithm object's lifecycle (build,
@@ -29,6 +29,7 @@ import contextlib
 import copy
 import os
 import random
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -459,16 +460,27 @@ class OnPolicyAlgorithm:
 
     def learn(
         self,
-        total_steps: int | None = None,
+        steps: int | None = None,
         callback: Callback | Sequence[Callback] | None = None,
     ) -> OnPolicyAlgorithm:
-        """Train until ``self.step == total_steps`` (default ``config.trainer.steps``).
+        """Train ``steps`` more steps, as Stable-Baselines3's ``learn(N)`` does (a loaded
+        step-2 checkpoint's ``learn(2)`` ends at step 4); without ``steps``, continue until
+        ``config.trainer.steps`` (what ``research-env train --resume`` does).
 
-        ``total_steps`` is absolute, so a resumed run called with the same number continues
-        where it stopped. Each callback gets ``(algo, metrics)`` after every step; returning
-        ``False`` stops training. Checkpoints, evaluation and logging follow the config.
+        Each callback gets ``(algo, metrics)`` after every step; returning ``False`` stops
+        training. Checkpoints, evaluation and logging follow the config. With nothing left
+        to train it says so and returns, without evaluating or exporting again.
         """
-        total = self.config.trainer.steps if total_steps is None else total_steps
+        if steps is not None and steps < 1:
+            raise ValueError(f"learn(steps) trains that many more steps; got steps={steps}")
+        total = self.config.trainer.steps if steps is None else self.step + steps
+        if total <= self.step:
+            print(
+                f"nothing to train: the policy is at step {self.step} and trainer.steps is "
+                f"{total}; learn(N) trains N more steps",
+                file=sys.stderr,
+            )
+            return self
         self.config.trainer.steps = total  # the LR schedule's horizon
         callbacks = [] if callback is None else [callback] if callable(callback) else callback
         out = Path(self.config.output_dir)

@@ -102,8 +102,10 @@ def think_metrics(trajectories: Sequence[Trajectory], tokenizer: Any) -> dict[st
 class MetricsLogger:
     """Metrics to the console, ``<output_dir>/metrics.jsonl`` and (if enabled) wandb.
 
-    wandb runs offline when there is no API key and is off with ``WANDB_MODE=disabled``
-    (what the tests set) or ``logging.wandb: false``.
+    wandb follows its own login rules (:func:`wandb_mode`: online after ``wandb login`` or
+    with ``WANDB_API_KEY``, else offline), quietly (one console line says where the run
+    is), and is off with ``WANDB_MODE=disabled`` (what the tests set) or
+    ``logging.wandb: false``.
     """
 
     CONSOLE_KEYS = (
@@ -187,17 +189,46 @@ def _start_wandb(config: TrainConfig) -> Any:
         import wandb
     except ImportError:
         return None
-    mode = os.environ.get("WANDB_MODE") or (
-        "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    )
+    mode = wandb_mode()
     name = config.logging.run_name or Path(config.output_dir).name
-    return wandb.init(
+    run = wandb.init(
         project=config.logging.wandb_project,
         name=name,
         dir=str(config.output_dir),
         config=config.to_dict(),
         mode=mode,  # type: ignore[arg-type]
+        settings=wandb.Settings(silent=True),  # its banner was most of the run's console
     )
+    if mode == "online":
+        print(f"wandb: {getattr(run, 'url', '')}", file=sys.stderr)
+    else:  # the run folder `wandb sync` takes (run.dir is its files/ subfolder)
+        folder = Path(getattr(run, "dir", config.output_dir)).parent
+        print(f"wandb: {mode} run in {folder} (`wandb sync {folder}` uploads it)", file=sys.stderr)
+    return run
+
+
+def wandb_mode() -> str:
+    """wandb's mode by wandb's own login rules: ``WANDB_MODE`` if set; else online when an
+    API key is known, from ``WANDB_API_KEY`` or the netrc entry ``wandb login`` writes
+    (``NETRC``, else ``~/.netrc`` or ``~/_netrc``, for the host of ``WANDB_BASE_URL``);
+    else offline, so a machine without an account still logs locally."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    paths = [os.environ.get("NETRC"), "~/.netrc", "~/_netrc"]
+    for path in (Path(p).expanduser() for p in paths if p):
+        if path.is_file():
+            try:
+                entry = netrc.netrc(str(path)).authenticators(host or "")
+            except (netrc.NetrcParseError, OSError):
+                return "offline"
+            return "online" if entry and entry[2] else "offline"
+    return "offline"
 
 
 def _plain(value: Any) -> Any:

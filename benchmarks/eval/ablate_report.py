@@ -10,35 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from research_env.intervals import mean_interval, rate_half_width
+
 # Metric key in eval.json -> column title.
 TABLE_METRICS = {"em": "EM", "f1": "F1", "searches": "searches",
                  "supporting_recall": "supporting recall"}  # fmt: skip
-# Two-sided 95% Student t quantiles by degrees of freedom (n - 1 seeds); 1.96 beyond 30.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
-def mean_ci95(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% interval (Student t over ``n - 1`` degrees of
-    freedom); no interval from one value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
-    return mean, t * sd / math.sqrt(n)
-
-
-def binomial_half_width(rate: float, n: float) -> float:
-    """Half the length of the 95% Wilson interval of a rate measured on ``n`` questions:
-    how far one run's EM may move by the luck of the draw (unlike the normal
-    approximation, not 0 at a rate of 0 or 1)."""
-    if not n:
-        return float("nan")
-    z2 = 1.96**2
-    return 1.96 / (1 + z2 / n) * math.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n))
 
 
 def _load(path: Path) -> Any:
@@ -83,10 +59,10 @@ def collect(out: Path, variants: Sequence[Any], seeds: int) -> tuple[dict[str, A
         for cell in groups.values():
             for key in TABLE_METRICS:
                 if key in cell:
-                    mean, half = mean_ci95(cell[key]["values"])
+                    mean, half = mean_interval(cell[key]["values"])
                     cell[key] |= {"mean": mean, "ci95": half}
             em = cell.get("em", {}).get("mean")
-            cell["one_run_em_ci95"] = binomial_half_width(em, cell["n"]) if em is not None else None
+            cell["one_run_em_ci95"] = rate_half_width(em, cell["n"]) if em is not None else None
         row["groups"] = groups
     return rows, missing
 
@@ -125,9 +101,9 @@ def em_changes(out: Path, variants: Sequence[Any], seeds: int) -> dict[str, Any]
         if not questions:
             continue
         seed_changes = [sum(s[q] - base[q] for q in questions) / len(questions) for s in per_seed]
-        mean, half = mean_ci95(seed_changes)
+        mean, half = mean_interval(seed_changes)
         diffs = [sum(s[q] for s in per_seed) / len(per_seed) - base[q] for q in questions]
-        paired_mean, paired_half = mean_ci95(diffs)
+        paired_mean, paired_half = mean_interval(diffs)
         if half is None:
             verdict = "one seed"
         elif mean - half > 0:
@@ -180,7 +156,7 @@ def write_table(out: Path, variants: Sequence[Any], seeds: int, subset: dict[str
     base = rows.get("baseline", {}).get("groups", {}).get("all", {})
     base_em = base.get("em", {}).get("mean")
     n = subset.get("questions")
-    half = binomial_half_width(base_em, len(_load(out / "subset.json")["indices"])) if (
+    half = rate_half_width(base_em, len(_load(out / "subset.json")["indices"])) if (
         base_em is not None) else None  # fmt: skip
     table = {"subset": subset, "baseline_em_one_run_ci95": half, "rows": rows,
              "em_change": changes, "missing_runs": missing}  # fmt: skip
@@ -198,7 +174,7 @@ def write_table(out: Path, variants: Sequence[Any], seeds: int, subset: dict[str
         lines.append(
             f"\nAt the baseline's EM of {base_em:.3f}, one run's EM on these {count} questions "
             f"has a 95% interval half-width of ±{half:.3f} (Wilson; at most "
-            f"±{binomial_half_width(0.5, count):.3f}, at EM 0.5); the last column gives it at "
+            f"±{rate_half_width(0.5, count):.3f}, at EM 0.5); the last column gives it at "
             "each row's EM. Differences between single runs smaller than that are noise."
         )
     if missing:

@@ -28,11 +28,26 @@ DESCRIPTION = (
 )
 
 
+EXAMPLES = """examples:
+  research-env eval --policy oracle random --limit 200 --out runs/scripted
+  research-env eval --model smollm2-135m --limit 50 --out runs/base
+  research-env eval --model runs/x --baselines agent --limit 50 --out runs/trained
+  research-env eval --model runs/x --baselines agent --controls empty random
+  research-env compare runs/base runs/trained --ignore model
+"""
+
+
 def register(subparsers: Any) -> None:
     from benchmarks.eval.baselines import BASELINES
     from benchmarks.eval.harness import CONTROLS
 
-    parser = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION)
+    parser = subparsers.add_parser(
+        "eval",
+        help=HELP,
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     what = parser.add_argument_group("what to evaluate")
     what.add_argument("--model", default=None, help="offline name or HF directory of an LLM")
     what.add_argument(
@@ -106,11 +121,13 @@ def register(subparsers: Any) -> None:
     )
     llm.add_argument(
         "--rollout-dtype",
-        default="bfloat16",
-        choices=["bfloat16", "float32", "policy"],
+        default="auto",
+        choices=["auto", "bfloat16", "float32", "policy"],
         help=(
             "decode with a frozen copy of the weights in this dtype, or 'policy' to decode with "
-            "the policy's own weights (default bfloat16: ~2x faster on CPU, half the KV cache)"
+            "the policy's own weights (default auto, as train and demo: bfloat16 where the "
+            "hardware multiplies in bf16 -- CUDA, AVX-512 BF16/AMX -- else float32, where "
+            "emulated bf16 is slower; the run's fingerprint records the dtype used)"
         ),
     )
     llm.add_argument(

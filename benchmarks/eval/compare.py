@@ -4,7 +4,7 @@ A run is an output directory holding ``fingerprint.json`` (:mod:`research_env.fi
 and either ``results.json`` (``research-env eval``: one row per baseline, policy or
 control) or ``metrics.jsonl`` (``research-env train``: the last training step and the
 last held-out evaluation). The table shows EM, F1, format validity and searches of every
-row in both runs, with the EM difference B - A.
+row in both runs (EM ± half its 95% Wilson interval), with the EM difference B - A.
 
 When the fingerprints differ (another dataset split, corpus, retriever, top-k, template,
 turn budget, reward or model) the command refuses, listing the differing fields and both
@@ -25,8 +25,21 @@ HELP = "compare two eval/train runs side by side (refuses when their fingerprint
 METRIC_COLUMNS = ("em", "f1", "format_valid", "searches")
 
 
+EXAMPLES = """examples:
+  research-env compare runs/k3 runs/k5             # refused when top-k differs
+  research-env compare runs/k3 runs/k5 --force     # the table anyway
+  research-env compare runs/base runs/trained --ignore model
+"""
+
+
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("compare", help=HELP, description=__doc__)
+    parser = subparsers.add_parser(
+        "compare",
+        help=HELP,
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="an eval or train output dir")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="another one")
     parser.add_argument(
@@ -52,6 +65,10 @@ def make_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from research_env.fingerprint import differing_fields, flatten, read_fingerprint
 
+    absent = [str(p) for p in (args.run_a, args.run_b) if not Path(p).is_dir()]
+    if absent:
+        print(f"no such run folder: {', '.join(absent)}", file=sys.stderr)
+        return 1
     a, b = read_fingerprint(args.run_a), read_fingerprint(args.run_b)
     missing = [str(p) for p, fp in ((args.run_a, a), (args.run_b, b)) if fp is None]
     if missing:
@@ -159,12 +176,22 @@ def side_by_side(
         row_a, row_b = a.get(name, {}), b.get(name, {})
         em_a, em_b = row_a.get("em"), row_b.get("em")
         delta = f"{em_b - em_a:+.3f}" if em_a is not None and em_b is not None else ""
-        cells = [_number(em_a), _number(em_b), delta]
+        cells = [_em(row_a), _em(row_b), delta]
         for metric in METRIC_COLUMNS[1:]:
             cells += [_number(row_a.get(metric)), _number(row_b.get(metric))]
         cells += [_number(row_a.get("n"), whole=True), _number(row_b.get("n"), whole=True)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _em(row: dict[str, float]) -> str:
+    """EM ± half its 95% Wilson interval on the row's questions (EM alone without ``n``)."""
+    from research_env.intervals import rate_half_width
+
+    em, n = row.get("em"), row.get("n")
+    if em is None or not n:
+        return _number(em)
+    return f"{float(em):.3f} ± {rate_half_width(float(em), float(n)):.3f}"
 
 
 def _number(value: Any, whole: bool = False) -> str:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from research_env.intervals import paired_interval, rate_half_width
 
 QUICK = {"eval_questions": 4, "baseline_questions": 4, "sft_steps": 2, "rl_steps": 2,
          "questions_per_step": 1, "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
@@ -148,14 +149,7 @@ class Change:
 
 def rl_change(before: Stage, after: Stage) -> Change:
     """:class:`Change` from ``before`` to ``after`` (both scored on the same questions)."""
-    from benchmarks.eval.ablate_report import mean_ci95
-
-    if len(before.scores) != len(after.scores) or not before.scores:
-        raise ValueError(
-            f"stages scored {len(before.scores)} and {len(after.scores)} questions; a paired "
-            "change needs the same, non-empty, question list"
-        )
-    mean, half = mean_ci95([b - a for a, b in zip(before.scores, after.scores, strict=True)])
+    mean, half = paired_interval(before.scores, after.scores)
     return Change(before.name, after.name, mean, half, len(before.scores))
 
 
@@ -281,7 +275,7 @@ def evaluate(
     )
     overall = dict(result.overall)
     em, count = overall.get("em", 0.0), max(1.0, overall.get("n", 1.0))
-    overall["em_ci95"] = 1.96 * math.sqrt(em * (1 - em) / count)
+    overall["em_ci95"] = rate_half_width(em, count)
     print(f"  {name}: EM {em:.3f} ± {overall['em_ci95']:.3f}  F1 {overall.get('f1', 0):.3f}  "
           f"format {overall.get('format_valid', 0):.2f}  searches {overall.get('searches', 0):.2f}"
           f"  ({result.seconds:.0f} s)", flush=True)  # fmt: skip

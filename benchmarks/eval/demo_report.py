@@ -6,16 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from algorithms.trainer.curves import CURVES, SFT_CURVES, plot_curves
 from research_env.metrics import markdown_table
 
 COLUMNS = ("n", "em", "em_ci95", "f1", "format_valid", "searches", "supporting_recall", "reward")
 HOP_COLUMNS = ("n", "em", "f1", "format_valid", "searches", "supporting_recall", "reward")
-CURVES = (
-    ("episode/reward", "reward"),
-    ("episode/em", "EM"),
-    ("episode/searches", "searches per episode"),
-    ("episode/format_valid", "format-valid rate"),
-)
 
 
 # The reference result the report quotes: the multi-seed ablation's section of RESULTS.md.
@@ -52,48 +47,6 @@ def demote_headings(markdown: str) -> list[str]:
     return out
 
 
-SMOOTH = 3  # steps in the running mean drawn over noisy per-step RL metrics
-
-
-def running_mean(values: list[float], window: int) -> list[float]:
-    """Mean of the last ``window`` values at each step (fewer at the start)."""
-    return [sum(values[max(0, i + 1 - window) : i + 1]) / (i + 1 - max(0, i + 1 - window))
-            for i in range(len(values))]  # fmt: skip
-
-
-SFT_CURVES = (("train/nll", "negative log-likelihood"), ("train/grad_norm", "gradient norm"))
-
-
-def plot_curves(
-    metrics: list[dict[str, float]], path: Path, title: str, curves=CURVES
-) -> Path | None:
-    """One panel per curve over training steps; None when there is nothing to plot."""
-    if not metrics:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
-    steps = [m.get("step", i + 1) for i, m in enumerate(metrics)]
-    for ax, (key, label) in zip(axes[0], curves, strict=True):
-        values = [m.get(key, float("nan")) for m in metrics]
-        ax.plot(steps, values, marker="o", linewidth=1, alpha=0.45, label="per step")
-        if len(values) >= 2 * SMOOTH:
-            ax.plot(steps, running_mean(values, SMOOTH), linewidth=2.2,
-                    label=f"running mean of {SMOOTH}")  # fmt: skip
-            ax.legend(fontsize=7)
-        ax.set_title(label)
-        ax.set_xlabel("training step")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def write_report(
     out: Path,
     *,
@@ -115,7 +68,7 @@ def write_report(
     lines += ["## Results on the dev slice (greedy decoding)", ""]
     lines.append(markdown_table({s.name: s.overall for s in stages}, COLUMNS))
     lines += ["", "*em_ci95*: half-width of a 95% confidence interval for EM on this many "
-              "questions (normal approximation): differences smaller than that are noise.",
+              "questions (half the Wilson interval): differences smaller than that are noise.",
               ""]  # fmt: skip
     if change is not None:
         lines += [f"**What RL did:** {change.sentence()} The reference result, several seeds "

@@ -259,6 +259,7 @@ def evaluate_model(
         "max_turn_tokens": sampling.max_turn_tokens,
         "max_total_tokens": sampling.max_total_tokens,
         "rollout_dtype": rollout_dtype or "policy's own",
+        "decode_dtype": _decode_dtype(policy, rollout_dtype),
         "pack_weights": pack_weights,
         "fused": fused,
         "questions": len(indices),
@@ -268,6 +269,9 @@ def evaluate_model(
     }
     if baseline == "direct":
         recorded["retriever"] = "none"
+    # Compared by ``research-env compare``: runs that decoded differently measure different things.
+    decoding = {k: recorded[k] for k in ("decoding", "decode_dtype", "max_turn_tokens",
+                                         "max_total_tokens")}  # fmt: skip
     return EvalResult(
         name=name or baseline,
         settings=recorded,
@@ -279,7 +283,9 @@ def evaluate_model(
         by_type=summarize_by(episodes, "type", LLM_METRICS),
         seconds=seconds,
         episodes=episodes,
-        fingerprint=fingerprint(base, model=recorded["model"], questions=len(indices)),
+        fingerprint=fingerprint(
+            base, model=recorded["model"], questions=len(indices), decoding=decoding
+        ),
     )
 
 
@@ -389,6 +395,17 @@ def describe_env(env_kwargs: dict[str, Any]) -> dict[str, Any]:
         "corpus": name(env_kwargs.get("corpus"), "the dataset's own"),
         "retriever": name(env_kwargs.get("retriever"), "bm25"),
     }
+
+
+def _decode_dtype(policy: Any, rollout_dtype: str | None) -> str:
+    """The dtype the evaluation decodes in: ``rollout_dtype`` with ``auto`` resolved for the
+    policy's device, or the policy's own (None, or ``auto`` where bf16 is not native)."""
+    from algorithms.precision import AUTO, resolve_precision
+
+    parameter = next(policy.model.parameters())
+    if rollout_dtype == AUTO:
+        rollout_dtype = resolve_precision(AUTO, parameter.device)
+    return rollout_dtype or str(parameter.dtype).removeprefix("torch.")
 
 
 def _decoding_policy(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from research_env.intervals import rate_half_width
 from research_env.metrics import METRICS, markdown_table
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def report(results: Sequence[EvalResult]) -> str:
     """Markdown: the settings of each run, one overall table with a row per result, then
     every result's scores by hop count and by question type (one table each)."""
     columns = _columns(r.overall for r in results)
-    overall = {r.name: {**r.overall, "seconds": r.seconds} for r in results}
+    overall = {r.name: {**with_em_interval(r.overall), "seconds": r.seconds} for r in results}
     parts = [
         "## Settings",
         _settings_table(results),
@@ -57,7 +58,7 @@ def report(results: Sequence[EvalResult]) -> str:
     ]
     for title, attr, label in (("hop count", "by_hops", " hops"), ("question type", "by_type", "")):
         rows = {
-            f"{r.name}, {key}{label}": scores
+            f"{r.name}, {key}{label}": with_em_interval(scores)
             for r in results
             for key, scores in getattr(r, attr).items()
         }
@@ -129,13 +130,21 @@ def save_results(results: Sequence[EvalResult], out_dir: Path) -> None:
         write_fingerprint(out_dir, main[0])
 
 
+def with_em_interval(scores: Mapping[str, float]) -> dict[str, float]:
+    """``scores`` and ``em_ci95``: half the 95% Wilson interval of EM on its ``n`` questions."""
+    em, n = scores.get("em"), scores.get("n")
+    return {**scores, **({"em_ci95": rate_half_width(em, n)} if em is not None and n else {})}
+
+
 def _columns(score_dicts: Iterable[Mapping[str, float]]) -> list[str]:
-    """COLUMNS, then the extra columns and pass@k values that any of the dicts holds."""
+    """COLUMNS (EM followed by its interval), then the extra columns and pass@k values that
+    any of the dicts holds."""
     present: set[str] = set()
     for scores in score_dicts:
         present.update(scores)
     pass_at = sorted((c for c in present if c.startswith("pass@")), key=lambda c: int(c[5:]))
-    return [*COLUMNS, *(c for c in EXTRA_COLUMNS if c in present), *pass_at]
+    columns = [c for m in COLUMNS for c in ((m, "em_ci95") if m == "em" else (m,))]
+    return [*columns, *(c for c in EXTRA_COLUMNS if c in present), *pass_at]
 
 
 def _settings_table(results: Sequence[EvalResult]) -> str:
@@ -169,7 +178,7 @@ def _empty_verdict(name: str, own: EvalResult, empty: EvalResult) -> str:
     """Does EM drop under the empty retriever? Judged on the paired per-question drop (the
     same questions under both retrievers) and its 95% t-interval, when the episodes are
     there to pair; a drop inside the interval is said to be not established."""
-    from benchmarks.eval.ablate_report import mean_ci95
+    from research_env.intervals import mean_interval
 
     em, em_empty = own.overall.get("em", 0.0), empty.overall.get("em", 0.0)
     if em_empty >= em:
@@ -179,7 +188,7 @@ def _empty_verdict(name: str, own: EvalResult, empty: EvalResult) -> str:
             "a cheap prior answer (yes/no questions) can hide what search is worth on the rest."
         )
     drops = _paired(own.episodes, empty.episodes)
-    half = mean_ci95(drops)[1] if len(drops) >= 2 else None
+    half = mean_interval(drops)[1] if len(drops) >= 2 else None
     drop = em - em_empty
     if half is not None and drop <= half:
         return (

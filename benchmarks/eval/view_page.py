@@ -165,13 +165,21 @@ function matches(ep, want) {
   return Object.keys(FILTERS).every(name => want[name] === "" || FILTERS[name](ep) === want[name]);
 }
 
+function evaluated(ep) {
+  return ep.step === null || ep.step === undefined;
+}
+
+function roleName(ep, role) {
+  return role === "T" && evaluated(ep) ? "generated (evaluation: not trained)" : ROLES[role];
+}
+
 function tokenSpan(ep, i, counts, leaks) {
   const role = ep.roles[i] || "E";
   counts[role] = (counts[role] || 0) + 1;
   const piece = ep.tokens[i];
   const cls = "tok " + role + (piece === "" ? " empty" : "") + (leaks.has(i - ep.prompt_len) ? " leaked" : "");
   const span = el("span", cls, piece === "" ? "\u2205" : piece);
-  let tip = "token " + i + " \u00b7 id " + ep.ids[i] + " \u00b7 " + ROLES[role];
+  let tip = "token " + i + " \u00b7 id " + ep.ids[i] + " \u00b7 " + roleName(ep, role);
   const r = i - ep.prompt_len;
   if (r >= 0) {
     tip += "\nloss mask " + ep.loss_mask[r] + " \u00b7 sampling log-prob " + fixed(ep.logprobs[r], 4);
@@ -199,7 +207,9 @@ function renderEpisode(ep) {
   field("prediction", JSON.stringify(text(ep.prediction)));
   field("gold", JSON.stringify(ep.golden_answers || []));
   const trained = el("span", "trained-count");
-  meta.append(el("b", null, "trained tokens "), trained, document.createTextNode("   "));
+  // An evaluation trains nothing: its loss-mask-1 tokens are the policy's own, scored only.
+  const label = evaluated(ep) ? "loss-mask-1 tokens (evaluation: not trained) " : "trained tokens ";
+  meta.append(el("b", null, label), trained, document.createTextNode("   "));
   const roleCounts = el("span", "role-counts");
   meta.append(roleCounts);
   section.append(meta);
@@ -217,7 +227,7 @@ function renderEpisode(ep) {
   const nTrained = counts.T || 0;
   trained.textContent = String(nTrained);
   section.dataset.trained = String(nTrained);
-  roleCounts.textContent = Object.keys(ROLES).map(r => ROLES[r] + " " + (counts[r] || 0)).join(" \u00b7 ");
+  roleCounts.textContent = Object.keys(ROLES).map(r => roleName(ep, r) + " " + (counts[r] || 0)).join(" \u00b7 ");
   if (ep.dropped) {
     meta.append(el("span", "dropped", "  dropped before the update (a flat group): the loss never saw it"));
   }

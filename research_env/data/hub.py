@@ -155,6 +155,11 @@ def _parquet_rows(path: Path, split: str | None) -> tuple[str, Iterator[dict[str
     return chosen, _iter_parquet(by_split[chosen])
 
 
+def parquet_file_rows(path: PathArg) -> Iterator[dict[str, Any]]:
+    """The rows of one parquet file (e.g. Search-R1's ``train.parquet``)."""
+    return _iter_parquet([Path(path)])
+
+
 def _iter_parquet(files: list[Path]) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq  # ships with `datasets`
 

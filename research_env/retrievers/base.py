@@ -28,3 +28,30 @@ class Retriever(Protocol):
     def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
         """Return, for each query in order, at most ``k`` hits sorted by score."""
         ...
+
+
+def as_hits(results: Sequence[Sequence[object]], retriever: object) -> list[list[SearchHit]]:
+    """``retriever.search``'s answer as :class:`SearchHit` lists. A custom retriever may
+    answer FlashRAG-style dicts too: ``{"id", "contents", "score"?}`` (``contents`` is
+    ``'"Title"\\ntext'``) or ``{"id"?, "title", "text", "score"?}``. Anything else is a
+    ``TypeError`` naming the retriever and the shapes it may return, at the search that
+    returned it (not later, when the observation is written)."""
+    return [[_as_hit(hit, retriever) for hit in hits] for hits in results]
+
+
+def _as_hit(hit: object, retriever: object) -> SearchHit:
+    if isinstance(hit, SearchHit):
+        return hit
+    if isinstance(hit, dict):
+        score = float(hit.get("score", 0.0))
+        if isinstance(hit.get("contents"), str):
+            return SearchHit(Document(str(hit.get("id", "")), hit["contents"]), score)
+        if isinstance(hit.get("text"), str):
+            title = str(hit.get("title", ""))
+            contents = f'"{title}"\n{hit["text"]}' if title else hit["text"]
+            return SearchHit(Document(str(hit.get("id", title)), contents), score)
+    raise TypeError(
+        f"{type(retriever).__name__}.search returned {hit!r:.120}; each hit must be a "
+        "SearchHit(Document(id, contents), score) or a FlashRAG-style dict with 'contents' "
+        "(or 'title' and 'text'), and an optional 'score'"
+    )

@@ -90,6 +90,11 @@ def read_records(
         path = split_file(path, split, format)
     elif not path.is_file():
         raise FileNotFoundError(f"no such file or directory: {path}")
+    elif path.suffix == ".parquet":  # one file of a hub dataset, e.g. Search-R1's train.parquet
+        from research_env.data import hub
+
+        chosen = split or split_from_name(path.name) or path.stem
+        return _parse_rows(hub.parquet_file_rows(path), str(path), format, on_error, chosen)
     return _read_file(path, format, on_error, split or split_from_name(path.name))
 
 
