@@ -3,14 +3,14 @@
 The learning tests (``tests/test_trainer.py``, ``tests/test_episode_cost.py``) train the
 tiny random model on the *spaces task* below for a fixed budget and compare its evaluation
 reward before and after. One seed on one CPU is a knife edge: ATen picks other vectorised
-kernels on a CPU without AVX-512, their float sums round differently, and 12-20 steps of RL
+kernels on a CPU without AVX-512, their float sums round differently, and 16-32 steps of RL
 turn that into another run. So each test trains several seeds and asks for a mean gain
 (:data:`THRESHOLD`) that sits well under what working updates reach on every kernel set
 measured and well above what broken updates reach (RESULTS.md, "Tests on every CPU").
 
 The task: a one-turn env whose reward is the share of the turn's 12 token slots filled with
 spaces (at most one per slot, so the reward lies in [0, 1]). The tiny random model starts
-near 0.65; a working update raises it toward 1 within 12-20 steps at a high learning rate.
+near 0.65; a working update raises it toward 1 within 16-32 steps at a high learning rate.
 An unbounded count of spaces (the task before 2026-12-07) let single runs find tokens of 16
 spaces and score 20, so one lucky seed decided any mean.
 
@@ -56,7 +56,7 @@ RECIPES: dict[str, tuple[str, int, dict[str, Any], dict[str, Any]]] = {
     "grpo": ("grpo", 16, {}, {}),
     "reinforce": ("reinforce", 18, {}, {}),
     "ppo": ("ppo", 20, {}, {}),
-    "grpo-levers": ("grpo", 16, LEVERS, LEVER_ENV),
+    "grpo-levers": ("grpo", 32, LEVERS, LEVER_ENV),
 }
 # The seeds each learning test trains.
 TEST_SEEDS = (0, 1, 2)
@@ -126,17 +126,19 @@ def make(algo: str, out: Any, **overrides: Any) -> Any:
     return make_algorithm(algo, policy, env_kwargs(), task_config(algo, out, **overrides))
 
 
-def learning_gain(recipe: str, seed: int, out: Any) -> tuple[float, float]:
+def learning_gain(
+    recipe: str, seed: int, out: Any, steps: int | None = None
+) -> tuple[float, float]:
     """Evaluation reward before and after training ``RECIPES[recipe]`` with ``seed``.
 
     Recipes with precision "auto" train in bf16 on a CPU with native bf16; the tests pin
     "auto" to float32 (``cpu_has_native_bf16``) so every machine runs the same recipe."""
-    algo_name, steps, overrides, env = RECIPES[recipe]
+    algo_name, recipe_steps, overrides, env = RECIPES[recipe]
     algo = make(algo_name, out, **{"trainer.seed": seed, **overrides})
     algo.env_kwargs |= env
     algo.eval_env_kwargs |= env
     before = algo.evaluate()["eval/reward"]
-    algo.learn(steps)
+    algo.learn(steps or recipe_steps)
     return before, algo.evaluate()["eval/reward"]
 
 
@@ -171,7 +173,7 @@ def broken_update(kind: str) -> Iterator[None]:
         objective.clipped_policy_loss = real
 
 
-def _one(recipe: str, seed: int, mutation: str) -> None:
+def _one(recipe: str, seed: int, mutation: str, steps: int | None) -> None:
     import torch
 
     import algorithms.precision
@@ -179,18 +181,20 @@ def _one(recipe: str, seed: int, mutation: str) -> None:
     torch.set_num_threads(1)  # as the tests run (tests/conftest.py)
     algorithms.precision.cpu_has_native_bf16 = lambda: False  # as the tests pin "auto"
     with tempfile.TemporaryDirectory() as out, broken_update(mutation):
-        before, after = learning_gain(recipe, seed, out)
+        before, after = learning_gain(recipe, seed, out, steps)
     print(json.dumps({"before": before, "after": after, "capability":
                       torch.backends.cpu.get_cpu_capability()}))  # fmt: skip
 
 
-def measure(recipe: str, seed: int, setting: str, mutation: str) -> dict[str, Any]:
+def measure(
+    recipe: str, seed: int, setting: str, mutation: str, steps: int | None = None
+) -> dict[str, Any]:
     """One run in a fresh process limited to ``setting``'s kernels."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **SETTINGS[setting]}
     for name in {v for s in SETTINGS.values() for v in s} - set(SETTINGS[setting]):
         env.pop(name, None)  # "native" means no limit, whatever the caller's shell set
     command = [sys.executable, "-m", "benchmarks.learning_margin", "--one",
-               recipe, str(seed), mutation]  # fmt: skip
+               recipe, str(seed), mutation, str(steps or 0)]  # fmt: skip
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
@@ -205,11 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=["native", "avx2"],
                         choices=list(SETTINGS))  # fmt: skip
     parser.add_argument("--mutations", nargs="+", default=["none"], choices=MUTATIONS)
-    parser.add_argument("--one", nargs=3, metavar=("RECIPE", "SEED", "MUTATION"),
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train this many steps instead of the recipe's")  # fmt: skip
+    parser.add_argument("--one", nargs=4, metavar=("RECIPE", "SEED", "MUTATION", "STEPS"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
     if args.one:
-        _one(args.one[0], int(args.one[1]), args.one[2])
+        _one(args.one[0], int(args.one[1]), args.one[2], int(args.one[3]) or None)
         return 0
     print("| recipe | kernels | update | gain per seed | mean over test seeds |")
     print("| --- | --- | --- | --- | ---: |")
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             for mutation in args.mutations:
                 gains = {}
                 for seed in args.seeds:
-                    run = measure(recipe, seed, setting, mutation)
+                    run = measure(recipe, seed, setting, mutation, args.steps)
                     gains[seed] = run["after"] - run["before"]
                 test_gains = [gains[s] for s in TEST_SEEDS if s in gains]
                 shown = ", ".join(f"{s}: {g:+.3f}" for s, g in gains.items())
