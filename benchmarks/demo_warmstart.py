@@ -1,5 +1,5 @@
 """The demo's warm start alone, saved: 10 SFT steps of behaviour cloning on oracle episodes
-with ``research-env demo``'s own config (:func:`benchmarks.eval.demo._config`), then
+with ``research-env demo``'s own config (:func:`research_app.demo._config`), then
 ``policy.save(OUT/warm)``. For measurements that start where the demo's RL stage starts
 (control retrievers, ablations) without running the demo's five evaluations.
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from algorithms.policy import load_policy
     from algorithms.sft import SFT
-    from benchmarks.eval import demo
+    from research_app import demo
     from research_env.env import MultiHopSearchEnv
 
     demo_args = argparse.Namespace(

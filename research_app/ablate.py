@@ -25,7 +25,7 @@ run directory without ``done.json`` was interrupted: it is trained again from th
 
 Several processes may run the same command on one ``--out`` at once (one per core, or per
 machine on a shared disk): each run is claimed with a ``<run>.lock`` file
-(:mod:`benchmarks.eval.claims`), a process skips runs that another live process holds, and
+(:mod:`research_app.claims`), a process skips runs that another live process holds, and
 the last one to finish writes the complete table.
 """
 
@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.eval import claims
+from research_app import claims
 
 EPILOG = """\
 examples:
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from benchmarks.eval.ablate_report import write_curves, write_table
+    from research_app.ablate_report import write_curves, write_table
 
     variants = variants_of(args)
     base = base_config(args)
@@ -394,7 +394,7 @@ class Evaluator:
 
     def evaluate(self, policy: Any, path: Path, name: str) -> dict[str, Any]:
         """Greedy episodes on the subset with the shared token budgets; writes ``path``."""
-        from benchmarks.eval.harness import evaluate_model
+        from research_app.harness import evaluate_model
 
         r = self.base.rollout
         result = evaluate_model(

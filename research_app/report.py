@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from research_env.metrics import METRICS, markdown_table
 
 if TYPE_CHECKING:
-    from benchmarks.eval.harness import EvalResult
+    from research_app.harness import EvalResult
 
 COLUMNS = ("n", *METRICS)
 # Reported when some result has them (LLM evaluation adds these).
@@ -169,7 +169,7 @@ def _empty_verdict(name: str, own: EvalResult, empty: EvalResult) -> str:
     """Does EM drop under the empty retriever? Judged on the paired per-question drop (the
     same questions under both retrievers) and its 95% t-interval, when the episodes are
     there to pair; a drop inside the interval is said to be not established."""
-    from benchmarks.eval.ablate_report import mean_ci95
+    from research_app.ablate_report import mean_ci95
 
     em, em_empty = own.overall.get("em", 0.0), empty.overall.get("em", 0.0)
     if em_empty >= em:

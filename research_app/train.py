@@ -1,6 +1,6 @@
 """``research-env train``: train a policy with GRPO, PPO or REINFORCE.
 
-Registered as a ``research_env.commands`` entry point; ``register`` only adds arguments,
+Listed in :data:`research_app.cli.COMMANDS`; ``register`` only adds arguments,
 and torch is imported inside the handler, so ``research-env --help`` stays fast.
 """
 

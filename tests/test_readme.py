@@ -16,7 +16,11 @@ def _section(title: str) -> str:
 
 
 def _python_sources() -> str:
-    files = [*ROOT.glob("research_env/**/*.py"), *ROOT.glob("algorithms/**/*.py")]
+    files = [
+        *ROOT.glob("research_env/**/*.py"),
+        *ROOT.glob("algorithms/**/*.py"),
+        *ROOT.glob("research_app/**/*.py"),
+    ]
     return "\n".join(f.read_text(encoding="utf-8") for f in files)
 
 

@@ -1,7 +1,7 @@
 """Data-parallel training through ``torch.distributed``, launched by ``torchrun`` or
 ``accelerate launch`` (no cluster layer of our own).
 
-    torchrun --nproc-per-node 8 -m research_env.cli train --config configs/research-grpo.yaml
+    torchrun --nproc-per-node 8 -m research_app.cli train --config configs/research-grpo.yaml
 
 What changes with N ranks, and nothing else does:
 
