@@ -17,14 +17,18 @@ One :class:`TrainConfig` describes a whole run, in sections that mirror the YAML
     reinforce: {baseline: rloo}
     sft:      {demonstrations: oracle}
 
-Every algorithm's section is always present (with defaults), so an ablation is one flag:
-``--algo ppo`` with a GRPO YAML trains PPO with that file's model, env and optimizer and
-PPO's own defaults. A key that is not a field is an error naming the valid keys, so a typo
-never silently falls back to a default.
+The sections from ``grpo`` down are not written here: each is the settings dataclass that
+its algorithm's own module declares (``GRPOSettings`` in ``grpo.py`` ...), found through
+the registry, so a plugin algorithm gets a section of its name the same way. Every
+registered algorithm's section is always present (with defaults), so an ablation is one
+flag: ``--algo ppo`` with a GRPO YAML trains PPO with that file's model, env and optimizer
+and PPO's own defaults. A key that is not a field is an error naming the valid keys, so a
+typo never silently falls back to a default.
 
-Why one file of ~600 lines: it is one idea, the run's schema; each section's docstring
-documents its fields (what a user reads), and YAML conversion is the schema's own. The
-value checks of :meth:`TrainConfig.validate` live in ``config_checks.py``.
+Why one file of ~500 lines: it is one idea, the run's shared schema; each section's
+docstring documents its fields (what a user reads), and YAML conversion is the schema's
+own. The value checks of :meth:`TrainConfig.validate` live in ``config_checks.py`` and in
+each algorithm's settings (``validate``).
 """
 
 from __future__ import annotations
@@ -359,115 +363,6 @@ class CheckpointConfig:
     export_final: bool = True
 
 
-LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-KLEstimatorName = Literal["k1", "k2", "k3", "low_var_kl"]
-
-
-@dataclass
-class GRPOConfig:
-    """GRPO (Shao et al., 2024) with the DAPO and Dr. GRPO variants.
-
-    Attributes:
-        clip_low: PPO clip range below 1 (``ratio >= 1 - clip_low``).
-        clip_high: clip range above 1; ``null`` = ``clip_low``. DAPO's clip-higher: 0.28.
-        kl_coef: weight of the KL-to-reference loss (ReSearch: 0.001). 0 skips the
-            reference model entirely.
-        kl_estimator: ``k3`` (= ``low_var_kl``, GRPO's), ``k1`` or ``k2``.
-        scale_by_std: divide advantages by the group std; ``false`` is Dr. GRPO.
-        loss_agg: ``token-mean`` (DAPO), ``seq-mean-token-mean`` (original GRPO) or
-            ``seq-mean-token-sum-norm`` (Dr. GRPO; normalized by ``rollout.max_total_tokens``).
-        entropy_coef: entropy bonus weight (0 = off; entropy is still logged).
-        credit: ``episode`` (every token gets the episode's advantage) or ``turn`` (each
-            turn's tokens get the return from that turn on, estimator ``grpo-turn``: an
-            early search the env rewarded keeps its credit when the answer is wrong). The
-            same without ``env.shaping``.
-    """
-
-    clip_low: float = 0.2
-    clip_high: float | None = None
-    kl_coef: float = 0.001
-    kl_estimator: KLEstimatorName = "k3"
-    scale_by_std: bool = True
-    loss_agg: LossAggregation = "token-mean"
-    entropy_coef: float = 0.0
-    credit: Literal["episode", "turn"] = "episode"
-
-
-@dataclass
-class PPOConfig:
-    """PPO with a learned critic (as Search-R1 trains it).
-
-    Attributes:
-        clip_low, clip_high: policy clip range (``clip_high`` null = symmetric).
-        vf_coef: weight of the value loss in the total loss.
-        vf_clip: value clipping range around the rollout's values (``null`` = off).
-        gamma, lam: GAE discount and lambda over generated tokens (Search-R1: 1 and 1).
-        kl_coef: per-token KL penalty folded into the reward (``-kl_coef * kl_t``).
-        kl_estimator: estimator for that penalty (``k1``, the unbiased one, by default).
-        whiten_advantages: normalize advantages over the batch's generated tokens.
-        critic: ``shared`` = a value head on the policy's trunk; ``separate`` = its own
-            model (``critic_model``, default the policy's model) with a value head.
-        critic_model: model name or directory of a separate critic.
-        loss_agg: loss aggregation mode (see :class:`GRPOConfig`).
-        entropy_coef: entropy bonus weight.
-    """
-
-    clip_low: float = 0.2
-    clip_high: float | None = None
-    vf_coef: float = 0.5
-    vf_clip: float | None = 0.2
-    gamma: float = 1.0
-    lam: float = 1.0
-    kl_coef: float = 0.001
-    kl_estimator: KLEstimatorName = "k1"
-    whiten_advantages: bool = True
-    critic: Literal["shared", "separate"] = "shared"
-    critic_model: str | None = None
-    loss_agg: LossAggregation = "token-mean"
-    entropy_coef: float = 0.0
-
-
-@dataclass
-class ReinforceConfig:
-    """REINFORCE with a choice of baseline.
-
-    Attributes:
-        baseline: ``none``, ``batch_mean``, ``rloo`` (leave-one-out within a group) or
-            ``reinforce++`` (global normalization of the token returns).
-        kl_coef: per-token KL penalty folded into the reward.
-        kl_estimator: estimator for that penalty.
-        gamma: discount over generated tokens.
-        loss_agg: loss aggregation mode (see :class:`GRPOConfig`).
-        entropy_coef: entropy bonus weight.
-    """
-
-    baseline: Literal["none", "batch_mean", "rloo", "reinforce++"] = "rloo"
-    kl_coef: float = 0.0
-    kl_estimator: KLEstimatorName = "k1"
-    gamma: float = 1.0
-    loss_agg: LossAggregation = "token-mean"
-    entropy_coef: float = 0.0
-
-
-@dataclass
-class SFTConfig:
-    """Behaviour cloning (the warm start, ``algo: sft``): masked NLL of demonstrated turns.
-
-    Attributes:
-        demonstrations: ``oracle`` (episodes played by the env's oracle on the training
-            split) or a path to a jsonl file of text episodes, such as the
-            ``transcripts/agent.jsonl`` that ``research-env eval`` writes.
-        successful_only: keep only demonstrations whose reward is at least ``min_reward``.
-        min_reward: see above.
-        loss_agg: loss aggregation mode (see :class:`GRPOConfig`).
-    """
-
-    demonstrations: str = "oracle"
-    successful_only: bool = True
-    min_reward: float = 1.0
-    loss_agg: LossAggregation = "token-mean"
-
-
 @dataclass
 class TrainConfig:
     """A whole training run. See the module docstring for the YAML shape.
@@ -475,6 +370,10 @@ class TrainConfig:
     Attributes:
         algo: the algorithm that trains (a name in ``algorithms.registry``).
         output_dir: where metrics, checkpoints and the final model go (``--out``).
+        sections: every registered algorithm's own settings, by name, each the settings
+            dataclass its module declares (``grpo.py``'s ``GRPOSettings`` ...). Read one
+            as ``config.grpo`` or :meth:`settings`; in YAML and :meth:`to_dict` each is a
+            top-level section of its name.
     """
 
     algo: str = "grpo"
@@ -487,20 +386,62 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, kind in _algorithm_settings().items():
+            self.sections.setdefault(name, kind())
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when ordinary lookup fails: an algorithm's section by its name. An
+        # algorithm registered after this config was built gets its defaults here.
+        sections = self.__dict__.get("sections")
+        if sections is not None and not name.startswith("__"):
+            if name not in sections and name in _algorithm_settings():
+                sections[name] = _algorithm_settings()[name]()
+            if name in sections:
+                return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute or section {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            sections[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def settings(self, name: str | None = None) -> Any:
+        """The settings section of algorithm ``name`` (default: ``algo``, the one that trains)."""
+        return getattr(self, self.algo if name is None else name)
 
     # -- conversions ------------------------------------------------------------
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from nested dicts; unknown keys and ill-typed values raise ``ValueError``."""
-        return _build(cls, data, "")
+        if not isinstance(data, dict):
+            raise ValueError(f"config must be a mapping, got {data!r}")
+        kinds = _algorithm_settings()
+        fixed = [f.name for f in dataclasses.fields(cls) if f.name != "sections"]
+        valid = fixed + list(kinds)
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} in config; "
+                f"valid keys: {', '.join(valid)}"
+            )
+        config = _build(cls, {k: v for k, v in data.items() if k in fixed}, "")
+        for name, kind in kinds.items():
+            if name in data:
+                value = data[name]
+                config.sections[name] = _build(kind, {} if value is None else value, name)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested dicts, each algorithm's section at the top level under its name."""
+        data = dataclasses.asdict(self)
+        data.update(data.pop("sections"))
+        return data
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -544,7 +485,10 @@ class TrainConfig:
             sharding_problems,
         )
 
-        problems = range_problems(self) + sharding_problems(self)
+        problems = range_problems(self)
+        for name, section in self.sections.items():
+            problems += section.validate(self, selected=name == self.algo, check_names=check_names)
+        problems += sharding_problems(self)
         if check_names:
             problems += name_problems(self)
         if check_device:
@@ -576,6 +520,13 @@ class TrainConfig:
                 node = child
             node[leaf] = value
         return TrainConfig.from_dict(data)
+
+
+def _algorithm_settings() -> dict[str, type]:
+    """Name -> settings dataclass of every registered algorithm (imports their modules)."""
+    from algorithms.registry import algorithm_settings
+
+    return algorithm_settings()
 
 
 def parse_overrides(assignments: list[str]) -> list[tuple[str, Any]]:

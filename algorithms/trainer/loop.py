@@ -77,6 +77,9 @@ class OnPolicyAlgorithm:
     """
 
     name: ClassVar[str] = ""
+    # The algorithm's own settings dataclass (an ``algorithms.settings.AlgorithmSettings``):
+    # its config section, ``hparams``.
+    settings_class: ClassVar[type | None] = None
 
     def __init__(
         self,
@@ -142,8 +145,9 @@ class OnPolicyAlgorithm:
 
     @property
     def hparams(self) -> Any:
-        """This algorithm's section of the config (``config.grpo`` for GRPO, ...)."""
-        return getattr(self.config, self.name)
+        """This algorithm's own settings: its section of the config (``config.grpo`` for
+        GRPO, ...), an instance of the class's ``settings_class``."""
+        return self.config.settings(self.name)
 
     @property
     def kl_coef(self) -> float:
