@@ -36,6 +36,7 @@ from algorithms.settings import AlgorithmSettings, LossAggregation
 from algorithms.trainer import OnPolicyAlgorithm
 from research_env.env import MultiHopSearchEnv
 from research_env.policies import OraclePolicy
+from research_env.termination import Termination
 
 
 @dataclass
@@ -193,7 +194,7 @@ class SFT(OnPolicyAlgorithm):
                 traj.add_observation_tokens(obs)
         traj.reward = episode.reward
         traj.info = episode.info or {}
-        traj.finish_reason = traj.info.get("termination", "answered")
+        traj.finish_reason = Termination(traj.info.get("termination", Termination.ANSWERED))
         return traj
 
     # -- the loss ---------------------------------------------------------------------

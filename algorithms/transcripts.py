@@ -181,7 +181,7 @@ def transcript_record(
         "group": trajectory.group,
         **{k: info[k] for k in INFO_KEYS if k in info},
         "reward": float(trajectory.reward),
-        "finish_reason": str(trajectory.finish_reason),
+        "finish_reason": str(trajectory.finish_reason or ""),
         "prompt_len": len(prompt),
         "ids": prompt + response,
         "tokens": texts,

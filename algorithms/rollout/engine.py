@@ -271,9 +271,9 @@ def episode_questions(question_indices: Sequence[int], group_size: int) -> list[
 
 def _finish(trajectory: Trajectory, outcome: TurnOutcome) -> None:
     # The answer's own reward: the last turn's shaping is already in turn_rewards.
-    trajectory.reward = float(outcome.info.get("answer_reward", outcome.reward))
+    trajectory.reward = outcome.answer_reward
     trajectory.info = outcome.info
-    trajectory.finish_reason = outcome.info["termination"]
+    trajectory.finish_reason = outcome.termination
 
 
 def _info_at(infos: Mapping[str, Any], i: int) -> dict[str, Any]:

@@ -23,8 +23,7 @@ from research_env.termination import TRUNCATING
 
 def is_truncated(trajectory: Trajectory) -> bool:
     """An episode that ran out of turns or tokens instead of ending by itself."""
-    termination = trajectory.info.get("termination")
-    return trajectory.finish_reason in TRUNCATING or termination in TRUNCATING
+    return trajectory.finish_reason in TRUNCATING
 
 
 def episode_metrics(trajectories: Sequence[Trajectory], tokenizer: Any = None) -> dict[str, float]:
