@@ -110,6 +110,22 @@ class Trajectory:
         return cls(**data)
 
 
+def group_returns(trajectories: Sequence[Trajectory]) -> dict[int, list[float]]:
+    """Each group's episode returns (reward plus step rewards), by group id."""
+    returns: dict[int, list[float]] = {}
+    for t in trajectories:
+        returns.setdefault(t.group, []).append(t.episode_return)
+    return returns
+
+
+def flat_groups(trajectories: Sequence[Trajectory]) -> set[int]:
+    """The groups with no learning signal: their returns are all equal (their range is 0;
+    a group of one sample is flat). The one definition the trainer's filter and its
+    ``health/flat_group_fraction`` use; the advantage estimators apply the same rule to
+    tensors (``algorithms/objectives/advantages.py``, ``_zero_flat_groups``)."""
+    return {g for g, r in group_returns(trajectories).items() if max(r) - min(r) == 0.0}
+
+
 @dataclass
 class Batch:
     """Padded tensors for a list of trajectories (see the module docstring for layout).

@@ -29,12 +29,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from research_env.storage import atomic_directory, cache_root
+
+if TYPE_CHECKING:
+    from algorithms.config import TrainConfig
 
 # Recent transformers releases rename the forward's ``past_key_values`` to ``cache`` and warn
 # (a FutureWarning) on every call that uses the old name, which our decoder and scorer pass on
@@ -516,4 +519,27 @@ def load_policy(
         device=torch_device,
         value_head=head,
         lora=lora,
+    )
+
+
+def lora_settings(config: TrainConfig) -> LoraSettings | None:
+    lora = config.model.lora
+    if lora is None:
+        return None
+    return LoraSettings(
+        r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=tuple(lora.target_modules)
+    )
+
+
+def policy_from_config(config: TrainConfig) -> Policy:
+    """The policy a run's config describes (``config.model``: name, dtype, device, LoRA,
+    gradient checkpointing), as training starts from it. No value head: PPO builds its
+    critic after seeding, so the same seed gives the same run."""
+    model = config.model
+    return load_policy(
+        model.name,
+        dtype=model.dtype,
+        device=model.device,
+        lora=lora_settings(config),
+        gradient_checkpointing=model.gradient_checkpointing,
     )

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from research_app import claims
+from research_env.storage import atomic_file
 
 EPILOG = """\
 examples:
@@ -304,19 +305,13 @@ def train_run(
     fingerprint: dict[str, Any],
 ) -> None:  # fmt: skip
     """Train one (variant, seed) from the start model, score it, then write done.json."""
-    from algorithms.policy import load_policy
+    from algorithms.policy import policy_from_config
     from algorithms.registry import algorithm_class
     from algorithms.trainer import checkpoint as ckpt
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run: start over
-    policy = load_policy(
-        config.model.name,
-        dtype=config.model.dtype,
-        device=config.model.device,
-        lora=ckpt.lora_settings(config),
-        gradient_checkpointing=config.model.gradient_checkpointing,
-    )
+    policy = policy_from_config(config)
     algo = algorithm_class(config.algo)(policy, None, config)
     steps = config.trainer.steps
     deadline = None if args.budget_minutes is None else time.monotonic() + 60 * args.budget_minutes
@@ -431,6 +426,5 @@ class Evaluator:
 
 def _write_json(path: Path, data: Any) -> None:
     """Written whole or not at all (a killed run leaves no half-written done.json)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as staging:
+        staging.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if is_main_process():
         write_run_fingerprint(config)
 
-    from algorithms.policy import load_policy
+    from algorithms.policy import policy_from_config
     from algorithms.registry import algorithm_class, make_algorithm
 
     if args.resume is not None:
@@ -177,14 +177,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     else:
-        # No value head here: PPO builds its critic after seeding (reproducible runs).
-        policy = load_policy(
-            config.model.name,
-            dtype=config.model.dtype,
-            device=config.model.device,
-            lora=ckpt.lora_settings(config),
-            gradient_checkpointing=config.model.gradient_checkpointing,
-        )
+        policy = policy_from_config(config)
         algo = make_algorithm(config.algo, policy, None, config)
     try:
         algo.learn(algo.config.trainer.steps)

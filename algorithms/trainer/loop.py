@@ -31,7 +31,6 @@ import os
 import random
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms.buffer import Trajectory, UpdateBatch, collate
+from algorithms.buffer import Trajectory, UpdateBatch, collate, flat_groups
 from algorithms.config import TrainConfig
 from algorithms.objectives import AdvantageInputs, ObjectiveTerms, compute_advantages
 from algorithms.objectives.losses import kl_penalty
@@ -57,6 +56,10 @@ from algorithms.trainer.optim import lr_factor, make_optimizer
 from algorithms.trainer.update import Models, prepare_update, run_update
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
+# The step's metrics that count things (episodes, groups): summed over ranks, not averaged.
+COUNTERS = frozenset(
+    {"filter/zero_variance_groups", "filter/kept_episodes", "filter/truncated_episodes"}
+)
 
 
 class OnPolicyAlgorithm:
@@ -278,7 +281,7 @@ class OnPolicyAlgorithm:
         )
         metrics |= self.learn_from(trajectories)
         metrics["time/step"] = time.perf_counter() - t0
-        return distributed.mean_over_ranks(metrics)
+        return distributed.mean_over_ranks(metrics, summed=COUNTERS)
 
     def learn_from(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """The update half of a step, on given trajectories (what tests drive directly)."""
@@ -413,10 +416,7 @@ class OnPolicyAlgorithm:
         kept = list(trajectories)
         stats = {"filter/zero_variance_groups": 0.0, "filter/kept_episodes": float(len(kept))}
         if self.config.trainer.filter_zero_variance_groups and self.advantage_spec() is not None:
-            rewards: dict[int, list[float]] = defaultdict(list)
-            for t in trajectories:
-                rewards[t.group].append(t.episode_return)
-            flat = {g for g, r in rewards.items() if max(r) - min(r) == 0.0}
+            flat = flat_groups(trajectories)
             kept = [t for t in trajectories if t.group not in flat]
             stats["filter/zero_variance_groups"] = float(len(flat))
             stats["filter/kept_episodes"] = float(len(kept))

@@ -26,7 +26,7 @@ from torch import Tensor
 from algorithms.buffer import Batch, UpdateBatch
 from algorithms.config import TrainConfig
 from algorithms.objectives import Stat
-from algorithms.objectives.losses import COUNTS_TOKENS
+from algorithms.objectives.losses import LOSS_AGGREGATIONS
 from algorithms.policy import Policy
 from algorithms.scoring import (
     TokenScores,
@@ -198,7 +198,8 @@ def _minibatches(data: UpdateBatch | None, size: int) -> Iterator[UpdateBatch | 
 def _denominator(data: UpdateBatch, loss_agg: str) -> float:
     """This rank's count (tokens or sequences) that the minibatch's losses are divided by;
     the update divides by the sum over ranks."""
-    if COUNTS_TOKENS.get(loss_agg, True):
+    mode = LOSS_AGGREGATIONS.get(loss_agg)
+    if mode is None or mode.counts_tokens:
         return float(data.mask.sum())
     return float(data.mask.shape[0])
 
