@@ -68,16 +68,18 @@ def prepare_update(
     models: Models,
     config: TrainConfig,
     *,
-    recompute_old: bool,
+    old_source: str,
     with_reference: bool,
 ) -> UpdateBatch:
     """The no-grad passes before an update, as an :class:`UpdateBatch`.
 
-    ``recompute_old``: score pi_old with the training model (needed when the update takes
-    several optimizer steps or the KL sits in the reward); otherwise pi_old is the current
-    policy, detached (ratio 1, no extra pass), or the sampler's log-probs when
-    ``trainer.old_logprobs: rollout``. ``with_reference``: score the KL reference.
+    ``old_source``: where pi_old comes from, as :func:`algorithms.trainer.step.old_logprobs_source`
+    decided: ``recompute`` scores it with the training model here; ``rollout`` takes the
+    sampler's log-probs; ``current`` leaves ``old_logprobs`` None, so the objective uses
+    the current policy's, detached (ratio 1, no extra pass). ``with_reference``: score the
+    KL reference.
     """
+    recompute_old = old_source == "recompute"
     cfg = config.trainer
     data = UpdateBatch(batch)
     scoring: dict[str, Any] = dict(
@@ -93,7 +95,7 @@ def prepare_update(
             if recompute_old:
                 data.old_logprobs = old.logprobs
             data.old_values = old.values
-        if cfg.old_logprobs == "rollout":
+        if old_source == "rollout":
             data.old_logprobs = batch.sample_logprobs
         if models.critic is not None:
             assert models.critic.value_head is not None
