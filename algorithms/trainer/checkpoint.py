@@ -47,13 +47,13 @@ import torch
 import yaml
 
 from algorithms.config import TrainConfig
+from algorithms.model_zoo import reloadable_base
 from algorithms.policy import (
     VALUE_HEAD_FILE,
     Policy,
     load_policy,
     lora_settings,
     quiet_saving,
-    reloadable_base,
     set_adapter_base,
 )
 from research_env import storage
