@@ -382,8 +382,8 @@ def generate(
     """Sample continuations of ragged prompts (lists of token ids) in one batch.
 
     A convenience over :class:`DecodeState` for single-turn use; see
-    :meth:`~algorithms.rollout.turns.TurnDecoder.decode` for the stopping rules and the module docstring for what the
-    log-probs mean.
+    :meth:`~algorithms.rollout.turns.TurnDecoder.decode` for the stopping rules and the
+    module docstring for what the log-probs mean.
     """
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy)
     state = DecodeState(model, input_ids, capacity=max(map(len, input_ids)) + max_new_tokens)
