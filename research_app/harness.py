@@ -25,6 +25,9 @@ Every result carries the run's fingerprint (:mod:`research_env.fingerprint`), wh
 
 :mod:`~research_app.report` turns results into markdown, ``results.json`` and
 transcripts.
+
+Why one file of ~460 lines: it is one idea, scoring policies the same way in every row
+(scripted, model, baselines, controls), and the rows share one loaded env and retriever.
 """
 
 from __future__ import annotations
