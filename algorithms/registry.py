@@ -1,11 +1,17 @@
 """Algorithms by name, so an ablation is one argument: ``make_algorithm("ppo", ...)``.
 
 Entries are ``"module:Class"`` strings resolved on first use, so listing the names (for
-``--algo`` choices and ``--help``) imports no torch. Any class with the verbs of
+``--algo`` choices and ``--help``) imports no torch. The built-ins register themselves in
+``algorithms/__init__.py``; any class with the verbs of
 :class:`~algorithms.trainer.OnPolicyAlgorithm` (``learn``, ``save``, ``load``, ``predict``)
-can be added with :func:`register_algorithm`::
+is added the same way::
 
     register_algorithm("my-grpo", "my_package.my_grpo:MyGRPO")
+
+A name maps to its class and, through the class's ``settings_class`` (a dataclass of
+:class:`~algorithms.settings.AlgorithmSettings`), to its settings: the config then has a
+section of that name (``my-grpo: {...}`` in YAML, ``--set my-grpo.x=...``), checked by the
+settings' own ``validate``.
 """
 
 from __future__ import annotations
@@ -13,12 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_ALGORITHMS: dict[str, str | type] = {
-    "grpo": "algorithms.grpo:GRPO",
-    "ppo": "algorithms.ppo:PPO",
-    "reinforce": "algorithms.reinforce:REINFORCE",
-    "sft": "algorithms.sft:SFT",
-}
+# Name -> class or lazy "module:Class", in registration order (the config's section order).
+_ALGORITHMS: dict[str, str | type] = {}
 
 # Stable-Baselines3 algorithms on ReSearch-MultiHop-Structured-v0 (discrete candidate
 # operations, feature observations), for ablations in CPU minutes. They train a small MLP,
@@ -57,6 +59,19 @@ def algorithm_class(name: str) -> type:
         target = getattr(importlib.import_module(module), attr)
         _ALGORITHMS[name] = target
     return target
+
+
+def settings_class(name: str) -> type | None:
+    """The settings dataclass the algorithm ``name`` declares (imports its module), or
+    None for a class that declares none (it then has no config section)."""
+    return getattr(algorithm_class(name), "settings_class", None)
+
+
+def algorithm_settings() -> dict[str, type]:
+    """Name -> settings dataclass of every registered algorithm that declares one: the
+    algorithm sections of :class:`~algorithms.config.TrainConfig`."""
+    found = {name: settings_class(name) for name in _ALGORITHMS}
+    return {name: kind for name, kind in found.items() if kind is not None}
 
 
 def make_algorithm(

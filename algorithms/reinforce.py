@@ -11,15 +11,26 @@ baseline; each baseline is an estimator of ``algorithms.objectives.advantages``:
 
 The loss is the policy gradient ``-A * log pi(token)``, written as the clipped surrogate
 with pi_old = pi (ratio 1, nothing clipped) so a multi-epoch variant is one config change.
-Hyperparameters: :class:`~algorithms.config.ReinforceConfig`.
+The ``reinforce`` section of the config is :class:`ReinforceSettings`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from algorithms.objectives import ObjectiveTerms
+from algorithms.settings import (
+    AlgorithmSettings,
+    KLEstimatorName,
+    LossAggregation,
+    group_problems,
+    need,
+)
 from algorithms.trainer import OnPolicyAlgorithm
+
+if TYPE_CHECKING:
+    from algorithms.config import TrainConfig
 
 BASELINE_ESTIMATORS = {
     "none": "reinforce",
@@ -29,10 +40,49 @@ BASELINE_ESTIMATORS = {
 }
 
 
+@dataclass
+class ReinforceSettings(AlgorithmSettings):
+    """REINFORCE with a choice of baseline.
+
+    Attributes:
+        baseline: ``none``, ``batch_mean``, ``rloo`` (leave-one-out within a group) or
+            ``reinforce++`` (global normalization of the token returns).
+        kl_coef: per-token KL penalty folded into the reward.
+        kl_estimator: estimator for that penalty.
+        gamma: discount over generated tokens.
+        loss_agg: loss aggregation mode (see :class:`~algorithms.grpo.GRPOSettings`).
+        entropy_coef: entropy bonus weight.
+    """
+
+    baseline: Literal["none", "batch_mean", "rloo", "reinforce++"] = "rloo"
+    kl_coef: float = 0.0
+    kl_estimator: KLEstimatorName = "k1"
+    gamma: float = 1.0
+    loss_agg: LossAggregation = "token-mean"
+    entropy_coef: float = 0.0
+
+    def validate(
+        self, config: TrainConfig, *, selected: bool, check_names: bool = True
+    ) -> list[str]:
+        problems: list[str] = []
+        if selected and self.baseline == "rloo":
+            problems += group_problems(
+                "REINFORCE with the rloo baseline", config.rollout.group_size
+            )
+        need(problems, self.kl_coef >= 0, f"reinforce.kl_coef must be >= 0, got {self.kl_coef}")
+        need(
+            problems,
+            0 <= self.gamma <= 1,
+            f"reinforce.gamma must be in [0, 1], got {self.gamma}",
+        )
+        return problems
+
+
 class REINFORCE(OnPolicyAlgorithm):
     """Monte-Carlo policy gradient with the none / batch-mean / RLOO / REINFORCE++ baselines."""
 
     name = "reinforce"
+    settings_class = ReinforceSettings
 
     @property
     def kl_in_reward(self) -> bool:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from algorithms.buffer import Batch
+from algorithms.model_modes import eval_mode
 from algorithms.objectives.ops import entropy_from_logits, token_logprobs
 from algorithms.precision import resolve_precision
 
@@ -407,14 +408,3 @@ def reference_logprobs(
         raise ValueError("a reference model is needed unless the policy is LoRA-wrapped")
     with policy_model.disable_adapter():
         return score_batch(policy_model, batch, **scoring).logprobs
-
-
-@contextlib.contextmanager
-def eval_mode(model: Any) -> Iterator[None]:
-    """Eval mode (no dropout, no gradient checkpointing) for a pass, restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)

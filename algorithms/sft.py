@@ -22,7 +22,7 @@ that ``research-env eval`` saves; ``observations[i]`` follows ``turns[i]``).
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 import sys
 from dataclasses import dataclass
@@ -30,14 +30,49 @@ from pathlib import Path
 from typing import Any
 
 from algorithms.buffer import Trajectory
-from algorithms.config import SFTConfig, TrainConfig
+from algorithms.config import TrainConfig
 from algorithms.objectives import ObjectiveTerms
+from algorithms.settings import AlgorithmSettings, LossAggregation
 from algorithms.trainer import OnPolicyAlgorithm
 from research_env.env import MultiHopSearchEnv
 from research_env.policies import OraclePolicy
+from research_env.termination import Termination
 
-# The ``sft`` section of a TrainConfig; also accepted directly as ``settings=``.
-SFTSettings = SFTConfig
+
+@dataclass
+class SFTSettings(AlgorithmSettings):
+    """Behaviour cloning (the warm start, ``algo: sft``): masked NLL of demonstrated turns.
+    The ``sft`` section of a TrainConfig; also accepted directly as ``SFT(settings=...)``.
+
+    Attributes:
+        demonstrations: ``oracle`` (episodes played by the env's oracle on the training
+            split) or a path to a jsonl file of text episodes, such as the
+            ``transcripts/agent.jsonl`` that ``research-env eval`` writes.
+        successful_only: keep only demonstrations whose reward is at least ``min_reward``.
+        min_reward: see above.
+        loss_agg: loss aggregation mode (see :class:`~algorithms.grpo.GRPOSettings`).
+    """
+
+    demonstrations: str = "oracle"
+    successful_only: bool = True
+    min_reward: float = 1.0
+    loss_agg: LossAggregation = "token-mean"
+
+    def validate(
+        self, config: TrainConfig, *, selected: bool, check_names: bool = True
+    ) -> list[str]:
+        demos = self.demonstrations
+        if (
+            selected
+            and check_names
+            and demos != "oracle"
+            and not Path(demos).expanduser().is_file()
+        ):
+            return [
+                f"sft.demonstrations (--from): {demos!r} is neither 'oracle' nor an existing "
+                "jsonl file of episodes"
+            ]
+        return []
 
 
 @dataclass
@@ -67,6 +102,7 @@ class SFT(OnPolicyAlgorithm):
     """
 
     name = "sft"
+    settings_class = SFTSettings
 
     def __init__(
         self,
@@ -78,12 +114,13 @@ class SFT(OnPolicyAlgorithm):
         **kwargs: Any,
     ) -> None:
         if settings is not None:
-            config = dataclasses.replace(config or TrainConfig(), sft=settings)
+            config = copy.deepcopy(config or TrainConfig())
+            config.sft = settings
         super().__init__(policy, env_kwargs, config, **kwargs)
         self._file_episodes: list[TextEpisode] | None = None
 
     @property
-    def settings(self) -> SFTConfig:
+    def settings(self) -> SFTSettings:
         """The demonstration settings: ``config.sft``."""
         return self.config.sft
 
@@ -157,7 +194,7 @@ class SFT(OnPolicyAlgorithm):
                 traj.add_observation_tokens(obs)
         traj.reward = episode.reward
         traj.info = episode.info or {}
-        traj.finish_reason = traj.info.get("termination", "answered")
+        traj.finish_reason = Termination(traj.info.get("termination", Termination.ANSWERED))
         return traj
 
     # -- the loss ---------------------------------------------------------------------

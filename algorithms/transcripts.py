@@ -5,7 +5,7 @@ dropped from the loss, a chat template re-tokenizing differently) are invisible 
 metrics table: the reward curve looks the same. A token transcript keeps, for every token
 of an episode, its id, the text the tokenizer gives it, its *role* and, for response
 tokens, the loss mask, the sampling log-prob and (when the trainer wrote it) the
-advantage, so ``research-env view`` (:mod:`benchmarks.eval.view`) can colour each token by
+advantage, so ``research-env view`` can colour each token by
 what happened to it.
 
 Roles (one character per token, the string ``record["roles"]``):
@@ -29,7 +29,7 @@ red): the view shows the mask as it is, not as it should be.
 Files are named ``*.tokens.jsonl`` (:data:`SUFFIX`) so they are never confused with the
 text transcripts ``research-env eval`` writes to ``transcripts/<name>.jsonl``. The trainer
 writes ``<out>/transcripts/train.tokens.jsonl`` when ``logging.save_transcripts`` is set;
-``benchmarks.eval.harness.evaluate_model(..., token_transcripts=path)`` writes eval episodes.
+the evaluation harness's ``evaluate_model(..., token_transcripts=path)`` writes eval episodes.
 This module imports no torch: callers pass plain lists.
 """
 
@@ -181,7 +181,7 @@ def transcript_record(
         "group": trajectory.group,
         **{k: info[k] for k in INFO_KEYS if k in info},
         "reward": float(trajectory.reward),
-        "finish_reason": str(trajectory.finish_reason),
+        "finish_reason": str(trajectory.finish_reason or ""),
         "prompt_len": len(prompt),
         "ids": prompt + response,
         "tokens": texts,

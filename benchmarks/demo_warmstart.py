@@ -1,5 +1,5 @@
 """The demo's warm start alone, saved: 10 SFT steps of behaviour cloning on oracle episodes
-with ``research-env demo``'s own config (:func:`benchmarks.eval.demo._config`), then
+with ``research-env demo``'s own config (:func:`research_app.demo._config`), then
 ``policy.save(OUT/warm)``. For measurements that start where the demo's RL stage starts
 (control retrievers, ablations) without running the demo's five evaluations.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 def demo_arguments(argv: list[str]) -> argparse.Namespace:
     """``research-env demo``'s arguments for ``argv``, parsed by the demo's own parser, so a
     flag the demo gains gets its default here too (a hand-made Namespace once missed one)."""
-    from research_env.cli import build_parser
+    from research_app.cli import build_parser
 
     return build_parser(["demo"]).parse_args(["demo", *argv])
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from algorithms.policy import load_policy
     from algorithms.sft import SFT
-    from benchmarks.eval import demo
+    from research_app import demo
     from research_env.env import MultiHopSearchEnv
 
     demo_args = demo_arguments(

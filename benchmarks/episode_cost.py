@@ -5,7 +5,7 @@ An RL step of the demo (``research-env demo``: GRPO, 2 questions x group 4, the
 autocast) costs 16-57 s on this 2-core CPU, most of it in the update. This script measures
 what each lever buys, on the real SmolLM2-135M (the offline ``load_policy()`` default):
 
-- ``demo``: the demo's RL config (``benchmarks.eval.demo._config``) with its bf16 settings
+- ``demo``: the demo's RL config (``research_app.demo._config``) with its bf16 settings
   as they were before precision ``auto``: a bf16 rollout copy and bf16 autocast;
 - ``fp32``: the same in float32 (what ``auto`` now picks on a CPU without native bf16);
   every lever below is on top of it;
@@ -107,7 +107,7 @@ def demo_setup(
 
     from algorithms.policy import load_policy
     from algorithms.registry import make_algorithm
-    from benchmarks.eval import demo
+    from research_app import demo
     from research_env.env import MultiHopSearchEnv
 
     ns = argparse.Namespace(model=model, seed=0)

@@ -80,7 +80,7 @@ def load_tokenizer(directory: str | None) -> Any:
     from transformers import AutoTokenizer
 
     if directory is None:
-        from algorithms.policy import _smollm2_tokenizer_dir
+        from algorithms.model_zoo import _smollm2_tokenizer_dir
 
         directory = str(_smollm2_tokenizer_dir())
     tokenizer = AutoTokenizer.from_pretrained(directory)

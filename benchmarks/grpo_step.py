@@ -246,7 +246,8 @@ def run_trl(steps: int, threads: int, gradient_checkpointing: bool | None) -> di
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from algorithms.policy import cache_dir, load_policy
+    from algorithms.model_zoo import cache_dir
+    from algorithms.policy import load_policy
 
     torch.set_num_threads(threads)
     load_policy("smollm2-135m")  # makes sure the plain HF copy exists

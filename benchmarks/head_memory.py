@@ -43,7 +43,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     from algorithms.policy import load_policy
     from algorithms.scoring import autocast, score_tokens
     from algorithms.trainer.freeze import train_top_layers
-    from benchmarks.eval.memory import StagePeaks
+    from research_app.memory import StagePeaks
 
     torch.set_num_threads(args.threads)
     model = load_policy(args.model, device="cpu").model

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from algorithms.transcripts import FORMAT, SUFFIX, write_transcripts
-from benchmarks.eval.view import write_view
+from research_app.view import write_view
 
 
 def synthetic_record(step: int, n: int) -> dict:

@@ -95,7 +95,10 @@ class TurnOutcome:
 
     ``shaping`` is the part of ``reward`` that the turn's shaping terms paid
     (:mod:`research_env.shaping`; 0 when shaping is off), so a trainer can keep a turn's
-    step reward apart from the answer's.
+    step reward apart from the answer's. When the episode ends, ``termination`` says why
+    and ``answer_reward`` is the answer's own reward (``reward`` less the last turn's
+    shaping): the typed form of ``info["termination"]`` and ``info["answer_reward"]``,
+    which a trainer reads instead of the info dict.
     """
 
     observation: str
@@ -104,6 +107,8 @@ class TurnOutcome:
     truncated: bool
     info: dict[str, Any] = field(default_factory=dict)
     shaping: float = 0.0
+    termination: Termination | None = None
+    answer_reward: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -265,12 +270,14 @@ class Episode:
         truncated = reason in TRUNCATING
         info = self.final_info(violation, invalid_reason)
         if not self.rules.shaping.enabled:
-            return TurnOutcome("", reward, not truncated, truncated, info)
+            return TurnOutcome(
+                "", reward, not truncated, truncated, info, termination=reason, answer_reward=reward
+            )
         # The step reward carries the last turn's shaping; info keeps the answer's own.
         info["answer_reward"] = reward
         info["shaping"] = dict(self.shaping_totals)
         return TurnOutcome(
-            "", reward + step_shaping, not truncated, truncated, info, shaping=step_shaping
+            "", reward + step_shaping, not truncated, truncated, info, step_shaping, reason, reward
         )
 
     def _explain(self, format_reason: str | None) -> str | None:

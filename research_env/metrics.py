@@ -1,8 +1,7 @@
 """Aggregate finished episodes into the numbers papers report, and print them as tables.
 
-The one home of episode metrics: the evaluation harness and the demo's report
-(``benchmarks/eval``) and the trainer's per-step ``episode_metrics``
-(``algorithms/trainer/metrics.py``) all average with :func:`mean_over`. An episode is a
+The one home of episode metrics: the evaluation harness, the demo's report and the
+trainer's per-step episode metrics (all above this package) average with :func:`mean_over`. An episode is a
 mapping: the env's final ``info`` (``em``, ``f1``, ``format_valid``, ``searches``,
 ``supporting_recall``, ``question_id``, ``hops``, ``type``...) plus what the caller adds
 (``reward``, token counts, a judge's verdict). Torch-free.

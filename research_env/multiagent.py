@@ -11,8 +11,8 @@ Every other turn is a message to the team.
 
 - :class:`CooperativeSearchEnv`: the PettingZoo ``ParallelEnv`` (one game);
   :func:`aec_env` gives the AEC form through PettingZoo's ``parallel_to_aec``.
-- :class:`TeamGames`: many games stepped as one batch (what the LLM rollout driver
-  :mod:`algorithms.rollout.multiagent` plays, and what the ParallelEnv wraps, with one game).
+- :class:`TeamGames`: many games stepped as one batch (what the LLM team rollout driver
+  above this package plays, and what the ParallelEnv wraps, with one game).
 
 PettingZoo is imported only by the ParallelEnv (``pip install research-gym[multiagent]``).
 

@@ -4,7 +4,7 @@ An answer reward pays once, at the end, and says nothing about which search help
 terms here (after StepSearch's information gain and redundancy penalty, and the
 no-search penalty of R1-Searcher and torchtitan's Search-R1 env) score each search turn
 as it happens, so a trainer can credit an early good search even when the final answer
-is wrong (the ``grpo`` estimator with ``credit: turn``, ``algorithms/objectives``).
+is wrong (the ``grpo`` advantage estimator with ``credit: turn``).
 
 Every weight is a non-negative *size*: a gain is added, a penalty subtracted. All of them
 0 (the default) is "off", and the env then behaves exactly as it does without shaping:

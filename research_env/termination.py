@@ -6,7 +6,7 @@ tables. The values are the plain strings saved transcripts, ``info["termination"
 ``Trajectory.finish_reason`` have always held; ``Termination`` is a ``str`` enum, so
 ``Termination.ANSWERED == "answered"`` and JSON writes it as that string.
 
-Why a turn ended (the decoder's answer, one per :class:`algorithms.rollout.TurnOutput`):
+Why a turn ended (the decoder's answer, one per decoded turn):
 
 - ``STOP``: the turn reached a stop string (``</search>``, ``</answer>``) or stop token.
 - ``EOS``: the model emitted its end-of-sequence token.

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from research_env.cli import main
+from research_app.cli import main
 
 TINY = ["--model", "tiny-random", "--seeds", "2", "--budget-episodes", "2",
         "--eval-questions", "4",
@@ -17,7 +17,7 @@ TINY = ["--model", "tiny-random", "--seeds", "2", "--budget-episodes", "2",
 
 
 def test_ablate_end_to_end_then_skips_what_is_done(tmp_path, monkeypatch):
-    import benchmarks.eval.ablate as ablate
+    import research_app.ablate as ablate
 
     out = tmp_path / "abl"
     args = ["ablate", "--algos", "grpo", "reinforce", "--out", str(out), *TINY]
@@ -81,13 +81,13 @@ def test_ablate_end_to_end_then_skips_what_is_done(tmp_path, monkeypatch):
 
 
 def ablate_args(argv):
-    from research_env.cli import build_parser
+    from research_app.cli import build_parser
 
     return build_parser(["ablate", *argv]).parse_args(["ablate", *argv])
 
 
 def test_variants_parse_names_algorithms_and_overrides():
-    from benchmarks.eval.ablate import parse_variant, variants_of
+    from research_app.ablate import parse_variant, variants_of
 
     v = parse_variant("em-no-kl:algo=ppo,env.reward=em,optim.betas=[0.9,0.99],ppo.kl_coef=0")
     assert (v.name, v.algo) == ("em-no-kl", "ppo")
@@ -125,8 +125,8 @@ def _eval_json(path, ems):
 
 
 def test_em_change_across_seeds_and_paired_over_questions_by_hand(tmp_path):
-    from benchmarks.eval.ablate import Variant
-    from benchmarks.eval.ablate_report import write_table
+    from research_app.ablate import Variant
+    from research_app.ablate_report import write_table
 
     out = tmp_path / "abl"
     _eval_json(out / "baseline" / "eval.json", [1, 0, 0, 1])
@@ -160,7 +160,7 @@ def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path, capsys):
     import socket
     import subprocess
 
-    from benchmarks.eval import claims
+    from research_app import claims
 
     out = tmp_path / "abl"
     other = subprocess.Popen(["sleep", "60"])
@@ -189,7 +189,7 @@ def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path, capsys):
 def test_claims_respect_other_hosts_and_take_over_only_stale_ones(tmp_path):
     import subprocess
 
-    from benchmarks.eval import claims
+    from research_app import claims
 
     unit = tmp_path / "run"
     assert claims.claim(unit) and claims.claim(unit)  # taking one's own claim again is fine
@@ -208,7 +208,7 @@ def test_claims_respect_other_hosts_and_take_over_only_stale_ones(tmp_path):
 def _take(units, start, done, results):
     import time
 
-    from benchmarks.eval import claims
+    from research_app import claims
 
     judge = claims.is_stale
 
@@ -229,7 +229,7 @@ def test_a_stale_claim_is_taken_over_by_exactly_one_of_many_concurrent_takers(tm
     import socket
     import subprocess
 
-    from benchmarks.eval import claims
+    from research_app import claims
 
     ended = subprocess.Popen(["true"])
     ended.wait()
@@ -255,7 +255,7 @@ def test_a_stale_claim_is_taken_over_by_exactly_one_of_many_concurrent_takers(tm
 def test_an_empty_claim_file_is_stale_once_its_writer_has_had_time(tmp_path):
     import os
 
-    from benchmarks.eval import claims
+    from research_app import claims
 
     unit = tmp_path / "run"
     claims.lock_path(unit).write_text("")

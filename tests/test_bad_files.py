@@ -15,8 +15,8 @@ import gymnasium as gym
 import pytest
 
 import research_env  # noqa: F401  (registers the env)
+from research_app.cli import main
 from research_env import data
-from research_env.cli import main
 from research_env.data import DataFormatError
 from research_env.data.formats import read_records
 from research_env.retrievers.bm25 import bm25_for_corpus, clear_bm25_cache

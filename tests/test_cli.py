@@ -8,19 +8,20 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from research_env import cli
+from research_app import cli
 
-# Run research_env.cli with torch unimportable (a None entry in sys.modules makes
+# Run research_app.cli with torch unimportable (a None entry in sys.modules makes
 # `import torch` raise ImportError), printing which top-level packages got imported.
 NO_TORCH = """
 import sys
 sys.modules["torch"] = None
-from research_env.cli import main
+from research_app.cli import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exit:
     code = exit.code
-loaded = sorted({m.split(".")[0] for m in sys.modules} & {"algorithms", "benchmarks"})
+loaded = sorted(({m.split(".")[0] for m in sys.modules} & {"algorithms", "benchmarks"})
+                | {m for m in sys.modules if m.startswith("research_app.")} - {"research_app.cli"})
 print("LOADED", ",".join(loaded), "CODE", code)
 """
 
@@ -50,7 +51,7 @@ def test_help_lists_every_command_with_its_help_line_without_torch():
 
 def test_a_command_loads_only_its_own_module():
     out = run_without_torch("play", "--help")
-    assert "LOADED  CODE 0" in out  # neither algorithms nor benchmarks imported
+    assert "LOADED  CODE 0" in out  # no algorithms, benchmarks or other app module imported
 
 
 def test_scripted_eval_runs_without_torch():
@@ -85,7 +86,7 @@ def test_version_help_examples_and_a_missing_run_folder(tmp_path, capsys):
     import importlib.metadata
 
     import research_env
-    from research_env.cli import main as cli
+    from research_app.cli import main as cli
 
     assert research_env.__version__ == importlib.metadata.version("research-gym")
     for command in ("eval", "compare"):

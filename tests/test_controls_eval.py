@@ -9,14 +9,14 @@ import pytest
 from world import DOCS, SAMPLES
 
 from algorithms.rollout import Sampling
-from benchmarks.eval import cli
-from benchmarks.eval.harness import (
+from research_app import evaluate
+from research_app.harness import (
     EvalResult,
     evaluate_baselines,
     evaluate_scripted,
     scripted_controls,
 )
-from benchmarks.eval.report import controls_section, report, save_results
+from research_app.report import controls_section, report, save_results
 from research_env.data import write_corpus_jsonl, write_qa_jsonl
 
 FAST = Sampling(greedy=True, max_turn_tokens=4, max_total_tokens=60)
@@ -120,7 +120,7 @@ def make_parser():
     import argparse
 
     parser = argparse.ArgumentParser(prog="research-env")
-    cli.register(parser.add_subparsers(dest="command"))
+    evaluate.register(parser.add_subparsers(dest="command"))
     return parser
 
 

@@ -2,7 +2,7 @@
 
 import re
 
-from research_env.cli import main
+from research_app.cli import main
 from research_env.intervals import rate_half_width
 
 
@@ -69,7 +69,7 @@ def test_running_mean_of_the_curves():
 
 
 def test_question_counts_pair_rl_start_and_end():
-    from benchmarks.eval.demo import FULL, question_counts
+    from research_app.demo import FULL, question_counts
 
     # Warm start path: base rows on 10, warm start and trained policy on 100.
     assert question_counts(FULL, 500, no_warmstart=False) == (100, 10, 10)
@@ -84,7 +84,7 @@ def test_question_counts_pair_rl_start_and_end():
 def test_rl_question_range_by_hops():
     import pytest
 
-    from benchmarks.eval.demo import _with_hops
+    from research_app.demo import _with_hops
     from research_env.data.types import QASample
 
     samples = [QASample(f"q{h}", "?", ("a",), {"hops": h}) for h in (1, 2, 2, 3, 4)]
@@ -108,7 +108,7 @@ def test_an_unknown_rl_reward_fails_before_any_work(tmp_path):
 def test_rl_change_is_the_paired_interval_by_hand():
     import pytest
 
-    from benchmarks.eval.demo import Stage, rl_change
+    from research_app.demo import Stage, rl_change
 
     before = Stage("warm", {}, {}, scores=[1, 0, 0, 1, 0, 0])
     after = Stage("rl", {}, {}, scores=[1, 1, 0, 1, 1, 0])
@@ -130,7 +130,7 @@ def test_rl_change_is_the_paired_interval_by_hand():
 
 
 def test_the_reference_section_is_cut_from_results_and_demoted(tmp_path):
-    from benchmarks.eval.demo_report import demote_headings, results_section
+    from research_app.demo_report import demote_headings, results_section
 
     path = tmp_path / "RESULTS.md"
     path.write_text("# R\n\n## Other\nx\n\n## Ablation\n\ntext\n\n### Table\n\n```\n"

@@ -88,7 +88,7 @@ def test_torchrun_trains_two_ranks_and_resumes_in_one_process(tmp_path):
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", str(_free_port()), "-m", "research_env.cli"]  # fmt: skip
+                "--master-port", str(_free_port()), "-m", "research_app.cli"]  # fmt: skip
     done = subprocess.run(
         [*torchrun, *common, "--steps", "2"], cwd=ROOT, env=env, capture_output=True,
         text=True, timeout=600,
@@ -99,7 +99,7 @@ def test_torchrun_trains_two_ranks_and_resumes_in_one_process(tmp_path):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # rank 0 alone logs
 
-    resume = [sys.executable, "-m", "research_env.cli", "train", "--out", str(out),
+    resume = [sys.executable, "-m", "research_app.cli", "train", "--out", str(out),
               "--resume", "--steps", "3", "--no-wandb"]  # fmt: skip
     done = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,11 +10,11 @@ from world import DOCS, SAMPLES, KeywordRetriever
 
 from algorithms.policy import load_policy
 from algorithms.rollout import Sampling
-from benchmarks.eval import cli
-from benchmarks.eval.baselines import NoRetriever, RetrieveOnceEnv, baseline_vector_env
-from benchmarks.eval.harness import evaluate_baselines, evaluate_model, evaluate_scripted
-from benchmarks.eval.judge import EndpointJudge, LocalJudge, judge_episodes
-from benchmarks.eval.report import report, save_results
+from research_app import evaluate
+from research_app.baselines import NoRetriever, RetrieveOnceEnv, baseline_vector_env
+from research_app.harness import evaluate_baselines, evaluate_model, evaluate_scripted
+from research_app.judge import EndpointJudge, LocalJudge, judge_episodes
+from research_app.report import report, save_results
 from research_env.env import MultiHopSearchEnv
 from research_env.metrics import pass_at_k, pass_at_k_values, reported_ks, summarize
 
@@ -270,7 +270,7 @@ def test_scripted_evaluation_still_reports():
 
 def make_parser():
     parser = argparse.ArgumentParser(prog="research-env")
-    cli.register(parser.add_subparsers(dest="command"))
+    evaluate.register(parser.add_subparsers(dest="command"))
     return parser
 
 
@@ -324,7 +324,7 @@ def test_model_eval_decodes_in_auto_precision_and_compare_refuses_another_dtype(
     and the fingerprint records dtype and token limits, so ``compare`` will not put two
     runs side by side that decoded differently."""
     from algorithms.precision import resolve_precision
-    from research_env.cli import main
+    from research_app.cli import main
     from research_env.fingerprint import read_fingerprint
 
     cheap = ["eval", "--model", "tiny-random", "--baselines", "direct", "--limit", "1",

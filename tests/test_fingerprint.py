@@ -8,7 +8,7 @@ import json
 import pytest
 from world import DOCS, SAMPLES, KeywordRetriever
 
-from benchmarks.eval import compare
+from research_app import compare
 from research_env.data import write_corpus_jsonl, write_qa_jsonl
 from research_env.env import MultiHopSearchEnv
 from research_env.fingerprint import (
@@ -221,8 +221,8 @@ def test_compare_reads_training_metrics(files, tmp_path, capsys):
 def test_training_writes_its_fingerprint_and_warns_when_resumed_differently(
     files, tmp_path, capsys
 ):
-    from algorithms.commands import write_run_fingerprint
     from algorithms.config import TrainConfig
+    from research_app.train import write_run_fingerprint
 
     write_qa_jsonl(SAMPLES[:1], files / "train.jsonl")
     config = TrainConfig()

@@ -273,7 +273,7 @@ def test_torchrun_trains_sharded_and_resumes_in_one_process(tmp_path):
     sharded = ["--set", "trainer.sharding=fsdp", "--set", "trainer.share_prompts=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", str(_free_port()), "-m", "research_env.cli"]  # fmt: skip
+                "--master-port", str(_free_port()), "-m", "research_app.cli"]  # fmt: skip
     done = subprocess.run(
         [*torchrun, *common, *sharded, "--steps", "2"], cwd=ROOT, env=env, capture_output=True,
         text=True, timeout=600,
@@ -287,7 +287,7 @@ def test_torchrun_trains_sharded_and_resumes_in_one_process(tmp_path):
     assert "eval/reward" in logged[-1]  # rank 0 evaluated with the gathered weights
     assert (out / "final" / "config.json").exists()
 
-    resume = [sys.executable, "-m", "research_env.cli", "train", "--out", str(out), "--resume",
+    resume = [sys.executable, "-m", "research_app.cli", "train", "--out", str(out), "--resume",
               "--steps", "3", "--no-wandb", "--set", "trainer.sharding=none"]  # fmt: skip
     done = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

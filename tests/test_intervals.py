@@ -66,7 +66,7 @@ def test_structured_ablation_prints_no_interval_for_one_seed():
 def test_eval_report_and_compare_print_wilson_intervals(tmp_path, capsys):
     """``eval``'s table has an EM interval column and ``compare`` prints EM ± its interval:
     10 questions at EM 0 read ± 0.139, not the normal approximation's ± 0.000."""
-    from research_env.cli import main
+    from research_app.cli import main
 
     out = tmp_path / "oracle"
     assert main(["eval", "--policy", "random", "--limit", "10", "--out", str(out)]) == 0

@@ -1,4 +1,4 @@
-"""benchmarks.eval.memory: each stage's own resident peak."""
+"""research_app.memory: each stage's own resident peak."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks.eval.memory import StagePeaks, peak_mib
+from research_app.memory import StagePeaks, peak_mib
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM reset is Linux's")
@@ -28,7 +28,7 @@ def test_a_big_stage_then_a_small_one_each_get_their_own_peak():
 def test_give_back_drops_the_gradients_of_a_finished_stage():
     import torch
 
-    from benchmarks.eval.memory import give_back
+    from research_app.memory import give_back
 
     model = torch.nn.Linear(4, 2)
     model(torch.ones(3, 4)).sum().backward()
@@ -59,7 +59,7 @@ def _run_fresh(code: str, **env: str) -> str:
     import os
     import subprocess
 
-    from benchmarks.eval.memory import KERNEL_CACHES
+    from research_app.memory import KERNEL_CACHES
 
     clean = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES}
     done = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
@@ -68,14 +68,14 @@ def _run_fresh(code: str, **env: str) -> str:
 
 
 CAP = (
-    "import os; from benchmarks.eval.memory import cap_kernel_caches as c; "
+    "import os; from research_app.memory import cap_kernel_caches as c; "
     "{before}print(c(), os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), "
     "os.environ.get('LRU_CACHE_CAPACITY'))"
 )
 
 
 def test_kernel_caches_are_capped_before_torch_and_a_users_setting_wins():
-    from benchmarks.eval.memory import KERNEL_CACHE_CAPACITY
+    from research_app.memory import KERNEL_CACHE_CAPACITY
 
     cap = str(KERNEL_CACHE_CAPACITY)
     assert _run_fresh(CAP.format(before="")) == f"True {cap} {cap}"

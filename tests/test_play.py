@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from research_env.cli import main
+from research_app.cli import main
 
 QUESTION = {"id": "q1", "question": "Where was Brisa Telk born?", "golden_answers": ["Ostravel"]}
 DATASET_DOC = {"id": "d1", "contents": '"Brisa Telk"\nBrisa Telk was born in Ostravel.'}

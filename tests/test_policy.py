@@ -171,7 +171,7 @@ def test_transformers_past_key_values_future_warning_is_silenced_and_only_it():
 def test_a_run_folder_loads_its_final_model_or_newest_checkpoint(tmp_path, capsys):
     """``--model runs/x`` (a run folder) means ``final/``, else the newest
     ``checkpoints/step-N/policy``; a folder holding neither names every place looked at."""
-    from research_env.cli import main
+    from research_app.cli import main
 
     tiny = load_policy("tiny-random", device="cpu")
     run = tmp_path / "run"
@@ -192,7 +192,7 @@ def test_a_run_folder_loads_its_final_model_or_newest_checkpoint(tmp_path, capsy
 
 
 def test_an_unknown_hub_id_offline_fails_at_once_with_one_line(monkeypatch, capsys):
-    from research_env.cli import main
+    from research_app.cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="nor in the local Hugging Face cache"):

@@ -16,8 +16,8 @@ import gymnasium as gym
 import pytest
 
 import research_env  # noqa: F401  (registers the env)
+from research_app.cli import main
 from research_env import data
-from research_env.cli import main
 from research_env.data import formats
 from research_env.data.closed_corpus import (
     ClosedCorpus,

@@ -25,7 +25,11 @@ def _section(title: str) -> str:
 
 
 def _python_sources() -> str:
-    files = [*ROOT.glob("research_env/**/*.py"), *ROOT.glob("algorithms/**/*.py")]
+    files = [
+        *ROOT.glob("research_env/**/*.py"),
+        *ROOT.glob("algorithms/**/*.py"),
+        *ROOT.glob("research_app/**/*.py"),
+    ]
     return "\n".join(f.read_text(encoding="utf-8") for f in files)
 
 
@@ -90,7 +94,7 @@ COMMANDS: dict[str, Cheap] = {
         add=f"{TINY} --steps 1 --out runs/shaped"
     ),
     "python -m benchmarks.gpu_check": Cheap(elsewhere="tests/test_gpu_check.py (needs CUDA)"),
-    "torchrun --nproc-per-node 8 -m research_env.cli train --config configs/research-grpo.yaml "
+    "torchrun --nproc-per-node 8 -m research_app.cli train --config configs/research-grpo.yaml "
     "--model Qwen/Qwen2.5-7B-Instruct --retriever http://localhost:8000": Cheap(
         elsewhere="tests/test_distributed.py (torchrun on 2 CPU ranks; 8 GPUs and a server here)"
     ),
@@ -299,7 +303,7 @@ def _cheap_form(line: str, cheap: Cheap) -> str:
 def _run_line(line: str, monkeypatch) -> int:
     argv = shlex.split(line)
     if argv[0] == "research-env":
-        from research_env.cli import main
+        from research_app.cli import main
 
         return main(argv[1:])
     if argv[:3] == ["python", "-m", "benchmarks.demo_warmstart"]:
@@ -334,7 +338,7 @@ def test_readme_runs_as_written(kind, text, workdir, monkeypatch):
         pytest.skip(f"runs in {cheap.elsewhere}")
     line = _cheap_form(text, cheap)
     if cheap.parse_only:
-        from research_env.cli import build_parser
+        from research_app.cli import build_parser
 
         argv = shlex.split(line)[1:]
         build_parser(argv).parse_args(argv)  # every flag exists; not run (cheap.parse_only)
@@ -350,7 +354,7 @@ def test_readme_runs_as_written(kind, text, workdir, monkeypatch):
 def test_commands_quoted_in_the_prose_exist_and_parse():
     """`research-env ...` quoted inside sentences: a bare name is a command; a longer one
     parses with that command's flags (placeholders DIR and N filled in)."""
-    from research_env.cli import available_commands, build_parser
+    from research_app.cli import available_commands, build_parser
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)

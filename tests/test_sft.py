@@ -110,7 +110,7 @@ def eval_transcript(question_id, reward):
 
 
 def test_train_cli_sft_from_eval_transcripts(tmp_path):
-    from research_env.cli import main
+    from research_app.cli import main
     from research_env.env import MultiHopSearchEnv
 
     first, second = MultiHopSearchEnv(split="train").samples[:2]  # the default dataset
@@ -131,7 +131,7 @@ def test_train_cli_sft_from_eval_transcripts(tmp_path):
 
 
 def test_train_cli_from_needs_sft(capsys):
-    from research_env.cli import main
+    from research_app.cli import main
 
     assert main(["train", "--algo", "grpo", "--from", "oracle", "--model", "tiny-random"]) == 2
     assert "--from gives demonstrations to imitate; it needs --algo sft" in capsys.readouterr().err
@@ -147,7 +147,7 @@ def test_demonstration_file_names_unknown_questions(tmp_path):
 
 
 def test_transcripts_without_a_success_say_no_demonstration_is_usable(tmp_path, capsys):
-    from research_env.cli import main
+    from research_app.cli import main
     from research_env.env import MultiHopSearchEnv
 
     first, second = MultiHopSearchEnv(split="train").samples[:2]

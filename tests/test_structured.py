@@ -185,7 +185,7 @@ def test_sb3_ppo_beats_the_random_policy(tmp_path, monkeypatch):
 
 
 def test_sb3_dqn_from_the_cli_beats_the_random_policy(tmp_path):
-    from research_env.cli import main
+    from research_app.cli import main
 
     out = tmp_path / "dqn"
     assert main(["train", "--algo", "sb3-dqn", "--steps", "6000", "--out", str(out)]) == 0
@@ -196,7 +196,7 @@ def test_sb3_dqn_from_the_cli_beats_the_random_policy(tmp_path):
 
 
 def test_cli_rejects_llm_only_flags_and_bad_sets(tmp_path, capsys):
-    from research_env.cli import main
+    from research_app.cli import main
 
     assert main(["train", "--algo", "sb3-ppo", "--model", "tiny-random"]) != 0
     assert main(["train", "--algo", "sb3-ppo", "--set", "grpo.kl_coef=0"]) != 0
@@ -207,7 +207,7 @@ def test_sb3_cli_runs_are_first_class(tmp_path, capsys):
     """``--set sb3.verbose=1`` reaches SB3 (it was a duplicate-argument TypeError); the
     run writes fingerprint.json and rows ``compare`` reads; an existing run is not
     overwritten."""
-    from research_env.cli import main
+    from research_app.cli import main
     from research_env.fingerprint import read_fingerprint
 
     out = tmp_path / "ppo"

@@ -282,7 +282,7 @@ def test_synthetic_split_names_are_checked(tmp_path):
 
 
 def test_data_synth_command_writes_the_same_world_as_the_api(tmp_path, capsys):
-    from research_env.cli import main
+    from research_app.cli import main
 
     argv = ["data", "synth", "--out", str(tmp_path / "cli"), "--seed", "3", "--n-questions", "400"]
     argv += ["--n-people", "300", "--n-cities", "40", "--n-countries", "5", "--n-orgs", "100"]
@@ -294,7 +294,7 @@ def test_data_synth_command_writes_the_same_world_as_the_api(tmp_path, capsys):
 
 
 def test_data_show_prints_questions_and_documents(tmp_path, capsys, world):
-    from research_env.cli import main
+    from research_app.cli import main
 
     write_world(world, tmp_path)
     assert main(["data", "show", str(tmp_path / "dev.jsonl"), "--n", "2"]) == 0

@@ -18,8 +18,8 @@ from world import SAMPLES, KeywordRetriever
 from algorithms.buffer import collate
 from algorithms.rollout import RolloutEngine, Sampling
 from algorithms.rollout.decoder import TurnOutput
+from research_app.cli import main
 from research_env import MultiHopSearchEnv
-from research_env.cli import main
 from research_env.policies import OraclePolicy
 from research_env.templates import get_template
 from research_env.termination import Termination

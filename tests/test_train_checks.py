@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from algorithms.trainer import checkpoint as ckpt
-from research_env.cli import main
+from research_app.cli import main
 
 TINY = [
     "--model", "tiny-random", "--no-wandb",

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from research_env.cli import main
+from research_app.cli import main
 
 
 def train(tmp_path, capfd, *extra):

@@ -146,7 +146,7 @@ def test_train_command_runs_resumes_and_exports(tmp_path, capsys):
 
     from transformers import AutoModelForCausalLM
 
-    from algorithms.commands import register
+    from research_app.train import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
@@ -177,7 +177,7 @@ def test_train_command_runs_resumes_and_exports(tmp_path, capsys):
 def test_help_lists_the_algorithms():
     import argparse
 
-    from algorithms.commands import register
+    from research_app.train import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
@@ -196,7 +196,7 @@ def test_train_command_is_reproducible_with_one_seed(algo_name, tmp_path):
 
     from safetensors.torch import load_file
 
-    from algorithms.commands import register
+    from research_app.train import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

@@ -12,6 +12,7 @@ import torch
 from algorithms.buffer import Trajectory, collate
 from algorithms.config import TrainConfig
 from algorithms.objectives import AdvantageInputs, compute_advantages
+from algorithms.trainer.step import filter_trajectories
 from research_env.shaping import SearchShaping
 
 # Verdicts depend on float rounding: `make test` runs them again with AVX2 kernels.
@@ -189,5 +190,6 @@ def test_metrics_and_the_flat_group_filter_count_step_rewards(tmp_path):
         "grpo", load_policy("tiny-random", device="cpu"), env_kwargs(None), config
     )
     flat = [trajectory([0.0, 0.0], 0.0, group=1), trajectory([0.0, 0.0], 0.0, group=1)]
-    kept, stats = algo.filter_trajectories(group + flat)
+    has_advantages = algo.recipe().advantage is not None
+    kept, stats = filter_trajectories(group + flat, algo.config, has_advantages)
     assert kept == group and stats["filter/zero_variance_groups"] == 1.0

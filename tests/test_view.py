@@ -20,9 +20,9 @@ from algorithms.transcripts import (
     transcript_record,
     write_transcripts,
 )
-from benchmarks.eval.view import find_transcripts, load_episodes, write_view
-from benchmarks.eval.view_page import embed_json, render_page
-from research_env.cli import main
+from research_app.cli import main
+from research_app.view import find_transcripts, load_episodes, write_view
+from research_app.view_page import embed_json, render_page
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SEARCH_TURN = "<think>I need the author.</think>\n<search>Who wrote The Glass Tide?</search>"
@@ -227,7 +227,7 @@ def test_the_page_escapes_everything_a_transcript_holds():
 
 def test_the_harness_writes_eval_token_transcripts(policy, tmp_path):
     from algorithms.rollout import Sampling
-    from benchmarks.eval.harness import evaluate_model
+    from research_app.harness import evaluate_model
 
     path = tmp_path / f"eval{SUFFIX}"
     kwargs = {"dataset": SAMPLES, "retriever": KeywordRetriever(), "max_turns": 2}

@@ -12,6 +12,7 @@ Two registries make the choices ablatable by name: :data:`LOSS_AGGREGATIONS` (ho
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -46,13 +47,20 @@ def _seq_mean_token_sum_norm(masked: Tensor, keep: Tensor, norm_len, denominator
     return _seq_mean(masked.sum(-1) / norm_len, denominator)
 
 
-LOSS_AGGREGATIONS: dict[str, Aggregation] = {
-    "token-mean": _token_mean,
-    "seq-mean-token-mean": _seq_mean_token_mean,
-    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+@dataclass(frozen=True)
+class AggregationMode:
+    """One aggregation mode: how it reduces, and what a micro-batch's denominator counts
+    under it (tokens, or sequences), so the two facts cannot drift apart."""
+
+    reduce: Aggregation
+    counts_tokens: bool
+
+
+LOSS_AGGREGATIONS: dict[str, AggregationMode] = {
+    "token-mean": AggregationMode(_token_mean, counts_tokens=True),
+    "seq-mean-token-mean": AggregationMode(_seq_mean_token_mean, counts_tokens=False),
+    "seq-mean-token-sum-norm": AggregationMode(_seq_mean_token_sum_norm, counts_tokens=False),
 }
-# What a micro-batch's denominator counts under each aggregation: tokens or sequences.
-COUNTS_TOKENS = {"token-mean": True, "seq-mean-token-mean": False, "seq-mean-token-sum-norm": False}
 
 
 def aggregate_loss(
@@ -83,7 +91,9 @@ def aggregate_loss(
             f"unknown loss aggregation {mode!r}; choose one of {sorted(LOSS_AGGREGATIONS)}"
         )
     keep = mask.bool()
-    return LOSS_AGGREGATIONS[mode](zero_where_masked(loss_mat, keep), keep, norm_len, denominator)
+    return LOSS_AGGREGATIONS[mode].reduce(
+        zero_where_masked(loss_mat, keep), keep, norm_len, denominator
+    )
 
 
 # --------------------------------------------------------------------------------------

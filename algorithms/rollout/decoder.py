@@ -38,30 +38,22 @@ across turns; the cache's data structures and the sampler live in their own file
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from algorithms.model_modes import eval_mode
 from algorithms.rollout.kv_cache import GROWTH_SLACK, Rows, SlotCache
 from algorithms.rollout.sampler import sample
 from algorithms.rollout.sampling import Sampling
 from algorithms.rollout.stop import StopRule
-from algorithms.scoring import eval_mode
+from algorithms.rollout.turns import TurnDecoder, TurnOutput, TurnRequest
 from research_env.termination import Termination
 
 # Compact the working batch once this fraction of its rows has finished the turn: copying the
 # cache once is cheaper than carrying dead rows through every remaining step.
 COMPACT_FRACTION = 0.25
-
-
-@dataclass
-class TurnOutput:
-    """What one sequence generated in one :meth:`DecodeState.decode` call."""
-
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: Termination = Termination.LENGTH
 
 
 @dataclass
@@ -84,8 +76,9 @@ class GenerationResult:
         return [o.finish_reason for o in self.outputs]
 
 
-class DecodeState:
-    """A batch of sequences whose KV caches persist across turns.
+class DecodeState(TurnDecoder):
+    """A batch of sequences whose KV caches persist across turns (the HF
+    :class:`~algorithms.rollout.turns.TurnDecoder`).
 
     Typical multi-turn use::
 
@@ -174,31 +167,12 @@ class DecodeState:
             self._rows = self._feed_pending(self._rows)
 
     @torch.inference_mode()
-    def decode(
-        self,
-        *,
-        max_new_tokens: int | Mapping[int, int],
-        seq_indices: Sequence[int] | None = None,
-        sampling: Sampling | None = None,
-        stop_strings: Sequence[str] = (),
-        stop_token_ids: Sequence[int] = (),
-        eos_token_ids: Sequence[int] | None = None,
-        tokenizer: Any = None,
-        generator: torch.Generator | None = None,
-    ) -> dict[int, TurnOutput]:
-        """Generate one turn for ``seq_indices`` (default: all live sequences).
-
-        A sequence stops at an EOS token (``EOS``), at one of ``stop_token_ids`` or when its
-        decoded text of this turn comes to contain one of ``stop_strings`` (``STOP``; the
-        completing token is kept), or after ``max_new_tokens`` (``LENGTH``): one budget for
-        all, or a ``{seq index: budget}`` mapping so that sequences near a total token budget
-        share the turn with the others instead of needing a separate call. Stop strings are
-        matched on decoded text, so they work however the tokenizer splits them; they need
-        ``tokenizer``. ``eos_token_ids`` defaults to the model's generation config.
-        ``sampling`` says how tokens are drawn (its token budgets are the caller's business:
-        this call obeys ``max_new_tokens``); default: plain sampling at temperature 1.
-        """
-        sampling = sampling or Sampling()
+    def decode_turn(self, request: TurnRequest) -> dict[int, TurnOutput]:
+        """:meth:`~algorithms.rollout.turns.TurnDecoder.decode` on the KV cache."""
+        sampling, tokenizer, generator = request.sampling, request.tokenizer, request.generator
+        stop_strings, eos_token_ids = request.stop_strings, request.eos_token_ids
+        stop_token_ids, seq_indices = request.stop_token_ids, request.seq_indices
+        max_new_tokens = request.max_new_tokens
         if stop_strings and tokenizer is None:
             raise ValueError("stop_strings need the tokenizer")
         rule = StopRule(
@@ -408,8 +382,8 @@ def generate(
     """Sample continuations of ragged prompts (lists of token ids) in one batch.
 
     A convenience over :class:`DecodeState` for single-turn use; see
-    :meth:`DecodeState.decode` for the stopping rules and the module docstring for what the
-    log-probs mean.
+    :meth:`~algorithms.rollout.turns.TurnDecoder.decode` for the stopping rules and the
+    module docstring for what the log-probs mean.
     """
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy)
     state = DecodeState(model, input_ids, capacity=max(map(len, input_ids)) + max_new_tokens)

@@ -31,9 +31,10 @@ from gymnasium.vector import AutoresetMode
 from algorithms.buffer import Trajectory
 from algorithms.precision import AUTO, resolve_precision
 from algorithms.rollout.chat_turns import ChatReplies
-from algorithms.rollout.decoder import DecodeState, TurnOutput
+from algorithms.rollout.decoder import DecodeState
 from algorithms.rollout.inference_copy import rollout_copy
 from algorithms.rollout.sampling import Sampling
+from algorithms.rollout.turns import RolloutBackend, TurnDecoder, TurnOutput
 from research_env.episode import TurnOutcome
 from research_env.termination import Termination
 from research_env.vector import SearchVectorEnv
@@ -86,7 +87,7 @@ class RolloutEngine:
         rollout_dtype: str | None = None,
         pack_weights: bool = False,
         fused: bool = True,
-        backend: Any = None,
+        backend: RolloutBackend | None = None,
     ) -> None:
         if prompt_format not in ("auto", "text", "chat"):
             raise ValueError(f"prompt_format must be auto, text or chat, got {prompt_format!r}")
@@ -179,7 +180,7 @@ class RolloutEngine:
         if self.backend is None:
             decoder = self._decode_model(model)
             capacity = max(map(len, prompt_ids)) + s.max_turn_tokens
-            state = DecodeState(decoder, prompt_ids, capacity=capacity)
+            state: TurnDecoder = DecodeState(decoder, prompt_ids, capacity=capacity)
         else:
             state = self.backend.start(prompt_ids, model)
         used = [0] * n  # response tokens so far, per episode
@@ -242,7 +243,7 @@ class RolloutEngine:
 
     def _decode_turn(
         self,
-        state: DecodeState,
+        state: TurnDecoder,
         live: list[int],
         used: list[int],
         s: Sampling,
@@ -270,9 +271,9 @@ def episode_questions(question_indices: Sequence[int], group_size: int) -> list[
 
 def _finish(trajectory: Trajectory, outcome: TurnOutcome) -> None:
     # The answer's own reward: the last turn's shaping is already in turn_rewards.
-    trajectory.reward = float(outcome.info.get("answer_reward", outcome.reward))
+    trajectory.reward = outcome.answer_reward
     trajectory.info = outcome.info
-    trajectory.finish_reason = outcome.info["termination"]
+    trajectory.finish_reason = outcome.termination
 
 
 def _info_at(infos: Mapping[str, Any], i: int) -> dict[str, Any]:

@@ -215,4 +215,4 @@ def _finish(
     for k, agent in zip(seqs, agents, strict=True):
         trajectories[k].reward = float(step.rewards[agent])
         trajectories[k].info = step.infos[agent]
-        trajectories[k].finish_reason = step.infos[agent]["termination"]
+        trajectories[k].finish_reason = Termination(step.infos[agent]["termination"])

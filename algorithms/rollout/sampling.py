@@ -1,7 +1,7 @@
 """``Sampling``: how tokens are drawn, and how many, for one rollout, decode or evaluation.
 
 One struct for every place that decodes: the rollout engine (all fields), the decoder
-(:meth:`~algorithms.rollout.DecodeState.decode` reads the first four) and evaluation
+(:meth:`~algorithms.rollout.TurnDecoder.decode` reads the first four) and evaluation
 (``benchmarks.llm_eval``). The YAML section it is built from is
 :class:`algorithms.config.RolloutConfig` (``config.rollout.sampling(...)``).
 """

@@ -73,8 +73,8 @@ from typing import Any
 
 import torch
 
-from algorithms.rollout.decoder import TurnOutput
 from algorithms.rollout.sampling import Sampling
+from algorithms.rollout.turns import TurnDecoder, TurnOutput, TurnRequest
 from research_env.termination import Termination
 
 __all__ = ["VLLMBackend", "VLLMDecodeState", "hf_weights", "turn_output"]
@@ -213,8 +213,8 @@ class VLLMBackend:
         return count
 
 
-class VLLMDecodeState:
-    """The :class:`~algorithms.rollout.DecodeState` verbs over ``LLM.generate``.
+class VLLMDecodeState(TurnDecoder):
+    """The :class:`~algorithms.rollout.turns.TurnDecoder` verbs over ``LLM.generate``.
 
     It keeps each sequence's full token history; every :meth:`decode` sends the histories
     of the wanted sequences (vLLM's prefix cache makes the repeated part cheap).
@@ -244,27 +244,16 @@ class VLLMDecodeState:
     def release(self, seq_indices: Sequence[int]) -> None:
         self._released.update(seq_indices)
 
-    def decode(
-        self,
-        *,
-        max_new_tokens: int | Mapping[int, int],
-        seq_indices: Sequence[int] | None = None,
-        sampling: Sampling | None = None,
-        stop_strings: Sequence[str] = (),
-        stop_token_ids: Sequence[int] = (),
-        eos_token_ids: Sequence[int] | None = None,
-        tokenizer: Any = None,
-        generator: torch.Generator | None = None,
-    ) -> dict[int, TurnOutput]:
-        """One turn for ``seq_indices`` (default: all live sequences), as
-        :meth:`~algorithms.rollout.DecodeState.decode`. ``tokenizer`` and ``generator``
-        are not needed (vLLM matches stop strings itself; requests are seeded from
-        ``sampling.seed``, the sequence and the turn, through vLLM's per-request
-        generators). vLLM stops at the model's own EOS tokens: ``eos_token_ids`` cannot
-        change them."""
-        if eos_token_ids is not None:
+    def decode_turn(self, request: TurnRequest) -> dict[int, TurnOutput]:
+        """One turn, as :meth:`~algorithms.rollout.turns.TurnDecoder.decode`. The request's
+        ``tokenizer`` and ``generator`` are not needed (vLLM matches stop strings itself;
+        requests are seeded from ``sampling.seed``, the sequence and the turn, through
+        vLLM's per-request generators). vLLM stops at the model's own EOS tokens:
+        ``eos_token_ids`` cannot change them."""
+        if request.eos_token_ids is not None:
             raise ValueError("the vLLM backend stops at the model's EOS; pass stop_token_ids")
-        sampling = sampling or Sampling()
+        sampling, seq_indices = request.sampling, request.seq_indices
+        stop_strings, stop_token_ids = request.stop_strings, request.stop_token_ids
         wanted = (
             [s for s in range(len(self)) if s not in self._released]
             if seq_indices is None
@@ -272,10 +261,7 @@ class VLLMDecodeState:
         )
         if set(wanted) & self._released:
             raise ValueError(f"sequences {sorted(set(wanted) & self._released)} were released")
-        budget = {
-            s: int(max_new_tokens[s] if isinstance(max_new_tokens, Mapping) else max_new_tokens)
-            for s in wanted
-        }
+        budget = {s: request.budget(s) for s in wanted}
         outputs = {s: TurnOutput() for s in wanted}
         todo = [s for s in wanted if budget[s] > 0]
         self._turns += 1

@@ -51,13 +51,13 @@ import torch
 import yaml
 
 from algorithms.config import TrainConfig
+from algorithms.model_zoo import reloadable_base
 from algorithms.policy import (
     VALUE_HEAD_FILE,
-    LoraSettings,
     Policy,
     load_policy,
+    lora_settings,
     quiet_saving,
-    reloadable_base,
     set_adapter_base,
 )
 from research_env import storage
@@ -337,15 +337,6 @@ def _check_weight_files(directory: Path) -> None:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return f"{type(err).__name__}: {text}" if type(err).__name__ not in text else text
-
-
-def lora_settings(config: TrainConfig) -> LoraSettings | None:
-    lora = config.model.lora
-    if lora is None:
-        return None
-    return LoraSettings(
-        r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=tuple(lora.target_modules)
-    )
 
 
 def load_policy_weights(

@@ -1,7 +1,7 @@
 """Data-parallel training through ``torch.distributed``, launched by ``torchrun`` or
 ``accelerate launch`` (no cluster layer of our own).
 
-    torchrun --nproc-per-node 8 -m research_env.cli train --config configs/research-grpo.yaml
+    torchrun --nproc-per-node 8 -m research_app.cli train --config configs/research-grpo.yaml
 
 What changes with N ranks, and nothing else does:
 
@@ -26,7 +26,7 @@ same number of steps.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -117,15 +117,19 @@ def gather_objects(value: Any) -> list[Any]:
     return out
 
 
-def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
-    """Each metric averaged over the ranks that report it (ranks play equal episode counts)."""
+def mean_over_ranks(metrics: dict[str, float], summed: Collection[str] = ()) -> dict[str, float]:
+    """Each metric averaged over the ranks that report it (ranks play equal episode counts),
+    except the counters named in ``summed`` (episodes, groups), which add up."""
     if not is_distributed():
         return metrics
     merged: dict[str, list[float]] = {}
     for part in gather_objects(metrics):
         for key, value in part.items():
             merged.setdefault(key, []).append(value)
-    return {key: sum(values) / len(values) for key, values in merged.items()}
+    return {
+        key: sum(values) if key in summed else sum(values) / len(values)
+        for key, values in merged.items()
+    }
 
 
 def barrier() -> None:

@@ -2,7 +2,7 @@
 sharded over the ranks of a data-parallel run, for models whose training state does not
 fit one device.
 
-    torchrun --nproc-per-node 8 -m research_env.cli train --config configs/research-grpo.yaml \\
+    torchrun --nproc-per-node 8 -m research_app.cli train --config configs/research-grpo.yaml \\
         --set trainer.sharding=fsdp --set trainer.share_prompts=false
 
 Why torch's FSDP2 (``torch.distributed.fsdp.fully_shard``) and not accelerate's FSDP plugin:

@@ -1,26 +1,28 @@
-"""The shared on-policy loop every algorithm runs (after Stable-Baselines3's ``OnPolicyAlgorithm``).
+"""The shared on-policy algorithm object (after Stable-Baselines3's ``OnPolicyAlgorithm``):
+what an algorithm declares, and its lifecycle.
 
 One training step, end to end::
 
     trajectories = collect_rollouts(step)        # rollout engine over the vector env
-    kept = filter_trajectories(trajectories)     # drop flat groups (optional)
-    batch = collate(kept, device=policy.device)  # algorithms.buffer
-    data = prepare_update(batch)                 # no-grad: pi_old, reference, critic values
-    data.advantages = compute_advantages(...)    # the algorithm's registered estimator
-    run_update(data, objective)                  # minibatches of policy_objective (update.py)
+    result = update_step(trajectories, ...)      # step.py: filter -> collate -> pi_old,
+                                                 # reference, values -> advantages -> update
     scheduler.step(); log; evaluate; checkpoint
+
+Three files, one per concern: ``build.py`` (seeds, the rollout engine and its backend,
+the frozen reference), ``step.py`` (the step pipeline, plain functions that never call
+back here), and this one (the algorithm's declarations and its lifecycle verbs).
 
 An algorithm (``grpo.py``, ``ppo.py``, ``reinforce.py``, ``sft.py``) only *declares*: its
 advantage estimator and parameters (:meth:`advantage_spec`), the weights of the
-objective's terms (:meth:`objective_terms`), whether the KL sits in the reward, and, for
-PPO, how its critic is built. Everything else lives here and in ``update.py``.
+objective's terms (:meth:`objective_terms`), whether the KL sits in the reward, its
+settings (``settings_class``) and, for PPO, how its critic is built; :meth:`recipe`
+hands those to the step pipeline once per step.
 
 Verbs: ``algo.learn(steps, callback=...)`` (``steps`` more), ``algo.save(dir)``, ``Algo.load(dir)``,
 ``algo.predict(observation)`` and ``algo.evaluate()``.
 
-Why one file of ~500 lines: it is one idea, the algorithm object's lifecycle (build,
-declare, roll out, step, learn, evaluate, save and load), and its verbs read best side by
-side; the update, metrics, optimizer and checkpoint files hold the machinery it calls.
+Why one file of ~500 lines: it is one idea, the algorithm object's lifecycle (declare,
+roll out, learn, evaluate, save and load), and its verbs read best side by side.
 """
 
 from __future__ import annotations
@@ -28,11 +30,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import random
 import sys
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,24 +40,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from algorithms.buffer import Trajectory, UpdateBatch, collate
+from algorithms.buffer import Trajectory, UpdateBatch
 from algorithms.config import TrainConfig
-from algorithms.objectives import AdvantageInputs, ObjectiveTerms, compute_advantages
-from algorithms.objectives.losses import kl_penalty
-from algorithms.objectives.objective import policy_objective
-from algorithms.objectives.ops import masked_mean
+from algorithms.objectives import ObjectiveTerms
 from algorithms.policy import VALUE_HEAD_FILE, Policy
-from algorithms.scoring import TokenScores
+from algorithms.trainer import build, distributed, fsdp
 from algorithms.trainer import checkpoint as ckpt
-from algorithms.trainer import distributed, fsdp
 from algorithms.trainer.freeze import train_top_layers
-from algorithms.trainer.metrics import MetricsLogger, episode_metrics, is_truncated, progress_bar
+from algorithms.trainer.metrics import MetricsLogger, episode_metrics, progress_bar
 from algorithms.trainer.optim import lr_factor, make_optimizer
-from algorithms.trainer.update import Models, NonFiniteUpdateError, prepare_update, run_update
+from algorithms.trainer.step import StepRecipe, update_step
+from algorithms.trainer.update import Models, NonFiniteUpdateError
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
+# The step's metrics that count things (episodes, groups): summed over ranks, not averaged.
+COUNTERS = frozenset(
+    {"filter/zero_variance_groups", "filter/kept_episodes", "filter/truncated_episodes"}
+)
 
 
 class OnPolicyAlgorithm:
@@ -78,6 +78,9 @@ class OnPolicyAlgorithm:
     """
 
     name: ClassVar[str] = ""
+    # The algorithm's own settings dataclass (an ``algorithms.settings.AlgorithmSettings``):
+    # its config section, ``hparams``.
+    settings_class: ClassVar[type | None] = None
 
     def __init__(
         self,
@@ -95,7 +98,7 @@ class OnPolicyAlgorithm:
         # the config: env_kwargs may hold objects, a dataset list or a reward callable).
         self.config.validate(check_names=env_kwargs is None)
         self.policy = policy
-        _sync_model_config(self.config, policy)
+        build.sync_model_config(self.config, policy)
         self.env_kwargs = (
             dict(env_kwargs) if env_kwargs is not None else self.config.env.to_env_kwargs()
         )
@@ -110,11 +113,11 @@ class OnPolicyAlgorithm:
                 "rows: set trainer.minibatch_size to null (and epochs for more steps)"
             )
         # Seed before any parameter is created (a value head, a critic): same seed, same run.
-        seed_everything(self.config.trainer.seed)
+        build.seed_everything(self.config.trainer.seed)
         self.critic = self._build_critic(critic)
         self.reference_model = None
         if self.kl_coef != 0.0 and self.policy.lora is None:
-            self.reference_model = reference_model or _frozen_copy(self.policy.model)
+            self.reference_model = reference_model or build.frozen_copy(self.policy.model)
         # FSDP (trainer/fsdp.py): shard before the optimizer sees the parameters; the
         # twin is where rollouts, evaluation and checkpoints get the full weights.
         self._twin: fsdp.UnshardedTwin | None = None
@@ -143,8 +146,9 @@ class OnPolicyAlgorithm:
 
     @property
     def hparams(self) -> Any:
-        """This algorithm's section of the config (``config.grpo`` for GRPO, ...)."""
-        return getattr(self.config, self.name)
+        """This algorithm's own settings: its section of the config (``config.grpo`` for
+        GRPO, ...), an instance of the class's ``settings_class``."""
+        return self.config.settings(self.name)
 
     @property
     def kl_coef(self) -> float:
@@ -189,29 +193,10 @@ class OnPolicyAlgorithm:
         return self._engine
 
     def _make_engine(self, env_kwargs: dict[str, Any]) -> Any:
-        from algorithms.rollout import RolloutEngine
-
-        r = self.config.rollout
         backend = getattr(self, "_vllm_backend", None)  # one vLLM engine for train and eval
-        if r.backend == "vllm" and backend is None:
-            from algorithms.rollout.vllm_backend import VLLMBackend
-
-            backend = self._vllm_backend = VLLMBackend.create(
-                r.vllm_model or self.policy.model.config._name_or_path,
-                gpu_memory_utilization=r.vllm_gpu_memory_utilization,
-                max_model_len=r.vllm_max_model_len,
-                seed=self.config.trainer.seed,
-            )
-        return RolloutEngine(
-            self.policy,
-            env_kwargs,
-            sampling=r.sampling(),
-            prompt_format=r.prompt_format,
-            rollout_dtype=r.rollout_dtype,
-            pack_weights=r.pack_weights,
-            fused=r.fused,
-            backend=backend,
-        )
+        if self.config.rollout.backend == "vllm" and backend is None:
+            backend = self._vllm_backend = build.vllm_backend(self.config, self.policy)
+        return build.rollout_engine(self.config, self.policy, env_kwargs, backend)
 
     @property
     def num_questions(self) -> int:
@@ -275,46 +260,36 @@ class OnPolicyAlgorithm:
         )
         metrics |= self.learn_from(trajectories)
         metrics["time/step"] = time.perf_counter() - t0
-        return distributed.mean_over_ranks(metrics)
+        return distributed.mean_over_ranks(metrics, summed=COUNTERS)
+
+    _nonfinite_skips: int = 0  # optimizer steps skipped so far (trainer.skip_nonfinite_updates)
 
     def learn_from(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
-        """The update half of a step, on given trajectories (what tests drive directly)."""
-        t0 = time.perf_counter()
-        kept, metrics = self.filter_trajectories(trajectories)
-        if self._twin is not None:
-            counts = distributed.gather_objects(len(kept))
-            if len(set(counts)) > 1:
-                raise RuntimeError(
-                    "under FSDP every rank must update on as many episodes as the others "
-                    f"(each pass over a sharded block is a collective); the ranks kept {counts}"
-                )
-        # Every rank must agree on whether there is an update at all (its collectives).
-        anywhere = distributed.all_reduce_sum(float(len(kept)), self.policy.device)
-        data: UpdateBatch | None = None
-        if kept:
-            batch = collate(kept, self.policy.tokenizer.pad_token_id, device=self.policy.device)
-            data = prepare_update(
-                batch,
-                self._models(),
+        """The update half of a step, on given trajectories (what tests drive directly):
+        the step pipeline of ``step.py``, then the schedule and the step count."""
+        try:
+            result = update_step(
+                trajectories,
+                Models(self.policy, self.critic, self.reference_model),
+                self.optimizer,
                 self.config,
-                recompute_old=self._recompute_old(len(kept)),
-                with_reference=self.kl_coef != 0.0,
+                self.recipe(),
+                sharded=self._twin is not None,
             )
-            stats = self.compute_advantages(data)
-            metrics |= self._mask_truncated(data, kept)
-            t1 = time.perf_counter()
-            metrics["time/prepare"] = t1 - t0
-            metrics |= self._run_update(data)
-            metrics |= {k: float(v) for k, v in stats.items()}  # read after the update
-            metrics["time/update"] = time.perf_counter() - t1
-            metrics["perf/update_tokens_per_s"] = metrics["perf/update_tokens"] / max(
-                metrics["time/update"], 1e-9
+        except NonFiniteUpdateError as err:
+            raise NonFiniteUpdateError(err.loss_finite, err.grad_norm, self.step + 1) from None
+        metrics = result.metrics
+        skipped = int(metrics.get("train/skipped_updates", 0))
+        if skipped:
+            self._nonfinite_skips += skipped
+            warnings.warn(
+                f"step {self.step + 1}: skipped {skipped} optimizer step(s) with a non-finite "
+                f"loss or gradient norm ({self._nonfinite_skips} in this run; "
+                "trainer.skip_nonfinite_updates=true)",
+                RuntimeWarning,
+                stacklevel=2,
             )
-        elif anywhere:  # only other ranks kept episodes: join their update with no rows
-            metrics |= self._run_update(None)
-        else:
-            metrics["train/skipped_steps"] = 1.0
-        self._save_transcripts(trajectories, kept, data)
+        self._save_transcripts(trajectories, result.kept, result.data)
         with warnings.catch_warnings():
             # A step whose update was skipped still advances the schedule; torch warns then.
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
@@ -322,6 +297,16 @@ class OnPolicyAlgorithm:
         self.step += 1
         metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
+
+    def recipe(self) -> StepRecipe:
+        """What this algorithm declares for its update, gathered for the step pipeline."""
+        return StepRecipe(
+            advantage=self.advantage_spec(),
+            terms=replace(self.objective_terms(), tis_cap=self.config.trainer.tis_cap),
+            kl_coef=self.kl_coef,
+            kl_in_reward=self.kl_in_reward,
+            kl_estimator=getattr(self.hparams, "kl_estimator", None),
+        )
 
     def _save_transcripts(
         self,
@@ -348,111 +333,6 @@ class OnPolicyAlgorithm:
             save_step(path, trajectories, self.policy.tokenizer, kept=kept, loss_mask=mask,
                       advantages=advantages, step=self.step + 1, limit=count,
                       source=f"{self.name} training")  # fmt: skip
-
-    _nonfinite_skips: int = 0  # optimizer steps skipped so far (trainer.skip_nonfinite_updates)
-
-    def _run_update(self, data: UpdateBatch | None) -> dict[str, float]:
-        terms = self.objective_terms()
-        try:
-            metrics = run_update(
-                data,
-                self._models(),
-                self.optimizer,
-                self.config,
-                self.objective,
-                loss_agg=terms.loss_agg,
-                entropy_grad=terms.entropy_coef != 0.0,
-            )
-        except NonFiniteUpdateError as err:
-            raise NonFiniteUpdateError(err.loss_finite, err.grad_norm, self.step + 1) from None
-        skipped = int(metrics["train/skipped_updates"])
-        if skipped:
-            self._nonfinite_skips += skipped
-            warnings.warn(
-                f"step {self.step + 1}: skipped {skipped} optimizer step(s) with a non-finite "
-                f"loss or gradient norm ({self._nonfinite_skips} in this run; "
-                "trainer.skip_nonfinite_updates=true)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return metrics
-
-    def objective(self, data: UpdateBatch, scores: TokenScores, denominator: float):
-        """The loss of one micro-batch: the shared policy objective with this algorithm's
-        terms (and the run's truncated-importance-sampling cap, ``trainer.tis_cap``)."""
-        terms = replace(self.objective_terms(), tis_cap=self.config.trainer.tis_cap)
-        return policy_objective(scores, data, terms, denominator)
-
-    def compute_advantages(self, data: UpdateBatch) -> dict[str, Tensor]:
-        """Fill ``data.advantages`` (and ``data.returns``) with the declared estimator."""
-        spec = self.advantage_spec()
-        if spec is None:
-            return {}
-        name, params = spec
-        mask, stats = data.mask, {}
-        kl = None
-        if self.kl_in_reward:
-            assert data.old_logprobs is not None and data.ref_logprobs is not None
-            kl = kl_penalty(data.old_logprobs, data.ref_logprobs, self.hparams.kl_estimator, mask)
-            stats["train/kl"] = masked_mean(kl, mask)
-        batch = data.batch
-        # The episode's return: the final reward plus the turns' step rewards (shaping).
-        returns = batch.rewards
-        if batch.step_rewards is not None:
-            returns = returns + batch.step_rewards.sum(dim=-1)
-        inputs = AdvantageInputs(
-            returns,
-            mask,
-            batch.group_ids,
-            kl,
-            self.kl_coef,
-            values=data.old_values,
-            step_rewards=batch.step_rewards,
-        )
-        result = compute_advantages(name, inputs, **params)
-        data.advantages, data.returns = result.advantages, result.returns
-        stats["train/advantage_abs"] = masked_mean(result.advantages.abs(), mask)
-        if data.old_values is not None:
-            stats["train/value_mean"] = masked_mean(data.old_values, mask)
-        if result.returns is not None:
-            stats["train/return_mean"] = masked_mean(result.returns, mask)
-        return stats
-
-    def filter_trajectories(
-        self, trajectories: Sequence[Trajectory]
-    ) -> tuple[list[Trajectory], dict[str, float]]:
-        """Drop groups whose rewards are all equal, if configured (counted in the metrics).
-        Only meaningful for algorithms with advantages: a flat group has no signal."""
-        kept = list(trajectories)
-        stats = {"filter/zero_variance_groups": 0.0, "filter/kept_episodes": float(len(kept))}
-        if self.config.trainer.filter_zero_variance_groups and self.advantage_spec() is not None:
-            rewards: dict[int, list[float]] = defaultdict(list)
-            for t in trajectories:
-                rewards[t.group].append(t.episode_return)
-            flat = {g for g, r in rewards.items() if max(r) - min(r) == 0.0}
-            kept = [t for t in trajectories if t.group not in flat]
-            stats["filter/zero_variance_groups"] = float(len(flat))
-            stats["filter/kept_episodes"] = float(len(kept))
-        return kept, stats
-
-    def _mask_truncated(self, data: UpdateBatch, kept: Sequence[Trajectory]) -> dict[str, float]:
-        """Zero the loss mask of truncated episodes after they served as baselines."""
-        truncated = [i for i, t in enumerate(kept) if is_truncated(t)]
-        masked = self.config.trainer.filter_truncated and bool(truncated)
-        if masked:
-            data.batch.loss_mask[torch.tensor(truncated, device=data.mask.device)] = 0.0
-        return {"filter/truncated_episodes": float(len(truncated) if masked else 0)}
-
-    def _recompute_old(self, n_rows: int) -> bool:
-        """Whether pi_old needs its own no-grad pass (``trainer.old_logprobs``)."""
-        cfg = self.config.trainer
-        if cfg.old_logprobs != "auto":
-            return cfg.old_logprobs == "recompute"
-        single = cfg.epochs == 1 and (cfg.minibatch_size is None or cfg.minibatch_size >= n_rows)
-        return not single or self.kl_in_reward
-
-    def _models(self) -> Models:
-        return Models(self.policy, self.critic, self.reference_model)
 
     # ----------------------------------------------------------------------------------
     # learn / evaluate / predict
@@ -655,7 +535,7 @@ class OnPolicyAlgorithm:
             from algorithms.policy import load_policy
 
             # The reference is the *initial* model, not the checkpoint's weights.
-            reference = _frozen_copy(
+            reference = build.frozen_copy(
                 load_policy(base, dtype=config.model.dtype, device=config.model.device).model
             )
         algo = cls(
@@ -676,40 +556,6 @@ class OnPolicyAlgorithm:
             algo.scheduler.load_state_dict(state.scheduler)
         ckpt.restore_rng_state(state.rng)
         return algo
-
-
-# --------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _frozen_copy(model: Any) -> Any:
-    reference = copy.deepcopy(model)
-    reference.eval().requires_grad_(False)
-    return reference
-
-
-def _sync_model_config(config: TrainConfig, policy: Policy) -> None:
-    """Make ``config.model`` describe the policy actually passed in (checkpoints rely on it)."""
-    from algorithms.config import LoraConfig
-
-    config.model.name = policy.name
-    dtype = next(p.dtype for p in policy.model.parameters() if p.is_floating_point())
-    config.model.dtype = str(dtype).removeprefix("torch.")
-    if policy.lora is not None:
-        lora = policy.lora
-        config.model.lora = LoraConfig(
-            r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-        )  # fmt: skip
-    else:
-        config.model.lora = None
 
 
 def _refuse_non_finite_weights(policy: Policy, step: int) -> None:

@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from algorithms.buffer import Trajectory
+from algorithms.buffer import Trajectory, flat_groups, group_returns
 from algorithms.config import TrainConfig
 from algorithms.trainer.health import HealthMonitor
+from research_env.storage import atomic_file
 from research_env.termination import TRUNCATING
 
 
 def is_truncated(trajectory: Trajectory) -> bool:
     """An episode that ran out of turns or tokens instead of ending by itself."""
-    termination = trajectory.info.get("termination")
-    return trajectory.finish_reason in TRUNCATING or termination in TRUNCATING
+    return trajectory.finish_reason in TRUNCATING
 
 
 def episode_metrics(trajectories: Sequence[Trajectory], tokenizer: Any = None) -> dict[str, float]:
@@ -68,11 +68,9 @@ def episode_metrics(trajectories: Sequence[Trajectory], tokenizer: Any = None) -
 def flat_group_fraction(trajectories: Sequence[Trajectory]) -> float | None:
     """The fraction of groups (questions sampled twice or more) whose samples all got the
     same return (reward plus any step rewards); None when no group has two samples."""
-    rewards: dict[int, list[float]] = {}
-    for t in trajectories:
-        rewards.setdefault(t.group, []).append(t.episode_return)
-    groups = [r for r in rewards.values() if len(r) > 1]
-    return sum(1 for r in groups if max(r) == min(r)) / len(groups) if groups else None
+    groups = [g for g, r in group_returns(trajectories).items() if len(r) > 1]
+    flat = flat_groups(trajectories)
+    return sum(1 for g in groups if g in flat) / len(groups) if groups else None
 
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
@@ -264,7 +262,6 @@ def drop_jsonl_records(path: Path, stale_if: Any) -> int:
             kept.append(line)
     if dropped:
         text = "".join(line + "\n" for line in kept)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_file(path) as staging:
+            staging.write_text(text, encoding="utf-8")
     return dropped

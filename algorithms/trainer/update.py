@@ -27,7 +27,7 @@ from torch import Tensor
 from algorithms.buffer import Batch, UpdateBatch
 from algorithms.config import TrainConfig
 from algorithms.objectives import Stat
-from algorithms.objectives.losses import COUNTS_TOKENS
+from algorithms.objectives.losses import LOSS_AGGREGATIONS
 from algorithms.policy import Policy
 from algorithms.scoring import (
     TokenScores,
@@ -85,16 +85,18 @@ def prepare_update(
     models: Models,
     config: TrainConfig,
     *,
-    recompute_old: bool,
+    old_source: str,
     with_reference: bool,
 ) -> UpdateBatch:
     """The no-grad passes before an update, as an :class:`UpdateBatch`.
 
-    ``recompute_old``: score pi_old with the training model (needed when the update takes
-    several optimizer steps or the KL sits in the reward); otherwise pi_old is the current
-    policy, detached (ratio 1, no extra pass), or the sampler's log-probs when
-    ``trainer.old_logprobs: rollout``. ``with_reference``: score the KL reference.
+    ``old_source``: where pi_old comes from, as :func:`algorithms.trainer.step.old_logprobs_source`
+    decided: ``recompute`` scores it with the training model here; ``rollout`` takes the
+    sampler's log-probs; ``current`` leaves ``old_logprobs`` None, so the objective uses
+    the current policy's, detached (ratio 1, no extra pass). ``with_reference``: score the
+    KL reference.
     """
+    recompute_old = old_source == "recompute"
     cfg = config.trainer
     data = UpdateBatch(batch)
     scoring: dict[str, Any] = dict(
@@ -110,7 +112,7 @@ def prepare_update(
             if recompute_old:
                 data.old_logprobs = old.logprobs
             data.old_values = old.values
-        if cfg.old_logprobs == "rollout":
+        if old_source == "rollout":
             data.old_logprobs = batch.sample_logprobs
         if models.critic is not None:
             assert models.critic.value_head is not None
@@ -217,7 +219,8 @@ def _minibatches(data: UpdateBatch | None, size: int) -> Iterator[UpdateBatch | 
 def _denominator(data: UpdateBatch, loss_agg: str) -> float:
     """This rank's count (tokens or sequences) that the minibatch's losses are divided by;
     the update divides by the sum over ranks."""
-    if COUNTS_TOKENS.get(loss_agg, True):
+    mode = LOSS_AGGREGATIONS.get(loss_agg)
+    if mode is None or mode.counts_tokens:
         return float(data.mask.sum())
     return float(data.mask.shape[0])
 

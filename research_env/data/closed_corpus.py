@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from research_env.data.jsonl import OnError, read_corpus_jsonl, write_corpus_jsonl, write_qa_jsonl
+from research_env.data.paragraphs import (
+    join_sentences,
+    normalize_whitespace,
+    paragraph_document,
+    paragraph_id,
+)
 from research_env.data.types import Document, QASample
 
 if TYPE_CHECKING:
@@ -38,41 +44,6 @@ __all__ = [
 ]
 
 PathArg = str | os.PathLike[str]
-ID_PREFIX = "p"  # keeps ids from looking like numbers to tools that guess column types
-
-
-def _normalized(text: str) -> str:
-    return " ".join(text.split())
-
-
-def paragraph_id(title: str, text: str) -> str:
-    """A stable id for a paragraph: a 64-bit hash of its title and text.
-
-    Whitespace is normalized first, so copies that differ only in spacing (HotpotQA's
-    sentences carry their leading spaces, 2Wiki's do not) are one document.
-    """
-    return _hashed_id(_normalized(title), _normalized(text))
-
-
-def _hashed_id(title: str, text: str) -> str:
-    key = f"{title}\n{text}".encode()
-    return ID_PREFIX + hashlib.blake2b(key, digest_size=8).hexdigest()
-
-
-def paragraph_document(title: str, text: str) -> Document:
-    """The corpus document of a paragraph, FlashRAG shape: ``'"Title"\\ntext'``, with
-    runs of whitespace in the text collapsed to one space."""
-    title, text = _normalized(title), _normalized(text)
-    return Document(id=_hashed_id(title, text), contents=f'"{title}"\n{text}')
-
-
-def join_sentences(sentences: Iterable[str]) -> str:
-    """A paragraph from its sentences, one space between two sentences.
-
-    HotpotQA's sentences keep their leading space (joining with ``""`` restores the
-    paragraph); 2WikiMultiHopQA's do not. Stripping and joining with a space handles both.
-    """
-    return " ".join(stripped for s in sentences if (stripped := s.strip()))
 
 
 class ClosedCorpus:
@@ -93,7 +64,7 @@ class ClosedCorpus:
             known = self._docs.get(doc.id)
             if known is None:
                 self._docs[doc.id] = doc
-            elif _normalized(known.contents) != _normalized(doc.contents):
+            elif normalize_whitespace(known.contents) != normalize_whitespace(doc.contents):
                 raise ValueError(
                     f"document id {doc.id!r} already holds different contents: "
                     f"{known.contents[:60]!r} vs {doc.contents[:60]!r}"

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from research_env.data.split_names import SPLIT_SYNONYMS, split_from_name
+
 __all__ = [
     "HubUnavailableError",
     "hub_rows",
@@ -107,8 +109,6 @@ def is_local_dataset_dir(path: PathArg) -> bool:
 
 
 def _pick_split(available: list[str], split: str | None, where: Path) -> str:
-    from research_env.data.formats import SPLIT_SYNONYMS
-
     if split is None:
         if len(available) == 1:
             return available[0]
@@ -127,8 +127,6 @@ def local_splits(path: PathArg) -> list[str]:
         return [str(s) for s in splits]
     if _is_saved(path):
         return [path.name]
-    from research_env.data.formats import split_from_name
-
     return sorted({split_from_name(f.name) or f.stem for f in _parquet_files(path)})
 
 
@@ -146,8 +144,6 @@ def local_rows(path: PathArg, split: str | None) -> tuple[str, Iterator[dict[str
 
 
 def _parquet_rows(path: Path, split: str | None) -> tuple[str, Iterator[dict[str, Any]]]:
-    from research_env.data.formats import split_from_name
-
     by_split: dict[str, list[Path]] = {}
     for file in _parquet_files(path):
         by_split.setdefault(split_from_name(file.name) or file.stem, []).append(file)

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from research_env.data.closed_corpus import join_sentences, paragraph_document
 from research_env.data.formats._base import (
     FieldError,
     ParsedRecord,
@@ -34,6 +33,7 @@ from research_env.data.formats._base import (
     rows,
     text_field,
 )
+from research_env.data.paragraphs import join_sentences, paragraph_document
 from research_env.data.types import Document, QASample
 
 HOTPOTQA_TYPES = ("bridge", "comparison")

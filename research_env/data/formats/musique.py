@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from research_env.data.closed_corpus import paragraph_document
 from research_env.data.formats._base import (
     FieldError,
     ParsedRecord,
@@ -36,6 +35,7 @@ from research_env.data.formats._base import (
     require_dict,
     text_field,
 )
+from research_env.data.paragraphs import paragraph_document
 from research_env.data.types import Document, QASample
 
 PARAGRAPH_KEYS = ("idx", "title", "paragraph_text", "is_supporting")

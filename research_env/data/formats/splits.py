@@ -7,36 +7,16 @@ split is a word of the name, and ``dev``/``validation``/``val`` stand for each o
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from research_env.data.formats._files import base_suffix
 from research_env.data.formats.detect import detect_format
 from research_env.data.formats.registry import resolve_format
+from research_env.data.split_names import SPLIT_SYNONYMS, name_tokens, split_from_name
 
 __all__ = ["QA_SUFFIXES", "SPLIT_SYNONYMS", "raw_files", "split_file", "split_from_name"]
 
 QA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv")
-
-SPLIT_SYNONYMS = {
-    "dev": ("dev", "validation", "val"),
-    "validation": ("validation", "dev", "val"),
-    "val": ("val", "validation", "dev"),
-    "train": ("train",),
-    "test": ("test",),
-}
-
-
-def _tokens(name: str) -> list[str]:
-    return [t for t in re.split(r"[^a-z0-9]+", name.lower()) if t]
-
-
-def split_from_name(name: str) -> str | None:
-    """The split a file name announces (``hotpot_dev_distractor_v1.json`` -> ``dev``)."""
-    for token in _tokens(Path(name).name):
-        if token in SPLIT_SYNONYMS:
-            return token
-    return None
 
 
 def raw_files(directory: Path) -> list[Path]:
@@ -64,7 +44,7 @@ def split_file(directory: Path, split: str, format: str = "auto") -> Path:
     if len(exact) == 1:
         return exact[0]
     for word in SPLIT_SYNONYMS.get(split, (split,)):
-        matches = [f for f in files if word in _tokens(f.name)]
+        matches = [f for f in files if word in name_tokens(f.name)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

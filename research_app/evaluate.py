@@ -2,7 +2,7 @@
 
 Without ``--model`` it plays the scripted policies (``--policy oracle random``). With
 ``--model`` it evaluates that model as the search agent and as the direct-answer and
-naive-RAG baselines (``--baselines``), side by side; see :mod:`benchmarks.eval.harness`.
+naive-RAG baselines (``--baselines``), side by side; see :mod:`research_app.harness`.
 ``--controls`` adds the agent (or the scripted policies) under the control retrievers
 ``empty`` and ``random``, reported beside the real retriever's row. ``--out`` also gets
 the run's ``fingerprint.json`` (``research-env compare`` reads it);
@@ -38,8 +38,8 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: Any) -> None:
-    from benchmarks.eval.baselines import BASELINES
-    from benchmarks.eval.harness import CONTROLS
+    from research_app.baselines import BASELINES
+    from research_app.harness import CONTROLS
 
     parser = subparsers.add_parser(
         "eval",
@@ -175,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
-    from benchmarks.eval.harness import evaluate_scripted, scripted_controls
-    from benchmarks.eval.report import report, save_results
+    from research_app.harness import evaluate_scripted, scripted_controls
+    from research_app.report import report, save_results
 
     if args.template is not None:
         env_kwargs["template"] = args.template
@@ -197,7 +197,7 @@ def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
 
 def _controls(args: argparse.Namespace) -> list[str]:
     """The control retrievers asked for: ``--controls`` alone means all of them."""
-    from benchmarks.eval.harness import CONTROLS
+    from research_app.harness import CONTROLS
 
     if args.controls is None:
         return []
@@ -210,9 +210,9 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
     from algorithms.rollout import Sampling
-    from benchmarks.eval.harness import evaluate_baselines
-    from benchmarks.eval.judge import make_judge
-    from benchmarks.eval.report import report, save_results, write_transcripts_text
+    from research_app.harness import evaluate_baselines
+    from research_app.judge import make_judge
+    from research_app.report import report, save_results, write_transcripts_text
 
     if args.template is not None:
         env_kwargs["template"] = args.template

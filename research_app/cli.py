@@ -1,11 +1,11 @@
 """The ``research-env`` command line.
 
 Every built-in subcommand is listed in :data:`COMMANDS` below, the one place to read to
-find where a command lives. Each entry is a lazy ``"module:register"`` string (as
-``algorithms/registry.py`` names algorithms), because most of the commands live outside
-this package: ``train`` in ``algorithms``; ``eval``, ``demo``, ``ablate``, ``compare`` and
-``view`` in ``benchmarks.eval``; and ``research_env`` must import neither (nor torch) when it is
-imported. A string is resolved only when it is needed: running ``research-env NAME``
+find where a command lives: the env's own (``data``, ``play``, ``serve``, from
+:data:`research_env.commands.COMMANDS`), ``train`` (:mod:`research_app.train`) and the
+product commands of this package (``eval``, ``demo``, ``ablate``, ``compare``, ``view``).
+Each entry is a lazy ``"module:register"`` string (as ``algorithms/registry.py`` names
+algorithms). A string is resolved only when it is needed: running ``research-env NAME``
 imports NAME's module alone; ``research-env --help`` (or a command line naming no known
 command) imports every command's module to list its help line. A
 ``register(subparsers)`` function only adds arguments; heavy imports (torch,
@@ -31,16 +31,16 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
+from research_env.commands import COMMANDS as ENV_COMMANDS
+
 COMMANDS: dict[str, str] = {
-    "data": "research_env.commands.data:register",
-    "play": "research_env.commands.play:register",
-    "serve": "research_env.commands.serve:register",
-    "train": "algorithms.commands:register",
-    "eval": "benchmarks.eval.cli:register",
-    "demo": "benchmarks.eval.demo:register",
-    "ablate": "benchmarks.eval.ablate:register",
-    "compare": "benchmarks.eval.compare:register",
-    "view": "benchmarks.eval.view:register",
+    **ENV_COMMANDS,
+    "train": "research_app.train:register",
+    "eval": "research_app.evaluate:register",
+    "demo": "research_app.demo:register",
+    "ablate": "research_app.ablate:register",
+    "compare": "research_app.compare:register",
+    "view": "research_app.view:register",
 }
 PLUGIN_GROUP = "research_env.commands"
 

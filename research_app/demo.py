@@ -258,7 +258,7 @@ def evaluate(
     where the hardware does bf16, else float32); their token transcripts are appended to
     ``transcripts``, if given."""
     from algorithms.rollout import Sampling
-    from benchmarks.eval.harness import evaluate_model
+    from research_app.harness import evaluate_model
 
     result = evaluate_model(
         policy,
@@ -297,7 +297,7 @@ def _transcript(episode: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.eval.memory import cap_kernel_caches
+    from research_app.memory import cap_kernel_caches
 
     cap_kernel_caches()  # before torch makes its first oneDNN kernel
     import torch
@@ -307,9 +307,9 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.sft import SFT
     from algorithms.trainer.freeze import decoder_blocks
     from algorithms.transcripts import SUFFIX
-    from benchmarks.eval.demo_report import write_report
-    from benchmarks.eval.memory import StagePeaks, give_back
-    from benchmarks.eval.view import write_view
+    from research_app.demo_report import write_report
+    from research_app.memory import StagePeaks, give_back
+    from research_app.view import write_view
     from research_env.env import MultiHopSearchEnv
     from research_env.rewards import get_reward
 

@@ -17,7 +17,7 @@ from research_env.intervals import rate_half_width
 from research_env.metrics import METRICS, markdown_table
 
 if TYPE_CHECKING:
-    from benchmarks.eval.harness import EvalResult
+    from research_app.harness import EvalResult
 
 COLUMNS = ("n", *METRICS)
 # Reported when some result has them (LLM evaluation adds these).

@@ -1,6 +1,6 @@
 """``research-env train``: train a policy with GRPO, PPO or REINFORCE.
 
-Registered as a ``research_env.commands`` entry point; ``register`` only adds arguments,
+Listed in :data:`research_app.cli.COMMANDS`; ``register`` only adds arguments,
 and torch is imported inside the handler, so ``research-env --help`` stays fast.
 """
 
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if is_main_process():
         write_run_fingerprint(config, resuming=args.resume is not None)
 
-    from algorithms.policy import load_policy
+    from algorithms.policy import policy_from_config
     from algorithms.registry import algorithm_class, make_algorithm
 
     if args.resume is not None:
@@ -183,14 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     else:
-        # No value head here: PPO builds its critic after seeding (reproducible runs).
-        policy = load_policy(
-            config.model.name,
-            dtype=config.model.dtype,
-            device=config.model.device,
-            lora=ckpt.lora_settings(config),
-            gradient_checkpointing=config.model.gradient_checkpointing,
-        )
+        policy = policy_from_config(config)
         algo = make_algorithm(config.algo, policy, None, config)
     try:
         algo.learn()  # until trainer.steps: a resumed run continues where it stopped

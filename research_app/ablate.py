@@ -25,7 +25,7 @@ run directory without ``done.json`` was interrupted: it is trained again from th
 
 Several processes may run the same command on one ``--out`` at once (one per core, or per
 machine on a shared disk): each run is claimed with a ``<run>.lock`` file
-(:mod:`benchmarks.eval.claims`), a process skips runs that another live process holds, and
+(:mod:`research_app.claims`), a process skips runs that another live process holds, and
 the last one to finish writes the complete table.
 """
 
@@ -43,7 +43,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.eval import claims
+from research_app import claims
+from research_env.storage import atomic_file
 
 EPILOG = """\
 examples:
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from benchmarks.eval.ablate_report import write_curves, write_table
+    from research_app.ablate_report import write_curves, write_table
 
     variants = variants_of(args)
     base = base_config(args)
@@ -304,19 +305,13 @@ def train_run(
     fingerprint: dict[str, Any],
 ) -> None:  # fmt: skip
     """Train one (variant, seed) from the start model, score it, then write done.json."""
-    from algorithms.policy import load_policy
+    from algorithms.policy import policy_from_config
     from algorithms.registry import algorithm_class
     from algorithms.trainer import checkpoint as ckpt
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run: start over
-    policy = load_policy(
-        config.model.name,
-        dtype=config.model.dtype,
-        device=config.model.device,
-        lora=ckpt.lora_settings(config),
-        gradient_checkpointing=config.model.gradient_checkpointing,
-    )
+    policy = policy_from_config(config)
     algo = algorithm_class(config.algo)(policy, None, config)
     steps = config.trainer.steps
     deadline = None if args.budget_minutes is None else time.monotonic() + 60 * args.budget_minutes
@@ -394,7 +389,7 @@ class Evaluator:
 
     def evaluate(self, policy: Any, path: Path, name: str) -> dict[str, Any]:
         """Greedy episodes on the subset with the shared token budgets; writes ``path``."""
-        from benchmarks.eval.harness import evaluate_model
+        from research_app.harness import evaluate_model
 
         r = self.base.rollout
         result = evaluate_model(
@@ -431,6 +426,5 @@ class Evaluator:
 
 def _write_json(path: Path, data: Any) -> None:
     """Written whole or not at all (a killed run leaves no half-written done.json)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as staging:
+        staging.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,5 +1,5 @@
 """The demo's report: a results table, training curves as PNG, example transcripts and a
-link to the token view (``view.html``, :mod:`benchmarks.eval.view`)."""
+link to the token view (``view.html``, :mod:`research_app.view`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ HOP_COLUMNS = ("n", "em", "f1", "format_valid", "searches", "supporting_recall",
 
 
 # The reference result the report quotes: the multi-seed ablation's section of RESULTS.md.
-RESULTS = Path(__file__).resolve().parents[1] / "RESULTS.md"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "RESULTS.md"
 REFERENCE_HEADING = "## Multi-seed ablation: GRPO, PPO and REINFORCE after one warm start"
 
 
@@ -59,8 +59,8 @@ def write_report(
 ) -> Path:
     """Write ``out/report.md`` (and its PNGs); return its path. ``view``: the token view
     page to link (a path inside ``out``); ``change``: the RL stage's paired EM change
-    (:class:`benchmarks.eval.demo.Change`), said in words under the table; ``memory``: the
-    per-stage peak table (:meth:`benchmarks.eval.memory.StagePeaks.lines`)."""
+    (:class:`research_app.demo.Change`), said in words under the table; ``memory``: the
+    per-stage peak table (:meth:`research_app.memory.StagePeaks.lines`)."""
     lines = ["# ReSearch-Gym demo report", ""]
     path_name = "warm start + RL" if settings.get("warm_start") else "pure RL (no warm start)"
     lines += [f"Path: **{path_name}**. Settings: "

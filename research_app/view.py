@@ -1,6 +1,6 @@
 """``research-env view``: see what the loss sees.
 
-Writes one self-contained HTML page (:mod:`~benchmarks.eval.view_page`) from token
+Writes one self-contained HTML page (:mod:`~research_app.view_page`) from token
 transcripts (:mod:`algorithms.transcripts`): every episode's tokens with their boundaries,
 coloured by role (prompt, trained, generated but untrained, retrieved, environment text),
 the loss mask, sampling log-prob and advantage of each token on hover, the reward and why
@@ -10,7 +10,7 @@ A big run must not make a 1 GB page: at most ``limit`` episodes come from each f
 even spread over the file, so the first and the last steps of a long run both show) and
 the embedded data stops at ``max_mb``; the page says what was left out.
 
-    from benchmarks.eval.view import write_view
+    from research_app.view import write_view
     write_view("runs/demo")            # -> runs/demo/view.html
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from algorithms.transcripts import ROLE_NAMES, SUFFIX, read_transcripts, record_problem
-from benchmarks.eval.view_page import embed_json, render_page
+from research_app.view_page import embed_json, render_page
 
 DEFAULT_LIMIT = 500  # episodes per file
 DEFAULT_MAX_MB = 32.0  # embedded episode data, all files together
@@ -33,7 +33,7 @@ EPILOG = f"""\
 PATH is a run directory (every *{SUFFIX} file under it is read) or one such file.
 Token transcripts come from training with logging.save_transcripts > 0 (their loss mask
 and advantages are the update's), from research-env demo (eval and training episodes),
-or from benchmarks.eval.harness.evaluate_model(..., token_transcripts=PATH).
+or from research_app.harness.evaluate_model(..., token_transcripts=PATH).
 
 examples:
   research-env train --algo grpo --out runs/g --set logging.save_transcripts=8

@@ -5,26 +5,29 @@ question type, into one :class:`EvalResult` per policy.
 - :func:`evaluate_scripted`: the env's scripted policies (``oracle``, ``random``); needs
   nothing but the environment (no torch).
 - :func:`evaluate_model`: a language model as the search agent or as one of the baselines
-  (:mod:`~benchmarks.eval.baselines`: ``direct``, ``rag``), all through the same
+  (:mod:`~research_app.baselines`: ``direct``, ``rag``), all through the same
   :class:`~algorithms.rollout.RolloutEngine` in the same vector env
   (:class:`~research_env.vector.SearchVectorEnv`, one retriever call per turn), so EM/F1,
   format validity and response length mean the same thing in every row. Episodes are
   decoded greedily with one sample per question, or sampled ``samples`` times for pass@k.
-  An optional judge (:mod:`~benchmarks.eval.judge`) adds a ``judge`` score.
+  An optional judge (:mod:`~research_app.judge`) adds a ``judge`` score.
 - :func:`evaluate_baselines`: :func:`evaluate_model` for each baseline, sharing one
   loaded dataset and retriever, then (``controls``) the agent again under the control
   retrievers ``empty`` and ``random``: a policy whose EM does not drop under ``empty`` is
   not using search (:func:`evaluate_controls`; scripted policies: :func:`scripted_controls`).
 
 Every result carries the run's fingerprint (:mod:`research_env.fingerprint`), which
-:func:`~benchmarks.eval.report.save_results` writes as ``fingerprint.json``.
+:func:`~research_app.report.save_results` writes as ``fingerprint.json``.
 
-    from benchmarks.eval.harness import evaluate_model
+    from research_app.harness import evaluate_model
     result = evaluate_model(policy, {"split": "dev"}, baseline="agent", limit=50)
     print(result.overall["em"])
 
-:mod:`~benchmarks.eval.report` turns results into markdown, ``results.json`` and
+:mod:`~research_app.report` turns results into markdown, ``results.json`` and
 transcripts.
+
+Why one file of ~460 lines: it is one idea, scoring policies the same way in every row
+(scripted, model, baselines, controls), and the rows share one loaded env and retriever.
 """
 
 from __future__ import annotations
@@ -34,18 +37,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
-from benchmarks.eval.baselines import BASELINES, baseline_vector_env
-from benchmarks.eval.judge import JudgeFn, judge_episodes
+from research_app.baselines import BASELINES, baseline_vector_env
+from research_app.judge import JudgeFn, judge_episodes
 from research_env.env import MultiHopSearchEnv
 from research_env.fingerprint import fingerprint
 from research_env.metrics import METRICS, summarize, summarize_by
 from research_env.policies import get_policy
 from research_env.vector import SearchVectorEnv
+
+if TYPE_CHECKING:
+    from algorithms.rollout.engine import PromptFormat
 
 # Per-episode numbers a language model's evaluation averages next to the env's metrics.
 LLM_METRICS = (*METRICS, "retrievals", "response_tokens", "judge")
@@ -158,7 +164,7 @@ def evaluate_model(
     samples: int = 1,
     batch_size: int = 16,
     judge: JudgeFn | None = None,
-    prompt_format: str = "auto",
+    prompt_format: PromptFormat = "auto",
     rollout_dtype: str | None = None,
     pack_weights: bool = False,
     fused: bool = True,
@@ -169,7 +175,7 @@ def evaluate_model(
     token_transcripts: str | Path | None = None,
 ) -> EvalResult:
     """Score ``policy`` (an :class:`algorithms.policy.Policy`, or anything with ``model``,
-    ``tokenizer`` and ``name``) on a split, as one of :data:`~benchmarks.eval.baselines.BASELINES`.
+    ``tokenizer`` and ``name``) on a split, as one of :data:`~research_app.baselines.BASELINES`.
 
     Args:
         env_kwargs: ``MultiHopSearchEnv`` arguments (dataset, split, retriever, corpus,
