@@ -149,11 +149,16 @@ def test_non_finite_loss_stops_training_before_the_weights_change(tmp_path):
 
 
 def test_a_model_whose_weights_hold_nan_is_not_exported(tmp_path):
-    algo = make_algorithm("reinforce", policy(), None, config("reinforce", tmp_path))
-    with torch.no_grad():  # as a last update that overflowed would leave it
-        next(algo.policy.model.parameters()).view(-1)[0] = math.nan
+    from benchmarks.learning_margin import make
+
+    algo = make("reinforce", tmp_path, **{"checkpoint.export_final": True})
+
+    def overflow(algo, metrics):  # as a last update that overflowed would leave the weights
+        with torch.no_grad():
+            next(algo.policy.model.parameters()).view(-1)[0] = math.nan
+
     with pytest.raises(ValueError, match=r"holds NaN or infinity: no final model is exported"):
-        algo.learn(total_steps=0)
+        algo.learn(1, callback=overflow)
     assert not (tmp_path / "final").exists()
 
 
