@@ -209,11 +209,11 @@ def run_ours(
         return trajectories
 
     algo.collect_rollouts = collect_rollouts
-    # The no-grad passes and the update are functions the loop calls by name.
-    import algorithms.trainer.loop as loop
+    # The no-grad passes and the update are functions the step pipeline calls by name.
+    import algorithms.trainer.step as step_pipeline
 
-    loop.prepare_update = clock.wrap("logprob", loop.prepare_update)  # type: ignore[assignment]
-    loop.run_update = clock.wrap("update", loop.run_update)  # type: ignore[assignment]
+    step_pipeline.prepare_update = clock.wrap("logprob", step_pipeline.prepare_update)  # type: ignore[assignment]
+    step_pipeline.run_update = clock.wrap("update", step_pipeline.run_update)  # type: ignore[assignment]
     train_step = clock.wrap("step", algo.train_step)
 
     records = []
