@@ -19,6 +19,12 @@ spaces and score 20, so one lucky seed decided any mean.
 
 runs every combination in a fresh process (the kernel set is fixed when torch loads) and
 prints a Markdown table: the gain per seed, and the mean over the tests' seeds.
+
+    python -m benchmarks.learning_margin --bitwise \\
+        --settings native aten-avx2 onednn-avx2 mkl-avx2 avx2 default
+
+says which limits change results at all: hashes of three GRPO steps' logged statistics and
+final weights, in float32 and in bf16, per setting.
 """
 
 from __future__ import annotations
@@ -67,6 +73,10 @@ SETTINGS = {
     "native": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    # One library limited at a time, for --bitwise: which limits change results at all.
+    "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "mkl-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
 MUTATIONS = ("none", "sign", "zero", "mask")
 
@@ -186,6 +196,32 @@ def _one(recipe: str, seed: int, mutation: str, steps: int | None) -> None:
                       torch.backends.cpu.get_cpu_capability()}))  # fmt: skip
 
 
+def _bits(dtype: str) -> None:
+    """Three GRPO steps of the spaces task: a hash of every logged loss statistic and of
+    the weights, to compare kernel sets bit for bit (``dtype``: float32 or bfloat16, the
+    latter decoding and autocasting the update in bf16)."""
+    import hashlib
+
+    import torch
+
+    torch.set_num_threads(1)
+    low = (
+        {}
+        if dtype == "float32"
+        else {"trainer.autocast_dtype": dtype, "rollout.rollout_dtype": dtype}
+    )
+    with tempfile.TemporaryDirectory() as out:
+        algo = make("grpo", out, **low)
+        algo.learn(3)
+        lines = (Path(out) / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line).get(k) for line in lines
+              for k in ("train/pg_loss", "train/grad_norm", "train/entropy")]  # fmt: skip
+    weights = torch.cat([p.detach().float().flatten() for p in algo.policy.model.parameters()])
+    print(json.dumps({"metrics": hashlib.sha1(repr(logged).encode()).hexdigest()[:10],
+                      "weights": hashlib.sha1(weights.numpy().tobytes()).hexdigest()[:10],
+                      "capability": torch.backends.cpu.get_cpu_capability()}))  # fmt: skip
+
+
 def measure(
     recipe: str, seed: int, setting: str, mutation: str, steps: int | None = None
 ) -> dict[str, Any]:
@@ -195,6 +231,8 @@ def measure(
         env.pop(name, None)  # "native" means no limit, whatever the caller's shell set
     command = [sys.executable, "-m", "benchmarks.learning_margin", "--one",
                recipe, str(seed), mutation, str(steps or 0)]  # fmt: skip
+    if recipe.startswith("bits:"):
+        command[3:] = ["--one-bits", recipe.removeprefix("bits:")]
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
@@ -213,7 +251,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="train this many steps instead of the recipe's")  # fmt: skip
     parser.add_argument("--one", nargs=4, metavar=("RECIPE", "SEED", "MUTATION", "STEPS"),
                         help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--bitwise",
+        action="store_true",
+        help="compare the settings bit for bit (3 GRPO steps, float32 and bf16)",
+    )
+    parser.add_argument("--one-bits", metavar="DTYPE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_bits:
+        _bits(args.one_bits)
+        return 0
+    if args.bitwise:
+        print("| kernels | float32: metrics, weights | bf16: metrics, weights |")
+        print("| --- | --- | --- |")
+        for setting in args.settings:
+            runs = [
+                measure(f"bits:{dtype}", 0, setting, "none") for dtype in ("float32", "bfloat16")
+            ]
+            cells = [f"{run['metrics']}, {run['weights']}" for run in runs]
+            print(f"| {setting} ({runs[0]['capability']}) | {cells[0]} | {cells[1]} |", flush=True)
+        return 0
     if args.one:
         _one(args.one[0], int(args.one[1]), args.one[2], int(args.one[3]) or None)
         return 0
