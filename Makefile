@@ -37,8 +37,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Two test processes on a 2-core machine (the tests run one torch thread each).
-PYTEST := $(PY) -m pytest -n 2
+# Two test processes on a 2-core machine (the tests run one torch thread each); each file
+# stays on one of them, in order (the README test runs its lines in README order).
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile
 # What a CPU without AVX-512 computes: ATen's own kernels at AVX2 and oneDNN's (the bf16
 # matmuls) at AVX2. These two change results bit for bit here; MKL's limit changed none
 # (RESULTS.md, "Tests on every CPU").
