@@ -221,6 +221,11 @@ class OptimConfig:
         schedule: after warmup, ``constant``, ``linear`` decay or ``cosine`` decay to
             ``min_lr_ratio * lr`` at the last training step.
         min_lr_ratio: floor of the decaying schedules, as a fraction of ``lr``.
+        master_weights: when the trainable weights are 16-bit (``model.dtype: bfloat16``),
+            step float32 master copies of them with float32 moments and write the result
+            back rounded (``trainer/optim.py``); 4 + 4 more bytes per trainable parameter.
+            ``false`` steps the 16-bit weights directly: steps below a weight's bf16
+            spacing (~1e-4 near 0.02, so any lr near 1e-6) round away and nothing learns.
     """
 
     lr: float = 1e-6
@@ -232,6 +237,7 @@ class OptimConfig:
     warmup_steps: int = 0
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     min_lr_ratio: float = 0.0
+    master_weights: bool = True
 
 
 @dataclass
@@ -540,11 +546,12 @@ class TrainConfig:
         from algorithms.config_checks import (
             device_problems,
             name_problems,
+            precision_problems,
             range_problems,
             sharding_problems,
         )
 
-        problems = range_problems(self) + sharding_problems(self)
+        problems = range_problems(self) + sharding_problems(self) + precision_problems(self)
         if check_names:
             problems += name_problems(self)
         if check_device:

@@ -421,6 +421,7 @@ def export_pretrained(
     *,
     config: TrainConfig | None = None,
     step: int | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write the policy as a plain Hugging Face model directory (LoRA merged in).
 
@@ -429,7 +430,9 @@ def export_pretrained(
     ``directory/adapter`` (``peft.AutoPeftModelForCausalLM.from_pretrained`` reloads it on
     its base model). A model card (``README.md``) says what the model is and how to load
     it; ``config`` and ``step`` add how it was trained. The export is atomic like a
-    checkpoint.
+    checkpoint. ``weights`` replace the model's own tensors by state-dict name: the
+    float32 master weights of a run with 16-bit weights, so that the export holds what was
+    learned rather than its bf16 rounding (load with ``dtype=torch.float32`` to keep it).
     """
     directory = Path(directory)
     model = policy.model
@@ -441,7 +444,8 @@ def export_pretrained(
             set_adapter_base(tmp / ADAPTER_DIR, reloadable_base(policy))
             # Merge on a copy: the live model keeps training with separate adapters.
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(tmp)
+        state = {**model.state_dict(), **weights} if weights and not lora else None
+        model.save_pretrained(tmp, state_dict=state)
         policy.tokenizer.save_pretrained(tmp)
         write_model_card(tmp, policy, config=config, step=step, has_adapter=lora)
     return directory

@@ -53,7 +53,7 @@ from algorithms.trainer import checkpoint as ckpt
 from algorithms.trainer import distributed, fsdp
 from algorithms.trainer.freeze import train_top_layers
 from algorithms.trainer.metrics import MetricsLogger, episode_metrics, is_truncated, progress_bar
-from algorithms.trainer.optim import lr_factor, make_optimizer
+from algorithms.trainer.optim import lr_factor, make_optimizer, master_weights_by_name
 from algorithms.trainer.update import Models, prepare_update, run_update
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
@@ -493,9 +493,11 @@ class OnPolicyAlgorithm:
             if self.config.checkpoint.export_final and (main or self._twin is not None):
                 with self._full_policy(rank0_only=True) as policy:
                     if policy is not None and main:
+                        masters = master_weights_by_name(self.optimizer, policy.model)
                         ckpt.export_pretrained(
-                            policy, out / "final", config=self.config, step=self.step
-                        )
+                            policy, out / "final", config=self.config, step=self.step,
+                            weights=masters,
+                        )  # fmt: skip
             distributed.barrier()
         return self
 
