@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import pickle
 import random
@@ -62,6 +63,7 @@ CHECKPOINTS_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer.pt"
 ADAPTER_FILE = "adapter_model.safetensors"
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------
@@ -116,7 +118,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the saving run saw; a resume may see fewer (or more) GPUs:
+        # the visible ones get theirs, the others keep their seeded state.
+        saved = list(state["cuda"])
+        visible = torch.cuda.device_count()
+        if len(saved) != visible:
+            logger.warning(
+                "the checkpoint holds the CUDA RNG states of %d GPUs and %d are visible: "
+                "restoring the first %d", len(saved), visible, min(len(saved), visible),
+            )  # fmt: skip
+        for index, device_state in enumerate(saved[:visible]):
+            torch.cuda.set_rng_state(device_state, device=index)
 
 
 # --------------------------------------------------------------------------------------

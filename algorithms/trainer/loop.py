@@ -57,6 +57,13 @@ from algorithms.trainer.optim import lr_factor, make_optimizer, master_weights_b
 from algorithms.trainer.update import Models, prepare_update, run_update
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
+# A step's metrics that count a rank's own share: summed over data-parallel ranks, not
+# averaged. (Skipped steps and updates are decided on all-reduced values, the same on
+# every rank, so their mean is the count.)
+RANK_COUNTS = frozenset({
+    "filter/zero_variance_groups", "filter/kept_episodes", "filter/truncated_episodes",
+    "perf/update_tokens", "perf/update_tokens_per_s", "perf/rollout_tokens_per_s",
+})  # fmt: skip
 
 
 class OnPolicyAlgorithm:
@@ -274,7 +281,7 @@ class OnPolicyAlgorithm:
         )
         metrics |= self.learn_from(trajectories)
         metrics["time/step"] = time.perf_counter() - t0
-        return distributed.mean_over_ranks(metrics)
+        return distributed.mean_over_ranks(metrics, summed=RANK_COUNTS)
 
     def learn_from(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """The update half of a step, on given trajectories (what tests drive directly)."""
