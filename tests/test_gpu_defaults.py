@@ -1,0 +1,75 @@
+"""What a GPU run gets by default, checked on this CPU: the no-grad passes (pi_old, the
+KL reference) run the LM head in chunks of positions, never over a whole micro-batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_algorithms import grouped_episodes, policy
+
+from algorithms.buffer import collate
+from algorithms.scoring import reference_logprobs, score_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _head_widths(model) -> list[int]:
+    """Records how many positions each LM-head call projects."""
+    widths: list[int] = []
+    head = model.get_output_embeddings()
+    head.register_forward_hook(lambda _m, args, _out: widths.append(args[0].shape[:-1].numel()))
+    return widths
+
+
+@pytest.mark.parametrize("with_entropy", [False, True])
+def test_no_grad_scores_run_the_head_in_chunks_equal_to_one_pass(with_entropy):
+    p = policy()
+    batch = collate(grouped_episodes(), p.tokenizer.pad_token_id)
+    widths = _head_widths(p.model)
+    common = dict(temperature=0.7, with_entropy=with_entropy, micro_batch_size=4)
+    plain = score_batch(p.model, batch, chunk_size=None, **common)
+    assert max(widths) > 3
+    widths.clear()
+    chunked = score_batch(p.model, batch, chunk_size=3, **common)
+    assert widths and max(widths) <= 3  # several chunks, never the (rows x positions) logits
+    torch.testing.assert_close(chunked.logprobs, plain.logprobs, rtol=1e-5, atol=1e-5)
+    if with_entropy:
+        assert chunked.entropy is not None and plain.entropy is not None
+        torch.testing.assert_close(chunked.entropy, plain.entropy, rtol=1e-5, atol=1e-5)
+
+
+def test_the_reference_pass_runs_the_head_in_chunks():
+    p, reference = policy(), policy()
+    batch = collate(grouped_episodes(), p.tokenizer.pad_token_id)
+    widths = _head_widths(reference.model)
+    plain = reference_logprobs(p.model, batch, reference_model=reference.model, chunk_size=None)
+    widths.clear()
+    chunked = reference_logprobs(p.model, batch, reference_model=reference.model, chunk_size=5)
+    assert widths and max(widths) <= 5
+    torch.testing.assert_close(chunked, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def matmul_precision():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    yield matmul
+    matmul.fp32_precision = before
+
+
+@pytest.mark.parametrize("capability,on", [((9, 0), True), ((8, 0), True), ((7, 5), False)])
+def test_tf32_is_enabled_on_gpus_that_have_it(capability, on, matmul_precision, monkeypatch):
+    from algorithms.precision import enable_tf32
+
+    matmul_precision.fp32_precision = "none"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
+    assert enable_tf32() is on
+    assert matmul_precision.fp32_precision == ("tf32" if on else "none")
+
+
+def test_a_cpu_policy_leaves_float32_matmuls_alone(matmul_precision):
+    matmul_precision.fp32_precision = "none"
+    policy()
+    assert matmul_precision.fp32_precision == "none"
+    assert torch.get_float32_matmul_precision() == "highest"
