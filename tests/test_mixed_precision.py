@@ -169,3 +169,29 @@ def test_fsdp_shards_and_checkpoints_the_float32_masters(tmp_path):
     second = GRPO.load(tmp_path / "step2", config_overrides=unsharded)
     moved = master_weights_by_name(second.optimizer, second.policy.model)
     assert min(float((moved[k] - theirs[k]).abs().max()) for k in moved) > 0  # it stepped
+
+
+@pytest.mark.parametrize("chunk", [2**24, 7])  # whole tensors; slices of 7 elements
+def test_master_adamw_is_adamw_on_the_float32_masters(chunk, monkeypatch):
+    """Against torch's AdamW on float32 copies of the same weights and gradients: the
+    masters equal its weights exactly, and the bf16 weights are them rounded."""
+    from algorithms.trainer import optim
+
+    monkeypatch.setattr(optim, "CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(5, 6, generator=g) * 0.02, torch.randn(11, generator=g)]
+    ours = [torch.nn.Parameter(w.bfloat16()) for w in weights]
+    theirs = [torch.nn.Parameter(w.bfloat16().float()) for w in weights]
+    settings = dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    mine = optim.MasterAdamW(ours, **settings)
+    reference = torch.optim.AdamW(theirs, **settings, foreach=False)
+    for _ in range(3):
+        grads = [torch.randn(w.shape, generator=g).bfloat16() for w in weights]
+        for a, b, grad in zip(ours, theirs, grads, strict=True):
+            a.grad, b.grad = grad.clone(), grad.float()
+        mine.step()
+        reference.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine.state[a]["master"], b.detach(), rtol=1e-6, atol=1e-9)
+        assert torch.equal(a.detach(), mine.state[a]["master"].bfloat16())
+        assert int(mine.state[a]["step"]) == 3

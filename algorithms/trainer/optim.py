@@ -22,6 +22,7 @@ from torch.optim.adamw import adamw
 from algorithms.config import OptimConfig
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
+CHUNK = 2**24  # elements per AdamW call: a 64 MiB float32 copy of a 16-bit gradient at most
 _FLOAT32_STATE = ("master", "exp_avg", "exp_avg_sq")
 
 
@@ -60,27 +61,28 @@ class MasterAdamW(torch.optim.AdamW):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            weights, grads, avgs, avg_sqs, steps = [], [], [], [], []
-            for p in params:
-                state = self._float32_state(p, group)
-                weights.append(state.get("master", p))
-                grads.append(p.grad.float() if p.dtype != torch.float32 else p.grad)
-                avgs.append(state["exp_avg"])
-                avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
             beta1, beta2 = group["betas"]
-            adamw(
-                weights, grads, avgs, avg_sqs, [], steps, foreach=group["foreach"],
-                fused=group["fused"], amsgrad=False, beta1=beta1, beta2=beta2,
-                lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-                maximize=False,
+            hyper = dict(
+                foreach=group["foreach"], fused=group["fused"], amsgrad=False, beta1=beta1,
+                beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+                eps=group["eps"], maximize=False,
             )  # fmt: skip
-            for p, weight in zip(params, weights, strict=True):
-                if weight is not p:
-                    p.copy_(weight)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self._float32_state(p, group)
+                master = state.get("master", p)
+                # Elementwise math: FSDP shards step as plain local tensors; slices of at
+                # most CHUNK elements bound the float32 copy of a 16-bit gradient.
+                tensors = [master, p.grad, state["exp_avg"], state["exp_avg_sq"]]
+                flat = [_local(t).view(-1) for t in tensors]
+                for start in range(0, flat[0].numel(), CHUNK):
+                    w, g, m, v = (t[start : start + CHUNK] for t in flat)
+                    # Every slice takes the same step number; the state's is counted once.
+                    adamw([w], [g.float()], [m], [v], [], [state["step"].clone()], **hyper)
+                state["step"] += 1
+                if master is not p:
+                    p.copy_(master)
         return loss
 
     def _float32_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +111,13 @@ class MasterAdamW(torch.optim.AdamW):
             for key in _FLOAT32_STATE:
                 if key in saved:
                     self.state[p][key] = saved[key].to(device=p.device, dtype=torch.float32)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor itself, or this rank's shard of an FSDP parameter, gradient or state."""
+    from algorithms.trainer.fsdp import is_sharded
+
+    return tensor.to_local() if is_sharded(tensor) else tensor  # type: ignore[attr-defined]
 
 
 def master_weights_by_name(optimizer: torch.optim.Optimizer, model: Any) -> dict[str, Any]:
