@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "play": "research_env.commands.play:register",
     "serve": "research_env.commands.serve:register",
     "train": "algorithms.commands:register",
+    "plan": "algorithms.plan_command:register",
     "eval": "benchmarks.eval.cli:register",
     "demo": "benchmarks.eval.demo:register",
     "ablate": "benchmarks.eval.ablate:register",
