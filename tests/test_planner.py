@@ -113,3 +113,12 @@ def test_train_on_cuda_refuses_a_run_that_cannot_fit_before_loading(tmp_path, mo
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "does not fit the GPU" in err and "rollout KV cache" in err and "28.12" in err
+
+
+def test_the_scaling_docs_table_is_the_planners():
+    from pathlib import Path
+
+    from benchmarks.fits_table import table
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "scaling.md").read_text()
+    assert table() in docs, "regenerate it: python -m benchmarks.fits_table"
