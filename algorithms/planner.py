@@ -153,16 +153,22 @@ def _bytes(dtype: str | None, default: torch.dtype) -> int:
 
 
 def plan(
-    config: TrainConfig, *, model: str | None = None, gpus: int = 1, device: str = "cuda"
+    config: TrainConfig,
+    *,
+    model: str | None = None,
+    gpus: int = 1,
+    device: str = "cuda",
+    hf_config: Any = None,
 ) -> Plan:
     """The memory per GPU of ``config``'s run (``model`` replaces ``config.model.name``)
     on ``gpus`` GPUs (data-parallel; sharded with ``trainer.sharding: fsdp``); ``device``
-    resolves the ``"auto"`` precisions (``"cpu"`` to check the plan on this CPU)."""
+    resolves the ``"auto"`` precisions (``"cpu"`` to check the plan on this CPU);
+    ``hf_config`` gives the model's Hugging Face config directly."""
     from algorithms.policy import _resolve_dtype
     from algorithms.precision import resolve_precision
     from algorithms.trainer.freeze import train_top_layers
 
-    hf = model_config(model or config.model.name)
+    hf = hf_config if hf_config is not None else model_config(model or config.model.name)
     dtype = _resolve_dtype(config.model.dtype)
     net = meta_model(hf, dtype)
     t, r = config.trainer, config.rollout
@@ -195,7 +201,7 @@ def plan(
         activations = tokens * (trained_layers * h * compute_bytes + per_layer)
     else:
         activations = tokens * trained_layers * per_layer
-    chunk = t.logprob_chunk_size or r.max_total_tokens * t.micro_batch_size
+    chunk = min(t.logprob_chunk_size or tokens, tokens)  # positions per head call
     items = {
         "weights": params * dtype.itemsize / share,
         "weights gathered to decode (fsdp)": params * dtype.itemsize if fsdp else 0.0,
