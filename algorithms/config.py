@@ -270,7 +270,9 @@ class TrainerConfig:
             in the update and the no-grad passes (weights, gradients and optimizer stay in
             the model's dtype; the LM head and log-probs stay full precision). Faster on a
             CPU with AVX-512 BF16 (benchmarks/RESULTS.md, "Trainer"), several times slower
-            on a CPU without it; ``auto`` = bf16 on CUDA or such a CPU, else off. ``null``: off.
+            on a CPU without it; ``auto`` = bf16 on CUDA or such a CPU, else off.
+            ``null`` (the default): bf16 on a CUDA GPU that supports it and float32 weights,
+            off on a CPU (CPU results unchanged); ``float32``: off everywhere.
         train_layers: train only the top N transformer blocks and the final norm (plus the
             LM head when it is not tied to the input embeddings, as it is in SmolLM2);
             everything below is frozen, so backward stops at the lowest trained block:
@@ -301,7 +303,7 @@ class TrainerConfig:
     old_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
     logprob_chunk_size: int | None = 256
     share_prompts: bool = True
-    autocast_dtype: Literal["bfloat16", "float16", "auto"] | None = None
+    autocast_dtype: Literal["bfloat16", "float16", "float32", "auto"] | None = None
     train_layers: int | None = None
     tis_cap: float | None = None
     seed: int = 0

@@ -165,7 +165,7 @@ def plan(
     resolves the ``"auto"`` precisions (``"cpu"`` to check the plan on this CPU);
     ``hf_config`` gives the model's Hugging Face config directly."""
     from algorithms.policy import _resolve_dtype
-    from algorithms.precision import resolve_precision
+    from algorithms.precision import autocast_precision, resolve_precision
     from algorithms.trainer.freeze import train_top_layers
 
     hf = hf_config if hf_config is not None else model_config(model or config.model.name)
@@ -193,7 +193,11 @@ def plan(
     rows = r.questions_per_step * r.group_size // max(1, gpus)
     rollout_dtype = resolve_precision(r.rollout_dtype, device)
     decode_bytes = _bytes(rollout_dtype, dtype)
-    compute_bytes = _bytes(resolve_precision(t.autocast_dtype, device), dtype)
+    if device == "cuda" and t.autocast_dtype is None:  # planned for a GPU with bf16
+        autocast = "bfloat16" if dtype == torch.float32 else None
+    else:
+        autocast = autocast_precision(t.autocast_dtype, device, dtype)
+    compute_bytes = _bytes(autocast, dtype)
     tokens = t.micro_batch_size * r.max_total_tokens
     h, inter = hf.hidden_size, hf.intermediate_size
     per_layer = (7 * h + 2 * kv_dim + 4 * inter) * compute_bytes  # per token, kept for backward

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from algorithms.buffer import Batch
 from algorithms.objectives.ops import entropy_from_logits, token_logprobs
-from algorithms.precision import resolve_precision
+from algorithms.precision import autocast_precision
 
 
 @dataclass
@@ -295,8 +295,9 @@ def lm_head(model: Any, hidden: Tensor) -> Tensor:
 
 
 def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``;
-    also ``"auto"`` on a CPU without native bf16, see :mod:`algorithms.precision`).
+    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``"float32"``,
+    ``"auto"`` on a CPU without native bf16, ``None`` on a CPU; see
+    :func:`algorithms.precision.autocast_precision`).
 
     Under FSDP (sharded parameters) autocast's cache of bf16 weight casts is off: FSDP
     gathers a block's weights anew for each pass, and a later micro-batch reusing an
@@ -305,7 +306,7 @@ def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager
     from torch.distributed.tensor import DTensor
 
     param = next(model.parameters())
-    dtype = resolve_precision(dtype, param.device.type)
+    dtype = autocast_precision(dtype, param.device.type, param.dtype)
     if dtype is None:
         return contextlib.nullcontext()
     sharded = isinstance(param, DTensor)

@@ -73,3 +73,27 @@ def test_a_cpu_policy_leaves_float32_matmuls_alone(matmul_precision):
     policy()
     assert matmul_precision.fp32_precision == "none"
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+@pytest.mark.parametrize(
+    "setting,device,weights,expected",
+    [
+        (None, "cuda", torch.float32, "bfloat16"),  # the default on a GPU with bf16
+        (None, "cuda", torch.bfloat16, None),  # bf16 weights compute in bf16 already
+        ("float32", "cuda", torch.float32, None),  # off, explicitly
+        (None, "cpu", torch.float32, None),  # CPU behaviour unchanged
+        ("bfloat16", "cpu", torch.float32, "bfloat16"),
+    ],
+)
+def test_bf16_autocast_is_the_default_on_cuda_only(setting, device, weights, expected, monkeypatch):
+    from algorithms.precision import autocast_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_precision(setting, device, weights) == expected
+
+
+def test_the_default_update_on_a_cpu_runs_without_autocast():
+    from algorithms import scoring
+
+    assert not isinstance(scoring.autocast(policy().model, None), torch.autocast)

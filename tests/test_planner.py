@@ -34,8 +34,11 @@ def test_float32_full_fine_tuning_by_hand():
     assert items["rollout KV cache"] == 20 * 1000 * 2 * 2 * KV_DIM * 4
     assert items["decode logits (float32)"] == 20 * 49_152 * 4
     assert items["logits chunk (float32, x4)"] == 4 * 10 * 49_152 * 4
-    # 2 x 1,000 tokens x 2 blocks x (7 h + 2 kv + 4 intermediate) float32 values
-    assert items["update activations"] == 2000 * 2 * (7 * 64 + 2 * KV_DIM + 4 * 128) * 4
+    # 2 x 1,000 tokens x 2 blocks x (7 h + 2 kv + 4 intermediate) values, in bf16: a GPU
+    # autocasts float32 weights to bf16 by default; float32 when that is off
+    assert items["update activations"] == 2000 * 2 * (7 * 64 + 2 * KV_DIM + 4 * 128) * 2
+    off = plan(_config(**{"trainer.autocast_dtype": "float32"})).items
+    assert off["update activations"] == 2000 * 2 * (7 * 64 + 2 * KV_DIM + 4 * 128) * 4
 
 
 def test_bf16_weights_hold_float32_masters_and_moments():
@@ -53,10 +56,10 @@ def test_lora_train_layers_checkpointing_and_fsdp_change_what_they_should():
     assert lora["gradients"] == adapters * 4 and lora["reference copy (KL)"] == 0
     top = plan(_config(**{"trainer.train_layers": 1})).items
     assert top["gradients"] == (36_992 + 64) * 4  # the top block and the final norm
-    per_layer = (7 * 64 + 2 * KV_DIM + 4 * 128) * 4
+    per_layer = (7 * 64 + 2 * KV_DIM + 4 * 128) * 2  # bf16 autocast
     assert top["update activations"] == 2000 * per_layer
     checkpointed = plan(_config(**{"model.gradient_checkpointing": True})).items
-    assert checkpointed["update activations"] == 2000 * (2 * 64 * 4 + per_layer)
+    assert checkpointed["update activations"] == 2000 * (2 * 64 * 2 + per_layer)
     sharded = plan(_config(**{"trainer.sharding": "fsdp"}), gpus=4).items
     assert (
         sharded["weights"] == PARAMS and sharded["weights gathered to decode (fsdp)"] == PARAMS * 4
