@@ -130,7 +130,8 @@ def parity(size: dict[str, Any], device: torch.device, tokenizer: Any) -> dict[s
         batch_episodes = episodes(rows, tokens, _vocab(policy))
         batch = collate(batch_episodes, tokenizer.pad_token_id, device=dev)
         logprobs = score_batch(policy.model, batch).logprobs.float().cpu()
-        metrics = algorithm(policy, rows, tokens, lr=1e-4).learn_from(batch_episodes)
+        off = {"trainer.autocast_dtype": "float32"}  # float32 means float32 (no autocast)
+        metrics = algorithm(policy, rows, tokens, lr=1e-4, **off).learn_from(batch_episodes)
         runs[name] = {"logprobs": logprobs, "loss": metrics["train/loss"],
                       "grad_norm": metrics["train/grad_norm"]}  # fmt: skip
     reference = runs["cpu"]
@@ -174,12 +175,15 @@ def decode_speed(size: dict[str, Any], device: torch.device, tokenizer: Any) -> 
 
 
 def update_speed(size: dict[str, Any], device: torch.device, tokenizer: Any) -> dict[str, Any]:
-    """Update tokens/s of a GRPO step with bf16 weights (fp32 masters) and fp32 weights."""
+    """Update tokens/s of a GRPO step with bf16 weights (fp32 masters), fp32 weights, and
+    fp32 weights under bf16 autocast (the CUDA default for fp32 weights)."""
     out: dict[str, Any] = {}
     rows, tokens = size["update_rows"], size["update_tokens"]
-    for name, dtype in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+    runs = (("bfloat16", torch.bfloat16, "float32"), ("float32", torch.float32, "float32"),
+            ("float32_autocast_bf16", torch.float32, "bfloat16"))  # fmt: skip
+    for name, dtype, autocast in runs:
         policy = build(size["update_shape"], dtype, device, tokenizer)
-        algo = algorithm(policy, rows, tokens)
+        algo = algorithm(policy, rows, tokens, **{"trainer.autocast_dtype": autocast})
         batch = episodes(rows, tokens, _vocab(policy))
         algo.learn_from(batch)  # warm-up: kernels, optimizer state
         out[f"{name}_tokens_per_s"] = algo.learn_from(batch)["perf/update_tokens_per_s"]
