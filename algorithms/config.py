@@ -170,6 +170,9 @@ class RolloutConfig:
         vllm_model: the path or hub id vLLM loads the architecture from (``null``: the
             policy's own); the trainer's weights replace its weights before the first
             rollout either way.
+        vllm_sleep: put vLLM to sleep between collects (its weights and KV cache freed,
+            ``LLM.sleep(level=2)``) so the update gets that memory back; the next collect
+            wakes it and pushes the weights. Needs a vLLM with sleep mode (CUDA).
     """
 
     questions_per_step: int = 4
@@ -187,6 +190,7 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = 0.3
     vllm_max_model_len: int | None = None
     vllm_model: str | None = None
+    vllm_sleep: bool = False
 
     def sampling(
         self, *, greedy: bool = False, temperature: float | None = None, seed: int | None = None

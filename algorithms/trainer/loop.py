@@ -207,6 +207,7 @@ class OnPolicyAlgorithm:
                 gpu_memory_utilization=r.vllm_gpu_memory_utilization,
                 max_model_len=r.vllm_max_model_len,
                 seed=self.config.trainer.seed,
+                sleep=r.vllm_sleep,
             )
         return RolloutEngine(
             self.policy,
