@@ -97,3 +97,19 @@ def test_the_default_update_on_a_cpu_runs_without_autocast():
     from algorithms import scoring
 
     assert not isinstance(scoring.autocast(policy().model, None), torch.autocast)
+
+
+def test_host_reads_are_counted_by_kind():
+    from benchmarks.host_syncs import count_host_reads
+
+    t = torch.arange(4)
+    with count_host_reads() as counts:
+        t.tolist()
+        bool(t[0])
+        t[t > 1]  # boolean mask: a data-dependent size
+        t[1:]  # a view: no read
+        torch.tensor([1, 2], device="cpu")
+        torch.tensor([1, 2])  # stays on the host
+    assert counts == {"tolist": 1, "__bool__": 1, "bool-mask index": 1,
+                      "torch.tensor(host data, device=...)": 1}  # fmt: skip
+    assert torch.Tensor.tolist is not None and t.tolist() == [0, 1, 2, 3]  # restored
