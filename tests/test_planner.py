@@ -125,3 +125,16 @@ def test_the_scaling_docs_table_is_the_planners():
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "scaling.md").read_text()
     assert table() in docs, "regenerate it: python -m benchmarks.fits_table"
+
+
+def test_a_run_close_to_the_limit_is_warned_about_with_the_numbers(caplog):
+    from algorithms.planner import check_fits
+
+    result = plan(_config())
+    needed = result.peak + HEADROOM
+    check_fits(_config(), needed * 2)  # far from the limit: quiet
+    assert not caplog.records
+    check_fits(_config(), needed * 1.05)
+    assert "this run needs" in caplog.text and "rollout KV cache" in caplog.text
+    with pytest.raises(ValueError, match="does not fit the GPU"):
+        check_fits(_config(), needed - 1)
