@@ -238,7 +238,11 @@ class DecodeState:
                     self._feed_step(rows, active)
                 assert rows.next_logits is not None
                 tokens, logprobs = sample(rows.next_logits, sampling, generator)
-                token_list, logprob_list = tokens.tolist(), logprobs.tolist()
+                # One host read per step for both (float64 holds every token id exactly).
+                token_floats, logprob_list = torch.stack(
+                    [tokens.to(torch.float64), logprobs.to(torch.float64)]
+                ).tolist()
+                token_list = [int(t) for t in token_floats]
                 for r, seq in enumerate(rows.seq_ids):
                     if not active[r]:
                         continue
@@ -361,8 +365,9 @@ class DecodeState:
         start = rows.length
         device = self.device
         pending = [p[-1] if a else 0 for p, a in zip(rows.pending, active, strict=True)]
-        ids = torch.tensor(pending, device=device)
-        live = torch.tensor(active, device=device)
+        # One copy to the device for both (a copy from host memory waits behind the queue).
+        ids, flags = torch.tensor([pending, active], dtype=torch.long, device=device)
+        live = flags.bool()
         rows.bias[:, start] = torch.where(live, 0.0, torch.finfo(self.dtype).min)
         mask = rows.bias[:, None, None, : start + 1]
         position_ids = rows.next_pos[:, None]
