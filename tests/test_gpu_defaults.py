@@ -113,3 +113,24 @@ def test_host_reads_are_counted_by_kind():
     assert counts == {"tolist": 1, "__bool__": 1, "bool-mask index": 1,
                       "torch.tensor(host data, device=...)": 1}  # fmt: skip
     assert torch.Tensor.tolist is not None and t.tolist() == [0, 1, 2, 3]  # restored
+
+
+def test_the_decoder_reads_the_device_once_per_step():
+    """Per decoding step: one read of the sampled tokens and log-probs, one copy of the next
+    tokens to the device; no other host wait (the prefill and row compaction add a few)."""
+    from algorithms.rollout.decoder import generate
+    from benchmarks.host_syncs import count_host_reads
+    from research_env.protocol import STOP_STRINGS
+
+    p = policy()
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(100, 5000, (6, 12), generator=g).tolist()
+    with count_host_reads() as counts:
+        result = generate(p.model, prompts, max_new_tokens=20, eos_token_ids=(),
+                          stop_strings=STOP_STRINGS, tokenizer=p.tokenizer,
+                          generator=torch.Generator().manual_seed(1))  # fmt: skip
+    steps = max(map(len, result.token_ids))
+    assert steps == 20
+    assert counts["tolist"] == steps
+    assert counts["torch.tensor(host data, device=...)"] <= steps + 8  # measured: 26
+    assert set(counts) <= {"tolist", "torch.tensor(host data, device=...)"}, counts
