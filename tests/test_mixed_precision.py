@@ -123,8 +123,9 @@ def test_float16_training_is_refused_with_the_fix_named(setting):
         TrainConfig().with_overrides([setting]).validate(check_names=False, check_device=False)
 
 
-def _fsdp_rank(rank: int, world: int, init_file: str, out: str) -> None:
-    """bf16 under FSDP on two Gloo ranks: a step, a checkpoint, a resume under FSDP."""
+def _fsdp_rank(rank: int, world: int, init_file: str, out: str, sharded: bool = True) -> None:
+    """bf16 on two Gloo ranks, under FSDP or plain data parallelism: a step, a checkpoint,
+    a resume."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -132,23 +133,31 @@ def _fsdp_rank(rank: int, world: int, init_file: str, out: str) -> None:
     try:
         from test_fsdp import _fsdp_overrides
 
-        cfg = config("grpo", Path(out) / "run", **_fsdp_overrides(sharded=True))
+        cfg = config("grpo", Path(out) / "run", **_fsdp_overrides(sharded=sharded))
         algo = make_algorithm("grpo", policy(dtype="bfloat16"), None, cfg)
         mine = [t for t in two_groups() if t.group == rank]
         algo.learn_from(mine)
-        algo.save(Path(out) / "step1")
+
+        def save(run, name: str) -> None:  # every rank under FSDP; rank 0 alone otherwise
+            if sharded or rank == 0:
+                run.save(Path(out) / name)
+            dist.barrier()
+
+        save(algo, "step1")
         resumed = GRPO.load(Path(out) / "step1")
         resumed.learn_from(mine)
-        resumed.save(Path(out) / "step2")
+        save(resumed, "step2")
     finally:
         dist.destroy_process_group()
 
 
-def test_fsdp_shards_and_checkpoints_the_float32_masters(tmp_path):
+@pytest.mark.parametrize("sharded", [True, False], ids=["fsdp", "data-parallel"])
+def test_two_ranks_step_and_checkpoint_the_float32_masters(sharded, tmp_path):
     import torch.multiprocessing as mp
     from test_fsdp import TOLERANCE, _fsdp_overrides
 
-    mp.spawn(_fsdp_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    args = (2, str(tmp_path / "init"), str(tmp_path), sharded)
+    mp.spawn(_fsdp_rank, args=args, nprocs=2, join=True)
     cfg = config("grpo", tmp_path / "single", **_fsdp_overrides(sharded=False))
     single = make_algorithm("grpo", policy(dtype="bfloat16"), None, cfg)
     single.learn_from(two_groups())
