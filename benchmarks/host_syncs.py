@@ -32,17 +32,25 @@ def count_host_reads() -> Iterator[Counter[str]]:
     """Counts, by name, the tensor methods that read a value back to the host (and indexing
     with a boolean mask, whose result size is data-dependent) while the block runs."""
     counts: Counter[str] = Counter()
+    inside: list[str] = []  # the counted calls in progress
     originals = {name: getattr(torch.Tensor, name) for name in (*READS, "__getitem__")}
 
     def counting(name: str):  # type: ignore[no-untyped-def]
         original = originals[name]
 
         def wrapper(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if name != "__getitem__":
-                counts[name] += 1
-            elif args and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.bool:
-                counts["bool-mask index"] += 1
-            return original(self, *args, **kwargs)
+            # A torch function mode (torch.set_default_device installs one) calls the method
+            # again from inside: count the outermost call only.
+            if not inside:
+                if name != "__getitem__":
+                    counts[name] += 1
+                elif args and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.bool:
+                    counts["bool-mask index"] += 1
+            inside.append(name)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                inside.pop()
 
         return wrapper
 

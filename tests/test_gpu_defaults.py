@@ -116,8 +116,8 @@ def test_host_reads_are_counted_by_kind():
 
 
 def test_the_decoder_reads_the_device_once_per_step():
-    """Per decoding step: one read of the sampled tokens and log-probs, one copy of the next
-    tokens to the device; no other host wait (the prefill and row compaction add a few)."""
+    """Per decoding step: one read of the sampled tokens and log-probs, and no other host
+    wait: the sampled tokens stay on the device to be fed back."""
     from algorithms.rollout.decoder import generate
     from benchmarks.host_syncs import count_host_reads
     from research_env.protocol import STOP_STRINGS
@@ -132,5 +132,7 @@ def test_the_decoder_reads_the_device_once_per_step():
     steps = max(map(len, result.token_ids))
     assert steps == 20
     assert counts["tolist"] == steps
-    assert counts["torch.tensor(host data, device=...)"] <= steps + 8  # measured: 26
+    # The prefill's few copies and one per change of the active rows; not one per step
+    # (measured: 8 for these 20 steps, 26 before the sampled tokens stayed on the device)
+    assert counts["torch.tensor(host data, device=...)"] <= 6 + len(prompts)
     assert set(counts) <= {"tolist", "torch.tensor(host data, device=...)"}, counts
