@@ -187,6 +187,7 @@ class TrainConfig:
             bound_problems,
             device_problems,
             name_problems,
+            precision_problems,
             range_problems,
             sharding_problems,
         )
@@ -195,6 +196,7 @@ class TrainConfig:
         for name, section in self.sections.items():
             problems += section.validate(self, selected=name == self.algo, check_names=check_names)
         problems += bound_problems(self, problems) + sharding_problems(self)
+        problems += precision_problems(self)
         if check_names:
             problems += name_problems(self)
         if check_device:

@@ -297,3 +297,22 @@ def sharding_problems(c: TrainConfig) -> list[str]:
             "trainer.train_layers=null, or use model.lora to train fewer parameters"
         )
     return problems
+
+
+def precision_problems(c: TrainConfig) -> list[str]:
+    """float16 training needs loss scaling (a ``GradScaler``), which the trainer does not
+    do: small gradients underflow to 0 in float16 and large ones overflow, so such a run
+    silently learns less or skips its steps. bfloat16 has float32's range and needs none."""
+    problems: list[str] = []
+    if c.model.dtype in ("float16", "fp16"):
+        problems.append(
+            f"model.dtype={c.model.dtype} trains without loss scaling, where gradients "
+            "underflow: set model.dtype=bfloat16 (float32 master weights keep small steps; "
+            "optim.master_weights) or float32"
+        )
+    if c.trainer.autocast_dtype == "float16":
+        problems.append(
+            "trainer.autocast_dtype=float16 trains without loss scaling, where gradients "
+            "underflow: set trainer.autocast_dtype=bfloat16 (or auto)"
+        )
+    return problems

@@ -139,6 +139,9 @@ class RolloutConfig:
         vllm_model: the path or hub id vLLM loads the architecture from (``null``: the
             policy's own); the trainer's weights replace its weights before the first
             rollout either way.
+        vllm_sleep: put vLLM to sleep between collects (its weights and KV cache freed,
+            ``LLM.sleep(level=2)``) so the update gets that memory back; the next collect
+            wakes it and pushes the weights. Needs a vLLM with sleep mode (CUDA).
     """
 
     questions_per_step: int = 4
@@ -156,6 +159,7 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = 0.3
     vllm_max_model_len: int | None = None
     vllm_model: str | None = None
+    vllm_sleep: bool = False
 
     def sampling(
         self, *, greedy: bool = False, temperature: float | None = None, seed: int | None = None
@@ -190,6 +194,11 @@ class OptimConfig:
         schedule: after warmup, ``constant``, ``linear`` decay or ``cosine`` decay to
             ``min_lr_ratio * lr`` at the last training step.
         min_lr_ratio: floor of the decaying schedules, as a fraction of ``lr``.
+        master_weights: when the trainable weights are 16-bit (``model.dtype: bfloat16``),
+            step float32 master copies of them with float32 moments and write the result
+            back rounded (``trainer/optim.py``); 4 + 4 more bytes per trainable parameter.
+            ``false`` steps the 16-bit weights directly: steps below a weight's bf16
+            spacing (~1e-4 near 0.02, so any lr near 1e-6) round away and nothing learns.
     """
 
     lr: float = 1e-6
@@ -201,6 +210,7 @@ class OptimConfig:
     warmup_steps: int = 0
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     min_lr_ratio: float = 0.0
+    master_weights: bool = True
 
 
 @dataclass
@@ -233,7 +243,9 @@ class TrainerConfig:
             in the update and the no-grad passes (weights, gradients and optimizer stay in
             the model's dtype; the LM head and log-probs stay full precision). Faster on a
             CPU with AVX-512 BF16 (benchmarks/RESULTS.md, "Trainer"), several times slower
-            on a CPU without it; ``auto`` = bf16 on CUDA or such a CPU, else off. ``null``: off.
+            on a CPU without it; ``auto`` = bf16 on CUDA or such a CPU, else off.
+            ``null`` (the default): bf16 on a CUDA GPU that supports it and float32 weights,
+            off on a CPU (CPU results unchanged); ``float32``: off everywhere.
         train_layers: train only the top N transformer blocks and the final norm (plus the
             LM head when it is not tied to the input embeddings, as it is in SmolLM2);
             everything below is frozen, so backward stops at the lowest trained block:
@@ -269,7 +281,7 @@ class TrainerConfig:
     old_logprobs: Literal["auto", "recompute", "rollout"] = "auto"
     logprob_chunk_size: int | None = 256
     share_prompts: bool = True
-    autocast_dtype: Literal["bfloat16", "float16", "auto"] | None = None
+    autocast_dtype: Literal["bfloat16", "float16", "float32", "auto"] | None = None
     train_layers: int | None = None
     tis_cap: float | None = None
     seed: int = 0

@@ -221,7 +221,11 @@ def _tiny_random(dtype: torch.dtype) -> tuple[Any, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_RANDOM_SEED)
         model: Any = LlamaForCausalLM(config)
-    return model.to(dtype), tokenizer
+    # Parameters only, as from_pretrained loads a model in ``dtype``: the rotary frequencies
+    # stay float32, so that a checkpoint of this model reloads to compute exactly alike.
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+    return model, tokenizer
 
 
 OFFLINE_NAMES: dict[str, str] = {

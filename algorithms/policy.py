@@ -208,6 +208,10 @@ def load_policy(
         # Batched rollout needs a pad id; the pad positions are always masked, so EOS is safe.
         tokenizer.pad_token = tokenizer.eos_token
     torch_device = resolve_device(device)
+    if torch_device.type == "cuda":
+        from algorithms.precision import enable_tf32
+
+        enable_tf32()
     model.to(torch_device)
 
     if gradient_checkpointing:

@@ -87,6 +87,35 @@ def resolve_precision(dtype: str | None, device: Any) -> str | None:
     return None
 
 
+def autocast_precision(dtype: str | None, device: Any, weights: torch.dtype) -> str | None:
+    """The autocast dtype of ``trainer.autocast_dtype`` for weights in ``weights`` on
+    ``device``, or None (no autocast). The default (None) is bf16 on a CUDA GPU with bf16
+    and float32 weights (the matmuls that dominate an update, at bf16's rate), and off on a
+    CPU, where float32 stays the default; ``"float32"`` is off everywhere."""
+    kind = torch.device(device).type if not isinstance(device, torch.device) else device.type
+    if dtype == "float32":
+        return None
+    if dtype is None:
+        native = kind == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bfloat16" if native and weights == torch.float32 else None
+    return resolve_precision(dtype, kind)
+
+
+def enable_tf32() -> bool:
+    """TF32 for float32 matmuls on a CUDA GPU that has it (compute capability 8.0+:
+    A100, H100, ...): float32 inputs multiplied with 10-bit mantissas and accumulated in
+    float32, several times the float32 matmul rate. CPU matmuls are untouched. Returns
+    whether it is on. Called when a policy is loaded on CUDA."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8:
+        return False
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        matmul.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+    return True
+
+
 @functools.cache
 def _note_fallback() -> None:
     logger.warning(

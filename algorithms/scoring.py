@@ -31,7 +31,7 @@ from torch import Tensor
 from algorithms.buffer import Batch
 from algorithms.model_modes import eval_mode
 from algorithms.objectives.ops import entropy_from_logits, token_logprobs
-from algorithms.precision import resolve_precision
+from algorithms.precision import autocast_precision
 
 
 @dataclass
@@ -208,10 +208,12 @@ def score_tokens(
     p = batch.prompt_len
     response_ids = batch.input_ids[:, p : p + batch.response_len]
     want_entropy = with_entropy or entropy_grad
-    if torch.is_grad_enabled() and chunk_size and hidden.requires_grad:
-        logprobs, entropy = _checkpointed_head(
-            model, hidden, response_ids, temperature, chunk_size, want_entropy, entropy_grad
-        )
+    if chunk_size:
+        recompute = torch.is_grad_enabled() and hidden.requires_grad
+        logprobs, entropy = _head_in_chunks(
+            model, hidden, response_ids, temperature, chunk_size, want_entropy, entropy_grad,
+            recompute=recompute,
+        )  # fmt: skip
     else:
         logprobs, entropy = _head_scores(
             model, hidden, response_ids, temperature, chunk_size, want_entropy, entropy_grad
@@ -240,7 +242,7 @@ def _head_scores(
     return logprobs, entropy
 
 
-def _checkpointed_head(
+def _head_in_chunks(
     model: Any,
     hidden: Tensor,
     token_ids: Tensor,
@@ -248,13 +250,17 @@ def _checkpointed_head(
     chunk_size: int,
     with_entropy: bool,
     entropy_grad: bool,
+    *,
+    recompute: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """:func:`_head_scores` in chunks of ``chunk_size`` positions, each recomputed in backward.
+    """:func:`_head_scores` in chunks of ``chunk_size`` positions: only one chunk's float32
+    ``(positions, vocab)`` logits exist at a time, never the micro-batch's (the no-grad
+    passes too: with a 150k vocabulary, 4 rows x 8k positions of logits are 20 GB).
 
-    Under autograd the plain path keeps the float32 ``(positions, vocab)`` logits and their
-    log-softmax for backward: with a 49k vocabulary that is ~0.2 GB per 1,000 positions,
-    each, the largest tensors of an update with a frozen trunk. Checkpointing each chunk
-    keeps only its hidden states; backward runs the chunk's head again (one extra head
+    With ``recompute`` (under autograd) each chunk is checkpointed: the plain path keeps
+    the logits and their log-softmax for backward (with a 49k vocabulary ~0.2 GB per 1,000
+    positions, each, the largest tensors of an update with a frozen trunk); a checkpointed
+    chunk keeps only its hidden states, and backward runs its head again (one extra head
     matmul per position). Same values and gradients as the plain path.
     """
     from torch.utils.checkpoint import checkpoint
@@ -267,8 +273,10 @@ def _checkpointed_head(
     flat_ids = token_ids.reshape(-1)
     logprobs, entropies = [], []
     for h, ids in zip(flat_hidden.split(chunk_size), flat_ids.split(chunk_size), strict=True):
-        # No randomness in the head, so no RNG state to save and restore per chunk.
-        lp, ent = checkpoint(scores, h, ids, use_reentrant=False, preserve_rng_state=False)
+        if recompute:  # no randomness in the head: no RNG state to save per chunk
+            lp, ent = checkpoint(scores, h, ids, use_reentrant=False, preserve_rng_state=False)
+        else:
+            lp, ent = scores(h, ids)
         logprobs.append(lp)
         entropies.append(ent)
     entropy = torch.cat(entropies).reshape(token_ids.shape) if with_entropy else None
@@ -288,8 +296,9 @@ def lm_head(model: Any, hidden: Tensor) -> Tensor:
 
 
 def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``None``;
-    also ``"auto"`` on a CPU without native bf16, see :mod:`algorithms.precision`).
+    """Mixed precision for the trunk's matmuls (``"bfloat16"``), or nothing (``"float32"``,
+    ``"auto"`` on a CPU without native bf16, ``None`` on a CPU; see
+    :func:`algorithms.precision.autocast_precision`).
 
     Under FSDP (sharded parameters) autocast's cache of bf16 weight casts is off: FSDP
     gathers a block's weights anew for each pass, and a later micro-batch reusing an
@@ -298,7 +307,7 @@ def autocast(model: Any, dtype: str | None) -> contextlib.AbstractContextManager
     from torch.distributed.tensor import DTensor
 
     param = next(model.parameters())
-    dtype = resolve_precision(dtype, param.device.type)
+    dtype = autocast_precision(dtype, param.device.type, param.dtype)
     if dtype is None:
         return contextlib.nullcontext()
     sharded = isinstance(param, DTensor)

@@ -4,6 +4,23 @@
     python -m benchmarks.gpu_check --shape qwen2.5-0.5b
     python -m benchmarks.gpu_check --device cpu --shape tiny --dtype float32   # what CI runs
 
+The first time a GPU is available, run the full check (about 5 minutes on one H100/H200;
+``benchmarks/gpu_figures.py`` holds its sections) and record its JSON in
+benchmarks/RESULTS.md, with the date and the machine:
+
+    python -m benchmarks.gpu_check --full --json gpu_check.json
+
+What to record, section by section: ``versions`` (torch, CUDA, GPU, vLLM if installed);
+``bf16_learning`` (``masters_moved_fraction`` must be > 0.99: bf16 weights learn at lr
+1e-6); ``parity`` (per-token log-prob difference, loss and grad norm of one update against
+the CPU, float32 and bf16); ``decode`` (our decoder's and HF ``generate``'s tokens/s at the
+1.5B shape with its 150k vocabulary, 160 rows); ``update`` (update tokens/s with bf16 and
+with float32 weights); ``planner`` (``research-env plan``'s update phase against the
+measured peak at 0.5B, 1.5B and 3B; the error should stay within 15%); ``training_path``
+(the rollout, two GRPO steps and the checkpoint round trip below). A section that fails
+records its error and the others still run. ``--full --device cpu`` runs every section at
+tiny shapes (what the test suite does).
+
 It builds a randomly initialised model of a real architecture's shape (no weight download),
 then on the embedded synthetic env: a rollout, two GRPO steps (with the KL reference, so
 the no-grad passes run too) and a checkpoint round trip (save, ``GRPO.load``, same weights).
@@ -181,9 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="GRPO steps (default 2)")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--full", action="store_true", help="every section of the first-GPU check, one JSON"
+    )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here; pass --device cpu (with --shape tiny) to run on CPU")
+    if args.full:
+        return run_full(args)
     figures = run_check(
         device=args.device,
         shape=args.shape,
@@ -198,6 +220,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def run_full(args: argparse.Namespace) -> int:
+    """Every section of :mod:`benchmarks.gpu_figures` (real shapes on CUDA, tiny ones on a
+    CPU) and the training path, written as one JSON."""
+    from benchmarks.gpu_figures import run_all
+
+    device = torch.device(args.device)
+    on_cpu = device.type == "cpu"
+    figures = run_all("tiny" if on_cpu else "gpu", device, load_tokenizer(args.tokenizer))
+    shape, dtype = ("tiny", "float32") if on_cpu else (args.shape, args.dtype)
+    try:
+        figures["training_path"] = run_check(
+            device=args.device, shape=shape, dtype=dtype, tokenizer_dir=args.tokenizer,
+            steps=args.steps, out=args.out,
+        )  # fmt: skip
+    except Exception as err:  # recorded with the other sections
+        figures["training_path"] = {"error": f"{type(err).__name__}: {err}"}
+        figures["passed"] = False
+    text = json.dumps(figures, indent=2, default=str)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    return 0 if figures["passed"] else 1
 
 
 if __name__ == "__main__":

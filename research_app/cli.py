@@ -36,6 +36,7 @@ from research_env.commands import COMMANDS as ENV_COMMANDS
 COMMANDS: dict[str, str] = {
     **ENV_COMMANDS,
     "train": "research_app.train:register",
+    "plan": "research_app.plan:register",
     "eval": "research_app.evaluate:register",
     "demo": "research_app.demo:register",
     "ablate": "research_app.ablate:register",

@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.policy import policy_from_config
     from algorithms.registry import algorithm_class, make_algorithm
 
+    check_gpu_memory(config)
     if args.resume is not None:
         algo = algorithm_class(algo_name).load(  # type: ignore[attr-defined]
             path, config_overrides=config_overrides
@@ -204,6 +205,23 @@ def run(args: argparse.Namespace) -> int:
 
 # TrainConfig's own output_dir: a fresh CLI run without --out gets runs/<algo>-<time> instead.
 DEFAULT_OUTPUT_DIR = "runs/default"
+
+
+def check_gpu_memory(config: Any) -> None:
+    """On CUDA, before any weight loads: the memory planner's estimate for this run
+    (``research-env plan``) against the GPU's memory; a run that cannot fit is refused with
+    the planner's table, one that comes close is warned about."""
+    import torch
+
+    from algorithms.policy import resolve_device
+
+    device = resolve_device(config.model.device)
+    if device.type != "cuda":
+        return
+    from algorithms.planner import check_fits
+    from algorithms.trainer.distributed import world_size
+
+    check_fits(config, torch.cuda.get_device_properties(device).total_memory, gpus=world_size())
 
 
 # The tiny random model never emits a stop string, so with the general defaults every turn

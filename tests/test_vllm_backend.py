@@ -336,8 +336,9 @@ def test_the_trainer_builds_one_vllm_backend_from_the_config(policy, monkeypatch
 
     monkeypatch.setattr(VLLMBackend, "create", staticmethod(fake_create))
     config = TrainConfig.from_dict(
-        {"rollout": {"backend": "vllm", "vllm_gpu_memory_utilization": 0.4, "vllm_model": "m"}}
-    )
+        {"rollout": {"backend": "vllm", "vllm_gpu_memory_utilization": 0.4, "vllm_model": "m",
+                     "vllm_sleep": True}}
+    )  # fmt: skip
     trainer = SimpleNamespace(config=config, policy=policy)
     env = {"dataset": SAMPLES, "retriever": KeywordRetriever()}
     first = loop.OnPolicyAlgorithm._make_engine(trainer, env)
@@ -345,8 +346,9 @@ def test_the_trainer_builds_one_vllm_backend_from_the_config(policy, monkeypatch
     assert first.backend is second.backend and len(created) == 1
     assert created[0] == (
         "m",
-        {"gpu_memory_utilization": 0.4, "max_model_len": None, "seed": config.trainer.seed},
-    )
+        {"gpu_memory_utilization": 0.4, "max_model_len": None, "seed": config.trainer.seed,
+         "sleep": True},
+    )  # fmt: skip
 
 
 def test_the_default_engine_has_no_backend(policy):
@@ -417,3 +419,56 @@ def test_create_builds_a_colocated_llm_with_prefix_caching_and_processed_logprob
     assert backend.params(Sampling(), 3, ["</a>"], 7).kwargs["max_tokens"] == 3
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         VLLMBackend.create("org/model", gpu_memory_utilization=1.5)
+
+
+class SleepyLLM(FakeLLM):
+    """A fake engine in sleep mode: records sleep and wake-up calls among the others."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+
+    def sleep(self, level: int) -> None:
+        self.calls.append(f"sleep {level}")
+
+    def wake_up(self, tags: list[str]) -> None:
+        self.calls.append("wake " + ",".join(tags))
+
+    def apply_model(self, func):
+        self.calls.append("push")
+        return super().apply_model(func)
+
+    def generate(self, prompts, sampling_params, use_tqdm=True):
+        self.calls.append("generate")
+        return super().generate(prompts, sampling_params, use_tqdm)
+
+
+def test_sleep_mode_frees_vllm_between_collects_and_repushes_the_weights(policy):
+    fake = SleepyLLM(
+        policy.tokenizer, {"Glass Tide": [("<answer>Orr</answer>", "stop", "</answer>")]}
+    )
+    backend = VLLMBackend(fake, sampling_params=FakeParams, sleep=True)
+    env = {"dataset": SAMPLES, "retriever": KeywordRetriever(), "max_turns": 3}
+    engine = RolloutEngine(policy, env, backend=backend)
+    s = Sampling(max_turn_tokens=16, seed=0)
+    engine.collect([1], sampling=s)
+    assert fake.calls == ["push", "generate", "sleep 2"]  # asleep during the update
+    fake.calls.clear()
+    engine.collect([1], sampling=s)  # same weights, but level 2 discarded vLLM's copy
+    assert fake.calls == ["wake weights", "push", "wake kv_cache", "generate", "sleep 2"]
+    # Without weight pushes, the weights must survive the sleep: level 1.
+    kept = SleepyLLM(policy.tokenizer, fake.script)
+    backend = VLLMBackend(kept, sampling_params=FakeParams, sleep=True, sync_weights=False)
+    RolloutEngine(policy, env, backend=backend).collect([1], sampling=s)
+    assert kept.calls == ["generate", "sleep 1"]
+
+
+def test_create_asks_for_sleep_mode_when_sleeping(monkeypatch):
+    built = {}
+    monkeypatch.setitem(
+        sys.modules,
+        "vllm",
+        SimpleNamespace(LLM=lambda **kw: built.update(kw) or "llm", SamplingParams=FakeParams),
+    )
+    assert VLLMBackend.create("org/model", sleep=True).sleep
+    assert built["enable_sleep_mode"] is True

@@ -107,6 +107,7 @@ class DecodeState(TurnDecoder):
         # Per token of the history: the sampling log-prob if generated, None if given.
         self._logprobs: list[list[float | None]] = [[None] * len(p) for p in prompts]
         self._released: set[int] = set()
+        self._live: tuple[tuple[bool, ...], torch.Tensor] | None = None  # the active mask
         capacity = max(capacity, max(len(p) for p in prompts) + GROWTH_SLACK)
         rows = len(prompts)
         self._rows = Rows(
@@ -207,12 +208,18 @@ class DecodeState(TurnDecoder):
             rows.reserve(widest + longest)
             rows = self._feed_pending(rows)
             active = [True] * len(rows)
+            tokens: torch.Tensor | None = None  # the last sampled tokens, on the device
             for step in range(longest):
                 if step > 0:
-                    self._feed_step(rows, active)
+                    assert tokens is not None
+                    self._feed_step(rows, active, tokens)
                 assert rows.next_logits is not None
                 tokens, logprobs = sample(rows.next_logits, sampling, generator)
-                token_list, logprob_list = tokens.tolist(), logprobs.tolist()
+                # One host read per step for both (float64 holds every token id exactly).
+                token_floats, logprob_list = torch.stack(
+                    [tokens.to(torch.float64), logprobs.to(torch.float64)]
+                ).tolist()
+                token_list = [int(t) for t in token_floats]
                 for r, seq in enumerate(rows.seq_ids):
                     if not active[r]:
                         continue
@@ -235,6 +242,7 @@ class DecodeState(TurnDecoder):
                     parked.append(rows.take(done))
                     keep = [r for r, a in enumerate(active) if a]
                     rows = rows.take(keep, release=True)
+                    tokens = tokens[torch.tensor(keep, device=tokens.device)]
                     active = [True] * len(rows)
         self._rows = Rows.concat([rows, *parked])
         return outputs
@@ -330,22 +338,25 @@ class DecodeState(TurnDecoder):
         for r in range(n):
             rows.pending[r] = []
 
-    def _feed_step(self, rows: Rows, active: list[bool]) -> None:
-        """The hot path: one pending token per active row, mask taken straight from ``bias``."""
+    def _feed_step(self, rows: Rows, active: list[bool], tokens: torch.Tensor) -> None:
+        """The hot path: each active row's token just sampled (``tokens``, still on the
+        device: an inactive row's is fed too, behind a masked-out column), mask taken
+        straight from ``bias``. The active mask goes to the device only when it changed."""
         start = rows.length
-        device = self.device
-        pending = [p[-1] if a else 0 for p, a in zip(rows.pending, active, strict=True)]
-        ids = torch.tensor(pending, device=device)
-        live = torch.tensor(active, device=device)
+        ids = tokens
+        key = tuple(active)
+        if self._live is None or self._live[0] != key:
+            self._live = (key, torch.tensor(active, device=self.device))
+        live = self._live[1]
         rows.bias[:, start] = torch.where(live, 0.0, torch.finfo(self.dtype).min)
         mask = rows.bias[:, None, None, : start + 1]
         position_ids = rows.next_pos[:, None]
         logits = self._forward(rows, ids[:, None], position_ids, mask, position_ids)
         if all(active):
             rows.next_logits = logits
-        else:
+        else:  # no boolean-mask indexing: its data-dependent size is a host wait
             assert rows.next_logits is not None
-            rows.next_logits[live] = logits[live]
+            rows.next_logits = torch.where(live[:, None], logits, rows.next_logits)
         rows.next_pos += live
         for r, a in enumerate(active):
             if a:

@@ -211,6 +211,9 @@ class RolloutEngine:
             live = [i for i in live if not outcomes[i].done]
             if finished and live:
                 state.release(finished)
+        finish = getattr(self.backend, "finish", None)
+        if finish is not None:
+            finish()  # a vLLM engine in sleep mode frees its GPU memory for the update
         return trajectories
 
     def _observations(

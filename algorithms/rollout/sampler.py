@@ -81,6 +81,7 @@ def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     cdf = weights.cumsum(dim=-1)
     u = torch.rand(weights.shape[0], 1, generator=generator, device=weights.device) * cdf[:, -1:]
     index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    # u can round up to the total (p ~ 1e-7); fall back to the heaviest entry then.
+    # u can round up to the total (p ~ 1e-7); fall back to the heaviest entry then. Always
+    # on the device: asking whether it happened would make the host wait for the draw.
     overflow = index >= weights.shape[-1]
-    return torch.where(overflow, weights.argmax(dim=-1), index) if overflow.any() else index
+    return torch.where(overflow, weights.argmax(dim=-1), index)

@@ -48,6 +48,7 @@ the training YAML::
       vllm_gpu_memory_utilization: 0.3   # vLLM's share of the GPU; the trainer uses the rest
       vllm_max_model_len: 4096           # >= longest prompt + rollout.max_total_tokens
       # vllm_model: /path/to/hf/model    # default: the policy's own path
+      vllm_sleep: true                   # free vLLM's weights and KV cache during updates
 
 This is *colocated* mode: vLLM lives in the trainer's process on the trainer's GPU
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set, as TRL does, so ``load_weights`` writes
@@ -103,15 +104,30 @@ class VLLMBackend:
             ``vllm.SamplingParams``, imported on first use).
         sync_weights: push the trainer's model before a collect when it changed;
             ``False`` decodes with whatever the engine holds.
+        sleep: put the engine to sleep after each collect (``LLM.sleep``; the engine must
+            be built with ``enable_sleep_mode=True``, as :meth:`create` does then), so
+            that the update has the GPU memory vLLM's weights and KV cache held: level 2
+            (both discarded) when the next collect pushes the weights anyway, else level
+            1 (weights kept in host memory). The next collect wakes the weights, pushes
+            them, then wakes the KV cache.
 
     Build one for a model path with :meth:`create`; hand it to
     ``RolloutEngine(policy, env_kwargs, backend=backend)``.
     """
 
-    def __init__(self, llm: Any, *, sampling_params: Any = None, sync_weights: bool = True):
+    def __init__(
+        self,
+        llm: Any,
+        *,
+        sampling_params: Any = None,
+        sync_weights: bool = True,
+        sleep: bool = False,
+    ):
         self.llm = llm
         self._sampling_params = sampling_params
         self.sync_weights = sync_weights
+        self.sleep = sleep
+        self._asleep = False
         self.pushes = 0  # weight pushes so far (logged by tests and curious users)
         self._pushed: tuple[tuple[int, int], ...] | None = None
 
@@ -124,10 +140,12 @@ class VLLMBackend:
         max_model_len: int | None = None,
         dtype: str = "bfloat16",
         seed: int = 0,
+        sleep: bool = False,
         **llm_kwargs: Any,
     ) -> VLLMBackend:
         """A colocated ``vllm.LLM`` for ``model`` (a Hugging Face path or hub id) with
-        prefix caching and processed log-probs; ``llm_kwargs`` go to ``vllm.LLM``."""
+        prefix caching and processed log-probs (and sleep mode with ``sleep``);
+        ``llm_kwargs`` go to ``vllm.LLM``."""
         if not 0.0 < gpu_memory_utilization <= 1.0:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
@@ -146,19 +164,38 @@ class VLLMBackend:
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        if sleep:
+            kwargs["enable_sleep_mode"] = True
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Under torchrun each rank runs its own engine inside the existing process
             # group rather than starting one of its own (TRL's colocate mode does this).
             kwargs.setdefault("distributed_executor_backend", "external_launcher")
-        return cls(vllm.LLM(**kwargs), sampling_params=vllm.SamplingParams)
+        return cls(vllm.LLM(**kwargs), sampling_params=vllm.SamplingParams, sleep=sleep)
 
     # -- the rollout engine's side --------------------------------------------------------
 
     def start(self, prompt_ids: Sequence[Sequence[int]], model: Any = None) -> VLLMDecodeState:
-        """A decode state over these prompts; first pushes ``model`` if it changed."""
+        """A decode state over these prompts; first wakes the engine if it sleeps and
+        pushes ``model`` if it changed (always after a sleep that discarded the weights)."""
+        if self._asleep:
+            self.llm.wake_up(tags=["weights"])
+            if self._discards_weights():
+                self._pushed = None  # level 2 freed them: the push below must happen
         if model is not None and self.sync_weights:
             self.sync(model)
+        if self._asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
         return VLLMDecodeState(self, prompt_ids)
+
+    def finish(self) -> None:
+        """The end of a collect: with ``sleep``, free vLLM's GPU memory for the update."""
+        if self.sleep and not self._asleep:
+            self.llm.sleep(level=2 if self._discards_weights() else 1)
+            self._asleep = True
+
+    def _discards_weights(self) -> bool:
+        return self.sync_weights
 
     def params(
         self,

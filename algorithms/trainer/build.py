@@ -39,6 +39,7 @@ def vllm_backend(config: TrainConfig, policy: Policy) -> Any:
         gpu_memory_utilization=r.vllm_gpu_memory_utilization,
         max_model_len=r.vllm_max_model_len,
         seed=config.trainer.seed,
+        sleep=r.vllm_sleep,
     )
 
 

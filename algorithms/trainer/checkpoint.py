@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import pickle
 import random
@@ -67,6 +68,7 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer.pt"
 CHECKSUMS = "checksums.json"
 ADAPTER_FILE = "adapter_model.safetensors"
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------
@@ -121,7 +123,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the saving run saw; a resume may see fewer (or more) GPUs:
+        # the visible ones get theirs, the others keep their seeded state.
+        saved = list(state["cuda"])
+        visible = torch.cuda.device_count()
+        if len(saved) != visible:
+            logger.warning(
+                "the checkpoint holds the CUDA RNG states of %d GPUs and %d are visible: "
+                "restoring the first %d", len(saved), visible, min(len(saved), visible),
+            )  # fmt: skip
+        for index, device_state in enumerate(saved[:visible]):
+            torch.cuda.set_rng_state(device_state, device=index)
 
 
 # --------------------------------------------------------------------------------------
@@ -455,6 +467,7 @@ def export_pretrained(
     *,
     config: TrainConfig | None = None,
     step: int | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write the policy as a plain Hugging Face model directory (LoRA merged in).
 
@@ -463,7 +476,9 @@ def export_pretrained(
     ``directory/adapter`` (``peft.AutoPeftModelForCausalLM.from_pretrained`` reloads it on
     its base model). A model card (``README.md``) says what the model is and how to load
     it; ``config`` and ``step`` add how it was trained. The export is atomic like a
-    checkpoint.
+    checkpoint. ``weights`` replace the model's own tensors by state-dict name: the
+    float32 master weights of a run with 16-bit weights, so that the export holds what was
+    learned rather than its bf16 rounding (load with ``dtype=torch.float32`` to keep it).
     """
     directory = Path(directory)
     model = policy.model
@@ -475,7 +490,8 @@ def export_pretrained(
             set_adapter_base(tmp / ADAPTER_DIR, reloadable_base(policy))
             # Merge on a copy: the live model keeps training with separate adapters.
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(tmp)
+        state = {**model.state_dict(), **weights} if weights and not lora else None
+        model.save_pretrained(tmp, state_dict=state)
         policy.tokenizer.save_pretrained(tmp)
         write_model_card(tmp, policy, config=config, step=step, has_adapter=lora)
     return directory

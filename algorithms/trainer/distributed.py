@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -52,10 +53,18 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+# How long a rank waits in a collective before the run fails. Rank 0 alone evaluates, saves
+# checkpoints and exports while the others wait in the next collective; NCCL's default (10
+# minutes) is shorter than evaluating 200 questions or writing a 7B model with its optimizer.
+TIMEOUT_ENV = "RESEARCH_ENV_DIST_TIMEOUT_MINUTES"
+DEFAULT_TIMEOUT_MINUTES = 120.0
+
+
 def init_from_environment(device: str = "auto") -> str:
     """Join the process group a launcher set up (``WORLD_SIZE`` > 1 in the environment) and
     return the device this rank should use: ``cuda:<LOCAL_RANK>`` with NCCL on GPUs, the
-    given device with Gloo on CPU. Without a launcher, nothing happens."""
+    given device with Gloo on CPU. Without a launcher, nothing happens. Collectives time
+    out after ``$RESEARCH_ENV_DIST_TIMEOUT_MINUTES`` (default 120) minutes."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return device
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
@@ -63,8 +72,20 @@ def init_from_environment(device: str = "auto") -> str:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=collective_timeout())
     return device
+
+
+def collective_timeout() -> timedelta:
+    """The process group's timeout: ``$RESEARCH_ENV_DIST_TIMEOUT_MINUTES``, else 120 min."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        minutes = float(text) if text else DEFAULT_TIMEOUT_MINUTES
+    except ValueError:
+        minutes = -1.0
+    if not minutes > 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of minutes > 0, got {text!r}")
+    return timedelta(minutes=minutes)
 
 
 def shard(items: Sequence[T]) -> list[T]:
@@ -117,9 +138,10 @@ def gather_objects(value: Any) -> list[Any]:
     return out
 
 
-def mean_over_ranks(metrics: dict[str, float], summed: Collection[str] = ()) -> dict[str, float]:
+def mean_over_ranks(metrics: dict[str, float], *, summed: Collection[str] = ()) -> dict[str, float]:
     """Each metric averaged over the ranks that report it (ranks play equal episode counts),
-    except the counters named in ``summed`` (episodes, groups), which add up."""
+    except those named in ``summed``: counts of a rank's own share (episodes kept, groups
+    dropped, tokens and tokens/s), which add up to the step's."""
     if not is_distributed():
         return metrics
     merged: dict[str, list[float]] = {}
@@ -127,8 +149,7 @@ def mean_over_ranks(metrics: dict[str, float], summed: Collection[str] = ()) -> 
         for key, value in part.items():
             merged.setdefault(key, []).append(value)
     return {
-        key: sum(values) if key in summed else sum(values) / len(values)
-        for key, values in merged.items()
+        key: sum(values) / (1 if key in summed else len(values)) for key, values in merged.items()
     }
 
 

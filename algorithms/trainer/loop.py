@@ -49,15 +49,18 @@ from algorithms.trainer import build, distributed, fsdp
 from algorithms.trainer import checkpoint as ckpt
 from algorithms.trainer.freeze import train_top_layers
 from algorithms.trainer.metrics import MetricsLogger, episode_metrics, progress_bar
-from algorithms.trainer.optim import lr_factor, make_optimizer
+from algorithms.trainer.optim import lr_factor, make_optimizer, master_weights_by_name
 from algorithms.trainer.step import StepRecipe, update_step
 from algorithms.trainer.update import Models, NonFiniteUpdateError
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
-# The step's metrics that count things (episodes, groups): summed over ranks, not averaged.
-COUNTERS = frozenset(
-    {"filter/zero_variance_groups", "filter/kept_episodes", "filter/truncated_episodes"}
-)
+# A step's metrics that count a rank's own share: summed over data-parallel ranks, not
+# averaged. (Skipped steps and updates are decided on all-reduced values, the same on
+# every rank, so their mean is the count.)
+COUNTERS = frozenset({
+    "filter/zero_variance_groups", "filter/kept_episodes", "filter/truncated_episodes",
+    "perf/update_tokens", "perf/update_tokens_per_s", "perf/rollout_tokens_per_s",
+})  # fmt: skip
 
 
 class OnPolicyAlgorithm:
@@ -402,9 +405,11 @@ class OnPolicyAlgorithm:
                 with self._full_policy(rank0_only=True) as policy:
                     if policy is not None and main:
                         _refuse_non_finite_weights(policy, self.step)
+                        masters = master_weights_by_name(self.optimizer, policy.model)
                         ckpt.export_pretrained(
-                            policy, out / "final", config=self.config, step=self.step
-                        )
+                            policy, out / "final", config=self.config, step=self.step,
+                            weights=masters,
+                        )  # fmt: skip
             distributed.barrier()
         return self
 
