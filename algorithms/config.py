@@ -180,7 +180,8 @@ class TrainConfig:
         Ranges (steps >= 1, group_size >= 2 for GRPO, token budgets >= 1, ...) are always
         checked; ``check_names`` also resolves the env's names (reward, template, dataset
         and split, retriever, algorithm) through research_env's registries, which is cheap;
-        ``check_device`` checks that ``model.device`` exists on this machine. Raises one
+        ``check_device`` checks that ``model.device`` exists on this machine and that a
+        ``trainer.sharding: fsdp`` run is one of several ranks (off for a plan). Raises one
         ``ValueError`` listing every problem; returns ``self`` when all is well.
         """
         from algorithms.config_checks import (
@@ -195,7 +196,7 @@ class TrainConfig:
         problems = range_problems(self)
         for name, section in self.sections.items():
             problems += section.validate(self, selected=name == self.algo, check_names=check_names)
-        problems += bound_problems(self, problems) + sharding_problems(self)
+        problems += bound_problems(self, problems) + sharding_problems(self, check_device)
         problems += precision_problems(self)
         if check_names:
             problems += name_problems(self)

@@ -260,10 +260,11 @@ def device_problems(device: str) -> list[str]:
     return []
 
 
-def sharding_problems(c: TrainConfig) -> list[str]:
+def sharding_problems(c: TrainConfig, check_launch: bool = True) -> list[str]:
     """What ``trainer.sharding: fsdp`` needs (see :mod:`algorithms.trainer.fsdp`): ranks to
-    shard over, and every rank running the same forward and backward passes, because each
-    pass of a sharded block is a collective that all ranks join."""
+    shard over (``check_launch``: this process is one of them; not asked of a plan for
+    other machines), and every rank running the same forward and backward passes, because
+    each pass of a sharded block is a collective that all ranks join."""
     if c.trainer.sharding != "fsdp":
         return []
     import os
@@ -271,7 +272,7 @@ def sharding_problems(c: TrainConfig) -> list[str]:
     from algorithms.trainer.distributed import is_distributed
 
     problems: list[str] = []
-    if not is_distributed() and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if check_launch and not is_distributed() and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         problems.append(
             "trainer.sharding: fsdp shards the model over the ranks of a distributed launch, "
             "and this process runs alone: launch it with torchrun --nproc-per-node N (N >= 2) "

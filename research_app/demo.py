@@ -154,9 +154,9 @@ def rl_change(before: Stage, after: Stage) -> Change:
 
 
 def expected_time(quick: bool) -> str:
-    """The banner's estimate for this machine: the demo decodes and trains in bf16 only
-    where the hardware multiplies bf16, and takes several times longer in float32 (README,
-    "Quick start": 13.8 min on a bf16 EPYC; 59 min on an AVX2-only one)."""
+    """The banner's estimate for this machine. The demo decodes and trains in bf16 only
+    where the hardware multiplies bf16; elsewhere it runs in float32, several times slower
+    (README: 13.8 min on a 2-core EPYC with AVX-512 BF16, 59 min on an AVX2-only one)."""
     import torch
 
     from algorithms.precision import cpu_has_native_bf16
@@ -165,8 +165,9 @@ def expected_time(quick: bool) -> str:
         return "a few minutes on a GPU"
     if cpu_has_native_bf16():
         return f"expect about {'2-3' if quick else '10-15'} minutes on a 2-core CPU with bf16"
-    return (f"expect about {'5-8' if quick else '35-70'} minutes on a 2-core CPU: this one has "
-            "no native bf16 (AVX-512 BF16/AMX), so the demo runs in float32")  # fmt: skip
+    span = "several times the 2-3 minutes of a CPU with bf16" if quick else "about an hour"
+    return (f"expect {span} on a 2-core CPU: this one has no native bf16 (AVX-512 BF16 or "
+            "AMX), so the demo runs in float32")  # fmt: skip
 
 
 def _settings(args: argparse.Namespace) -> dict[str, int]:

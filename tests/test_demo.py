@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from research_app.cli import main
 from research_env.intervals import rate_half_width
 
@@ -153,3 +155,19 @@ def test_demo_warmstart_saves_the_demos_warm_start(tmp_path):
 
     assert warmstart(["--out", str(tmp_path), "--model", "tiny-random", "--steps", "1"]) == 0
     assert load_policy(str(tmp_path / "warm"), device="cpu").model is not None
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_banner_estimates_the_time_for_this_cpu(monkeypatch, native):
+    import torch
+
+    import algorithms.precision
+    from research_app.demo import expected_time
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(algorithms.precision, "cpu_has_native_bf16", lambda: native)
+    full, quick = expected_time(False), expected_time(True)
+    if native:
+        assert "10-15 minutes" in full and "2-3 minutes" in quick and "bf16" in full
+    else:
+        assert "about an hour" in full and "no native bf16" in full and "float32" in quick

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from algorithms.trainer import checkpoint as ckpt
 from algorithms.trainer import distributed
-from algorithms.trainer.loop import RANK_COUNTS
+from algorithms.trainer.loop import COUNTERS
 
 
 def _ranks_report(rank: int, world: int, init_file: str, out: str) -> None:
@@ -27,7 +27,7 @@ def _ranks_report(rank: int, world: int, init_file: str, out: str) -> None:
             "train/loss": [1.0, 3.0][rank],
             "train/skipped_updates": 1.0,  # decided on all-reduced values: equal everywhere
         }
-        merged = distributed.mean_over_ranks(mine, summed=RANK_COUNTS)
+        merged = distributed.mean_over_ranks(mine, summed=COUNTERS)
         torch.save(merged, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -52,7 +52,7 @@ def test_the_summed_names_are_the_ones_a_step_reports(tmp_path):
 
     algo = make_algorithm("grpo", policy(), None, config("grpo", tmp_path))
     reported = set(algo.learn_from(two_groups())) | {"perf/rollout_tokens_per_s"}
-    assert RANK_COUNTS <= reported
+    assert COUNTERS <= reported
 
 
 def test_the_process_group_waits_long_enough_for_rank_0_and_is_configurable(monkeypatch):

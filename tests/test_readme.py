@@ -94,8 +94,11 @@ COMMANDS: dict[str, Cheap] = {
         add=f"{TINY} --steps 1 --out runs/shaped"
     ),
     "python -m benchmarks.gpu_check": Cheap(elsewhere="tests/test_gpu_check.py (needs CUDA)"),
+    "research-env plan --config configs/research-grpo.yaml --model qwen2.5-7b --gpus 8 "
+    "--gpu-memory 80GB --set trainer.sharding=fsdp --set trainer.share_prompts=false": Cheap(),
     "torchrun --nproc-per-node 8 -m research_app.cli train --config configs/research-grpo.yaml "
-    "--model Qwen/Qwen2.5-7B-Instruct --retriever http://localhost:8000": Cheap(
+    "--model Qwen/Qwen2.5-7B-Instruct --retriever http://localhost:8000 "
+    "--set trainer.sharding=fsdp --set trainer.share_prompts=false": Cheap(
         elsewhere="tests/test_distributed.py (torchrun on 2 CPU ranks; 8 GPUs and a server here)"
     ),
     "research-env data synth --out DIR": Cheap(
