@@ -81,6 +81,16 @@ SETTINGS = {
 MUTATIONS = ("none", "sign", "zero", "mask")
 
 
+# A measuring run's settings that keep it quiet: no wandb, bar, console lines or files.
+QUIET_RUN = {
+    "logging.wandb": False,
+    "logging.progress_bar": False,
+    "logging.every": 0,
+    "checkpoint.every": 0,
+    "checkpoint.export_final": False,
+}
+
+
 class NoDocuments:
     def search(self, queries: list[str], k: int) -> list[list[Any]]:
         return [[] for _ in queries]
@@ -116,11 +126,7 @@ def task_config(algo: str, out: Any, **overrides: Any) -> Any:
         "trainer.seed": 0,
         "eval.questions": 8,
         "eval.temperature": 1.0,
-        "logging.wandb": False,
-        "logging.progress_bar": False,
-        "logging.every": 0,
-        "checkpoint.every": 0,
-        "checkpoint.export_final": False,
+        **QUIET_RUN,
         "grpo.kl_coef": 0.0,
         "ppo.kl_coef": 0.0,
     }

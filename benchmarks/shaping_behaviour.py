@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.learning_margin import QUIET_RUN
 from research_env.data.types import QASample
 from research_env.env import MultiHopSearchEnv
 from research_env.episode import Episode
@@ -103,11 +104,7 @@ def make_grpo(shaping: dict[str, float] | None, seed: int, out: str) -> Any:
             "trainer.micro_batch_size": 16,
             "trainer.seed": seed,
             "eval.questions": len(SAMPLES),
-            "logging.wandb": False,
-            "logging.progress_bar": False,
-            "logging.every": 0,
-            "checkpoint.every": 0,
-            "checkpoint.export_final": False,
+            **QUIET_RUN,
             "grpo.kl_coef": 0.0,
             "grpo.credit": "turn",
         }

@@ -37,6 +37,11 @@ def pytest_report_header(config):
     return f"CPU: {_kernels()}"
 
 
+def pytest_terminal_summary(terminalreporter):
+    # Also under -q, which hides the header: a log says which kernels its verdicts came from.
+    terminalreporter.write_line(f"CPU: {_kernels()}")
+
+
 def pytest_configure(config):
     expected = os.environ.get(EXPECT_CPU)
     if expected:
