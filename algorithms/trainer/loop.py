@@ -21,7 +21,7 @@ hands those to the step pipeline once per step.
 Verbs: ``algo.learn(steps, callback=...)`` (``steps`` more), ``algo.save(dir)``, ``Algo.load(dir)``,
 ``algo.predict(observation)`` and ``algo.evaluate()``.
 
-Why one file of ~500 lines: it is one idea, the algorithm object's lifecycle (declare,
+Why one file of ~570 lines: it is one idea, the algorithm object's lifecycle (declare,
 roll out, learn, evaluate, save and load), and its verbs read best side by side.
 """
 
