@@ -53,7 +53,7 @@ _EXAMPLE = (
 )
 
 
-# Baselines without a search loop (see benchmarks/llm_eval.py): the same answer format, so
+# Baselines without a search loop (direct answer, naive RAG): the same answer format, so
 # their EM/F1 and format validity compare directly with the search agent's.
 _DIRECT = (
     "Answer the question. Think briefly inside <think> and </think>, then write the answer "

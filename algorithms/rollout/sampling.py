@@ -2,7 +2,7 @@
 
 One struct for every place that decodes: the rollout engine (all fields), the decoder
 (:meth:`~algorithms.rollout.TurnDecoder.decode` reads the first four) and evaluation
-(``benchmarks.llm_eval``). The YAML section it is built from is
+(``research-env eval``). The YAML section it is built from is
 :class:`algorithms.config.RolloutConfig` (``config.rollout.sampling(...)``).
 """
 
