@@ -10,7 +10,7 @@ from test_algorithms import grouped_episodes, policy
 from algorithms.buffer import collate
 from algorithms.scoring import reference_logprobs, score_batch
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numeric]
 
 
 def _head_widths(model) -> list[int]:

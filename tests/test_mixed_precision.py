@@ -21,7 +21,7 @@ from algorithms.registry import make_algorithm
 from algorithms.trainer import checkpoint as ckpt
 from algorithms.trainer.optim import master_weights_by_name
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numeric]
 
 PAPER_CONFIGS = ["research-grpo.yaml", "searchr1-grpo.yaml", "searchr1-ppo.yaml"]
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
