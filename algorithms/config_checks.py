@@ -72,6 +72,10 @@ def range_problems(c: TrainConfig) -> list[str]:
         c.env.max_doc_words is None or c.env.max_doc_words >= 1,
         f"env.max_doc_words must be >= 1 or null (whole documents), got {c.env.max_doc_words}",
     )
+    need(
+        c.env.hops is None or (len(c.env.hops) > 0 and all(int(h) >= 1 for h in c.env.hops)),
+        f"env.hops must be a non-empty list of hop counts >= 1 or null (all), got {c.env.hops}",
+    )
     layers = c.trainer.train_layers
     need(
         layers is None or layers >= 1,

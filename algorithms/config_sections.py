@@ -77,6 +77,9 @@ class EnvConfig:
         max_doc_words: cap on each retrieved document's words in an observation (``null``:
             whole documents); fewer observation tokens per episode to decode over and
             score. Search-R1 caps observations too.
+        hops: train only on the questions with these hop counts (``hops`` metadata), e.g.
+            ``[2, 3, 4]`` so every group needs more than one search; ``null``: all. The
+            held-out split is always played whole (evaluation ignores it).
     """
 
     dataset: str = "synthetic"
@@ -93,12 +96,15 @@ class EnvConfig:
     require_search: bool = False
     shaping: SearchShaping = field(default_factory=SearchShaping)
     max_doc_words: int | None = None
+    hops: list[int] | None = None
 
     def to_env_kwargs(self, split: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``MultiHopSearchEnv`` (``split`` overrides the training one)."""
+        """Keyword arguments for ``MultiHopSearchEnv``. ``split`` names a held-out split to
+        play instead of the training one, whole: ``hops`` then does not apply."""
         kwargs = dataclasses.asdict(self)
         if split is not None:
             kwargs["split"] = split
+            kwargs["hops"] = None
         return kwargs
 
 

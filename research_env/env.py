@@ -121,6 +121,8 @@ class MultiHopSearchEnv(gym.Env[str, str]):
     - ``max_doc_words=None``: keep only each retrieved document's first N words (then
       `` ...``) in observations; cheaper episodes to train on (Search-R1 caps
       observations too). ``None``: whole documents.
+    - ``hops=None``: play only the questions with these hop counts (their ``hops``
+      metadata), e.g. ``[2, 3, 4]`` to train where one search is not enough. ``None``: all.
     - ``cache_dir=None``: where generated data and indexes live
       (default ``$RESEARCH_GYM_CACHE`` or ``~/.cache/research-gym``).
     - ``retriever_kwargs=None``: passed to the retriever factory.
@@ -157,6 +159,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         require_search: bool = False,
         shaping: SearchShaping | Mapping[str, float] | None = None,
         max_doc_words: int | None = None,
+        hops: Sequence[int] | None = None,
         cache_dir: str | Path | None = None,
         retriever_kwargs: dict[str, Any] | None = None,
         retriever_cache: str | Path | None = None,
@@ -184,6 +187,8 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         self.template = get_template(template)
         cache = cache_root(cache_dir)
         self.samples, bundled_corpus = resolve_dataset(dataset, split, cache)
+        if hops is not None:
+            self.samples = with_hops(self.samples, hops, split)
         corpus = corpus or bundled_corpus
         self.retriever = resolve_retriever(retriever, corpus, cache, retriever_kwargs)
         if retriever_cache is not None:
@@ -288,3 +293,17 @@ class MultiHopSearchEnv(gym.Env[str, str]):
                 raise ValueError(f"index {index} out of range: the split has {len(self.samples)}")
             return index
         return int(self.np_random.integers(len(self.samples)))
+
+
+def with_hops(samples: Sequence[QASample], hops: Sequence[int], split: str) -> list[QASample]:
+    """The samples whose ``hops`` metadata is one of ``hops``; a clear error when none is."""
+    wanted = {int(h) for h in hops}
+    kept = [s for s in samples if s.metadata.get("hops") in wanted]
+    if not kept:
+        known = sorted({s.metadata["hops"] for s in samples if "hops" in s.metadata})
+        have = f"hop counts {known}" if known else "no 'hops' metadata on any question"
+        raise ValueError(
+            f"hops={sorted(wanted)} keeps no question of split {split!r}: it has {have}; "
+            "choose hop counts it has, or hops=None for every question"
+        )
+    return kept

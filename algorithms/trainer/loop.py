@@ -106,7 +106,11 @@ class OnPolicyAlgorithm:
             dict(env_kwargs) if env_kwargs is not None else self.config.env.to_env_kwargs()
         )
         if eval_env_kwargs is None:
-            eval_env_kwargs = {**self.env_kwargs, "split": self.config.eval.split}
+            # The held-out split is played whole: a training hop filter does not apply.
+            held_out = {"split": self.config.eval.split}
+            eval_env_kwargs = (
+                self.env_kwargs | held_out | ({"hops": None} if "hops" in self.env_kwargs else {})
+            )
         self.eval_env_kwargs = eval_env_kwargs
         self.step = 0
         self._transcripts_started = False  # the first save trims a resumed run's replayed steps
