@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from research_env.intervals import paired_interval, rate_half_width
+from research_app.demo_change import Stage, rl_change
+from research_env.intervals import rate_half_width
 
 QUICK = {"eval_questions": 4, "baseline_questions": 4, "sft_steps": 2, "rl_steps": 2,
          "questions_per_step": 1, "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
@@ -101,56 +101,6 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(handler=run)
-
-
-@dataclass
-class Stage:
-    """One evaluation of the policy on the dev slice."""
-
-    name: str
-    overall: dict[str, float]
-    by_hops: dict[Any, dict[str, float]]
-    transcripts: list[str] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)  # per-question EM, in dev order
-
-
-@dataclass(frozen=True)
-class Change:
-    """The RL stage's effect: EM after minus EM before, per question (the same questions,
-    so the interval is the paired one: far tighter than two separate intervals)."""
-
-    before: str
-    after: str
-    mean: float
-    half_width: float | None  # 95% Student t over the per-question differences
-    n: int
-
-    @property
-    def beyond_noise(self) -> bool:
-        return self.half_width is not None and abs(self.mean) > self.half_width
-
-    def sentence(self) -> str:
-        if self.half_width is None:
-            return (
-                f"EM changed by {self.mean:+.3f} from '{self.before}' (one question: no interval)."
-            )
-        lo, hi = self.mean - self.half_width, self.mean + self.half_width
-        verdict = (
-            "outside the interval: a real change on these questions"
-            if self.beyond_noise
-            else "inside the interval: not distinguishable from no change"
-        )
-        return (
-            f"EM changed by {self.mean:+.3f} from '{self.before}' to '{self.after}' over the "
-            f"same {self.n} dev questions (paired 95% interval {lo:+.3f} to {hi:+.3f}); "
-            f"zero is {verdict}."
-        )
-
-
-def rl_change(before: Stage, after: Stage) -> Change:
-    """:class:`Change` from ``before`` to ``after`` (both scored on the same questions)."""
-    mean, half = paired_interval(before.scores, after.scores)
-    return Change(before.name, after.name, mean, half, len(before.scores))
 
 
 def expected_time(quick: bool) -> str:
@@ -280,9 +230,15 @@ def evaluate(
     print(f"  {name}: EM {em:.3f} ± {overall['em_ci95']:.3f}  F1 {overall.get('f1', 0):.3f}  "
           f"format {overall.get('format_valid', 0):.2f}  searches {overall.get('searches', 0):.2f}"
           f"  ({result.seconds:.0f} s)", flush=True)  # fmt: skip
-    scores = [float(e.get("em", 0.0)) for e in result.episodes]
+    episodes = result.episodes
     return Stage(
-        name, overall, result.by_hops, [_transcript(e) for e in result.episodes[:3]], scores
+        name,
+        overall,
+        result.by_hops,
+        [_transcript(e) for e in episodes[:3]],
+        scores=[float(e.get("em", 0.0)) for e in episodes],
+        searches=[float(e.get("searches", 0)) for e in episodes],
+        hops=[e.get("hops") for e in episodes],
     )
 
 
@@ -308,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
     from algorithms.sft import SFT
     from algorithms.trainer.freeze import decoder_blocks
     from algorithms.transcripts import SUFFIX
+    from research_app.demo_change import changes_by_hops, hop_change_lines
     from research_app.demo_report import write_report
     from research_app.memory import StagePeaks, give_back
     from research_app.view import write_view
@@ -403,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
     with peaks.stage("evaluate after RL"):
         stages.append(evaluate(policy, eval_kwargs, dev, n_eval, after, transcripts=tokens))
     change = rl_change(start, stages[-1])
+    per_hop = hop_change_lines(changes_by_hops(start, stages[-1]), start.name, after)
+    print("\n".join(["  RL's change per hop count:", *per_hop[2:]]), flush=True)
 
     print("[6/6] writing the report")
     minutes = (time.perf_counter() - t_start) / 60
@@ -413,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
         curves=curves,
         view=view,
         change=change,
+        by_hops=per_hop,
         memory=peaks.lines(),
         settings={**s, "model": args.model, "algo": args.algo, "warm_start": not args.no_warmstart,
                   "rl_reward": args.rl_reward,

@@ -56,11 +56,13 @@ def write_report(
     view: Path | None = None,
     change: Any = None,
     memory: list[str] | None = None,
+    by_hops: list[str] | None = None,
 ) -> Path:
     """Write ``out/report.md`` (and its PNGs); return its path. ``view``: the token view
     page to link (a path inside ``out``); ``change``: the RL stage's paired EM change
     (:class:`research_app.demo.Change`), said in words under the table; ``memory``: the
-    per-stage peak table (:meth:`research_app.memory.StagePeaks.lines`)."""
+    per-stage peak table (:meth:`research_app.memory.StagePeaks.lines`); ``by_hops``: RL's
+    change in EM and searches per hop count (:func:`research_app.demo_change.hop_change_lines`)."""
     lines = ["# ReSearch-Gym demo report", ""]
     path_name = "warm start + RL" if settings.get("warm_start") else "pure RL (no warm start)"
     lines += [f"Path: **{path_name}**. Settings: "
@@ -73,6 +75,8 @@ def write_report(
     if change is not None:
         lines += [f"**What RL did:** {change.sentence()} The reference result, several seeds "
                   "of each algorithm on 200+ questions, is in benchmarks/RESULTS.md.", ""]  # fmt: skip
+    if by_hops:
+        lines += ["## What RL changed, per hop count", "", *by_hops, ""]
     reference = results_section(RESULTS, REFERENCE_HEADING)
     if reference is not None:
         # One level down, under the report's own headings.

@@ -37,6 +37,10 @@ def test_demo_quick_writes_report(tmp_path):
     assert direct and direct[2] == f"{rate_half_width(float(direct[1]), 1):.3f}" != "0.000"
     assert "Path: **warm start + RL**" in report
     assert "**What RL did:** EM changed by" in report and "over the same 2 dev questions" in report
+    # RL's change per hop count, EM and searches, each question counted once.
+    per_hop = report.split("## What RL changed, per hop count", 1)[1].split("\n## ", 1)[0]
+    counts = [int(n) for n in re.findall(r"^\| \d \| (\d+) \| [\d.]+ -> ", per_hop, re.M)]
+    assert sum(counts) == 2, per_hop
     assert "## Example transcripts" in report and "Question: " in report
     assert "### search agent: untrained" in report and "(gold: " in report
     for png in ("curves_sft.png", "curves_rl.png"):
@@ -110,7 +114,7 @@ def test_an_unknown_rl_reward_fails_before_any_work(tmp_path):
 def test_rl_change_is_the_paired_interval_by_hand():
     import pytest
 
-    from research_app.demo import Stage, rl_change
+    from research_app.demo_change import Stage, rl_change
 
     before = Stage("warm", {}, {}, scores=[1, 0, 0, 1, 0, 0])
     after = Stage("rl", {}, {}, scores=[1, 1, 0, 1, 1, 0])
@@ -129,6 +133,38 @@ def test_rl_change_is_the_paired_interval_by_hand():
     assert clear.beyond_noise and "outside the interval" in clear.sentence()
     with pytest.raises(ValueError, match="same, non-empty"):
         rl_change(before, Stage("rl", {}, {}, scores=[1.0]))
+
+
+def test_rl_change_per_hop_count_is_paired_by_hand():
+    """EM and searches per hop count, each paired over that hop count's questions."""
+    import pytest
+
+    from research_app.demo_change import Stage, changes_by_hops, hop_change_lines
+
+    hops = [1, 2, 1, 2, 2]
+    before = Stage("warm", {}, {}, scores=[0, 0, 1, 0, 0], searches=[2, 2, 1, 3, 2], hops=hops)
+    after = Stage("rl", {}, {}, scores=[1, 0, 1, 1, 0], searches=[1, 3, 1, 3, 4], hops=hops)
+    one, two = changes_by_hops(before, after)
+    assert (one.hops, one.n, two.hops, two.n) == (1, 2, 2, 3)
+    # One hop: EM differences 1, 0 (mean 0.5, sd 0.7071, t(1) 12.706 -> 6.353);
+    # searches -1, 0 (mean -0.5, same half-width).
+    assert (one.em.before, one.em.after, one.em.change) == (0.5, 1.0, 0.5)
+    assert one.em.half_width == pytest.approx(12.706 * 0.70711 / 2**0.5, abs=1e-3)
+    assert one.searches.change == -0.5 and one.searches.verdict == "inside"
+    # Two hops: searches 2->3, 3->3, 2->4: differences 1, 0, 2 (mean 1, sd 1, t(2) 4.303).
+    assert (two.searches.before, two.searches.after) == (
+        pytest.approx(7 / 3),
+        pytest.approx(10 / 3),
+    )
+    assert two.searches.half_width == pytest.approx(4.303 / 3**0.5, abs=1e-3)
+    table = hop_change_lines([one, two], "warm", "rl")
+    assert table[-1].startswith("| 2 | 3 | 0.000 -> 0.333 (+0.333, ")
+    assert "2.333 -> 3.333 (+1.000, -1.484 to +3.484) | inside |" in table[-1]
+    shuffled = Stage("rl", {}, {}, scores=[0] * 5, searches=[0] * 5, hops=[2, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match="not scored on the same questions"):
+        changes_by_hops(before, shuffled)
+    with pytest.raises(ValueError, match="must be per question"):
+        changes_by_hops(Stage("w", {}, {}, scores=[1.0]), after)
 
 
 def test_the_reference_section_is_cut_from_results_and_demoted(tmp_path):
