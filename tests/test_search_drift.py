@@ -14,7 +14,9 @@ def row(group, reward, *, em=0.0, f1=0.0, searches=1, cut=False, tokens=10):
 
 def test_group_advantages_use_the_unbiased_std():
     # rewards 1, 0, 0, 0: mean 0.25, unbiased std sqrt((0.5625 + 3 * 0.0625) / 3) = 0.5
-    assert group_advantages([1.0, 0.0, 0.0, 0.0]) == pytest.approx([1.5, -0.5, -0.5, -0.5], abs=1e-5)
+    assert group_advantages([1.0, 0.0, 0.0, 0.0]) == pytest.approx(
+        [1.5, -0.5, -0.5, -0.5], abs=1e-5
+    )
     assert group_advantages([0.1, 0.1]) == [0.0, 0.0]
 
 
