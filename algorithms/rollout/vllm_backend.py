@@ -40,8 +40,10 @@ through ``LLM.apply_model(lambda model: model.load_weights(...))`` on current vL
 ``llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(...)`` on
 older ones (TRL's colocate mode does the same).
 
-Running it (GPU only; ``pip install 'research-gym[vllm]'`` or ``pip install vllm``). In
-the training YAML::
+Running it (GPU only): ``make install-vllm`` builds a virtualenv with the ``vllm``
+extra, which pins vLLM 0.32.0 and so torch 2.13.0 built for CUDA 13.0 (docs/scaling.md,
+"Rollouts with vLLM", has every release's torch and CUDA; the calls here were checked
+against 0.32.0's source). In the training YAML::
 
     rollout:
       backend: vllm                      # default: hf (the built-in decoder)
@@ -81,8 +83,9 @@ from research_env.termination import Termination
 __all__ = ["VLLMBackend", "VLLMDecodeState", "hf_weights", "turn_output"]
 
 MISSING_VLLM = (
-    "the vLLM rollout backend needs vllm (pip install vllm; GPU only). "
-    "Use rollout.backend: hf (the default) on a machine without one."
+    "the vLLM rollout backend needs vllm (GPU only): `make install-vllm`, or pip install "
+    "'research-gym[vllm]' in a fresh virtualenv (it pins vLLM and a CUDA torch; "
+    "docs/scaling.md). Use rollout.backend: hf (the default) on a machine without one."
 )
 
 
