@@ -79,6 +79,11 @@ def test_the_vllm_extra_pins_the_release_the_matrix_marks():
         f"pyproject.toml's vllm extra is {extra[0]}; docs/scaling.md marks vLLM {row.vllm} "
         f"{EXTRA_MARK}: change both together"
     )
+    from algorithms.rollout import vllm_backend
+
+    assert f"pins vLLM {row.vllm} and so torch {row.torch} built for CUDA {row.cuda}" in (
+        " ".join(str(vllm_backend.__doc__).split())
+    ), "algorithms/rollout/vllm_backend.py's docstring names another vLLM"
 
 
 def test_the_project_admits_the_torch_the_pinned_vllm_pins():
