@@ -134,9 +134,10 @@ class RolloutConfig:
             and ``fused`` settings apply to ``hf`` only.
         vllm_gpu_memory_utilization: the GPU memory share vLLM may take (weights and KV
             cache); the trainer uses the rest. ``auto`` (the default): what the memory
-            planner's training peak leaves, less a margin (:class:`algorithms.planner.
-            VLLMShare`), computed before vLLM starts; a run that leaves vLLM too little
-            for its weights and one sequence is refused, with the numbers.
+            planner's training peak leaves, less a margin
+            (:class:`algorithms.planner.VLLMShare`), computed before vLLM starts; a run
+            that leaves vLLM too little for its weights and one sequence is refused,
+            with the numbers.
         vllm_max_model_len: vLLM's context length (``null``: the model's); at least the
             longest prompt plus ``max_total_tokens``.
         vllm_model: the path or hub id vLLM loads the architecture from (``null``: the
