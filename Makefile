@@ -59,3 +59,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache
+
+# A GPU machine's environment for rollout.backend: vllm, in its own virtualenv: the vllm
+# extra pins vLLM, which pins its torch, a CUDA build (docs/scaling.md, "Rollouts with
+# vLLM"). The CPU torch of `install` cannot run vLLM, so the two never share a venv.
+VLLM_VENV := .venv-vllm
+.PHONY: install-vllm
+install-vllm:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[train,vllm]"
+	$(VLLM_VENV)/bin/python -c "import torch, vllm; \
+		assert torch.version.cuda, f'torch {torch.__version__} is a CPU build: vLLM needs the CUDA one (a local CPU wheel or index took precedence; see docs/scaling.md)'; \
+		print(f'vllm {vllm.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}')"

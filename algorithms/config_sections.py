@@ -139,7 +139,11 @@ class RolloutConfig:
             :mod:`algorithms.rollout.vllm_backend`). The ``rollout_dtype``, ``pack_weights``
             and ``fused`` settings apply to ``hf`` only.
         vllm_gpu_memory_utilization: the GPU memory share vLLM may take (weights and KV
-            cache); the trainer uses the rest.
+            cache); the trainer uses the rest. ``auto`` (the default): what the memory
+            planner's training peak leaves, less a margin
+            (:class:`algorithms.planner.VLLMShare`), computed before vLLM starts; a run
+            that leaves vLLM too little for its weights and one sequence is refused,
+            with the numbers.
         vllm_max_model_len: vLLM's context length (``null``: the model's); at least the
             longest prompt plus ``max_total_tokens``.
         vllm_model: the path or hub id vLLM loads the architecture from (``null``: the
@@ -162,7 +166,7 @@ class RolloutConfig:
     pack_weights: bool = False
     fused: bool = True
     backend: Literal["hf", "vllm"] = "hf"
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: float | Literal["auto"] = "auto"
     vllm_max_model_len: int | None = None
     vllm_model: str | None = None
     vllm_sleep: bool = False

@@ -22,13 +22,21 @@ A step has two phases, and the peak is the larger:
   the end of backward, the gradients instead (backward frees activations as it goes).
 
 What it leaves out: the CUDA context and allocator slack (about 0.5-1 GiB; see
-``HEADROOM``), vLLM's own memory share, and temporaries inside one kernel. Checked
-against measured peaks in benchmarks/RESULTS.md ("Memory planner").
+``HEADROOM``) and temporaries inside one kernel. Checked against measured peaks in
+benchmarks/RESULTS.md ("Memory planner").
+
+With ``rollout.backend: vllm`` the built-in decoder's items (its KV cache, decoding copy
+and logits) are not there; vLLM gets a share of the GPU instead (:class:`VLLMShare`):
+``rollout.vllm_gpu_memory_utilization: auto`` is what the training peak leaves, less a
+margin, and a share too small for vLLM's weights and one sequence of KV cache is refused
+before anything loads.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +49,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 GiB = 2**30
 HEADROOM = 1.0 * GiB  # CUDA context, cuBLAS workspaces, allocator fragmentation
+# vLLM beside training (rollout.backend: vllm). Its weights and KV cache are in bfloat16
+# (VLLMBackend.create's dtype). Inside its share it also needs room for its profile run's
+# activations, its sampler and CUDA graphs: VLLM_OVERHEAD. Between the training peak and
+# its share a margin stays free: HEADROOM plus VLLM_MARGIN of the training estimate (the
+# planner's estimate was up to 5.6% under a measured peak: benchmarks/RESULTS.md).
+VLLM_BYTES = 2
+VLLM_OVERHEAD = 1.0 * GiB
+VLLM_MARGIN = 0.10
 
 # Random-init models of real shapes (Qwen2.5 family; the numbers are the released
 # configs'): what `plan` and benchmarks/gpu_check.py size without a download.
@@ -88,11 +104,12 @@ def model_config(name: str) -> Any:
 
 
 def meta_model(config: Any, dtype: torch.dtype) -> Any:
-    """The model with every tensor on the meta device: shapes and dtypes, no storage."""
+    """The model with every tensor on the meta device: shapes and dtypes, no storage.
+    ``config`` is left as it was (``from_config`` would write the dtype into it)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return AutoModelForCausalLM.from_config(copy.deepcopy(config), dtype=dtype)
 
 
 # The phases of a step: what stays, what the rollout adds, and the update's alternatives
@@ -109,6 +126,9 @@ class Plan:
 
     items: dict[str, float]
     gpus: int
+    params: int = 0  # the model's weights (all of them, whatever is trained or sharded)
+    kv_per_token: float = 0.0  # bytes of K and V per token in vLLM's dtype
+    max_positions: int = 0  # the model's context (vLLM's max_model_len by default)
 
     def _sum(self, names: list[str]) -> float:
         return sum(self.items[name] for name in names)
@@ -206,11 +226,14 @@ def plan(
     else:
         activations = tokens * trained_layers * per_layer
     chunk = min(t.logprob_chunk_size or tokens, tokens)  # positions per head call
+    hf_decodes = r.backend == "hf"  # else vLLM decodes, in its own share of the GPU
     items = {
         "weights": params * dtype.itemsize / share,
         "weights gathered to decode (fsdp)": params * dtype.itemsize if fsdp else 0.0,
         "decoding copy (rollout_dtype)": (
-            params * decode_bytes if rollout_dtype and decode_bytes != dtype.itemsize else 0.0
+            params * decode_bytes
+            if hf_decodes and rollout_dtype and decode_bytes != dtype.itemsize
+            else 0.0
         ),
         "gradients": trainable * train_bytes / share,
         "optimizer (moments + fp32 masters)": optimizer / share,
@@ -218,12 +241,18 @@ def plan(
             params * dtype.itemsize / share if _kl(config) and lora is None else 0.0
         ),
         "rollout KV cache": 2.0 * hf.num_hidden_layers * kv_dim * decode_bytes
-        * rows * r.max_total_tokens,
-        "decode logits (float32)": 4.0 * rows * hf.vocab_size,
+        * rows * r.max_total_tokens * hf_decodes,
+        "decode logits (float32)": 4.0 * rows * hf.vocab_size * hf_decodes,
         "update activations": float(activations),
         "logits chunk (float32, x4)": 4.0 * 4 * chunk * hf.vocab_size,
     }  # fmt: skip
-    return Plan(items=items, gpus=gpus)
+    return Plan(
+        items=items,
+        gpus=gpus,
+        params=params,
+        kv_per_token=2.0 * hf.num_hidden_layers * kv_dim * VLLM_BYTES,
+        max_positions=int(getattr(hf, "max_position_embeddings", 0) or 0),
+    )
 
 
 def _kl(config: TrainConfig) -> bool:
@@ -249,9 +278,120 @@ def parse_memory(text: str) -> float:
     return float(match.group(1)) * (2**20 if unit.startswith("M") else GiB)
 
 
+@dataclass
+class VLLMShare:
+    """vLLM's share of one GPU beside the training run (``rollout.backend: vllm``): what
+    ``rollout.vllm_gpu_memory_utilization`` is, or resolves to when it is ``auto``.
+
+    ``auto`` = (GPU memory - the training peak - the margin) / GPU memory, rounded down to
+    a thousandth; the margin is ``HEADROOM`` + ``VLLM_MARGIN`` x the training peak. The
+    share must hold vLLM's weights, one sequence of ``max_model_len`` tokens of KV cache
+    (vLLM refuses to start with less) and ``VLLM_OVERHEAD``; what is left over is KV cache.
+    """
+
+    gpu_memory: float
+    training: float  # the planner's peak per GPU for the training side
+    weights: float  # vLLM's copy of the weights
+    kv_per_token: float
+    max_model_len: int  # rollout.vllm_max_model_len, else the model's context
+    setting: float | str  # the config's value: a number or "auto"
+
+    @property
+    def margin(self) -> float:
+        return HEADROOM + VLLM_MARGIN * self.training
+
+    @property
+    def share(self) -> float:
+        if self.setting != "auto":
+            return float(self.setting)
+        left = self.gpu_memory - self.training - self.margin
+        return math.floor(max(0.0, left) / self.gpu_memory * 1000) / 1000
+
+    @property
+    def minimum(self) -> float:
+        """vLLM's weights + one sequence of KV cache + its own activations."""
+        return self.weights + self.kv_per_token * self.max_model_len + VLLM_OVERHEAD
+
+    @property
+    def kv_cache(self) -> float:
+        return self.share * self.gpu_memory - self.weights - VLLM_OVERHEAD
+
+    def table(self) -> str:
+        g = GiB
+        setting = "auto" if self.setting == "auto" else f"{self.share:g} (set)"
+        lines = [
+            f"vLLM's share (rollout.vllm_gpu_memory_utilization: {setting}): {self.share:.3f}"
+            f" x {self.gpu_memory / g:.1f} GiB = {self.share * self.gpu_memory / g:.2f} GiB",
+            f"  training peak {self.training / g:.2f} GiB, margin {self.margin / g:.2f} GiB "
+            f"({HEADROOM / g:.0f} GiB + {VLLM_MARGIN:.0%} of the training peak)",
+            f"  its weights (bfloat16) {self.weights / g:.2f} GiB, its activations and "
+            f"CUDA graphs {VLLM_OVERHEAD / g:.2f} GiB",
+            f"  KV cache {max(0.0, self.kv_cache) / g:.2f} GiB = "
+            f"{max(0.0, self.kv_cache) / max(self.kv_per_token, 1.0):,.0f} tokens; one sequence of "
+            f"max_model_len {self.max_model_len:,} needs "
+            f"{self.kv_per_token * self.max_model_len / g:.2f} GiB",
+        ]
+        return "\n".join(lines)
+
+    def problem(self) -> str | None:
+        """Why vLLM cannot start beside this run, with the numbers and the fixes; None
+        when it can."""
+        g = GiB
+        if self.setting != "auto" and self.training + HEADROOM + self.share * self.gpu_memory > (
+            self.gpu_memory
+        ):
+            room = math.floor((self.gpu_memory - self.training - HEADROOM) / self.gpu_memory * 1000)
+            return (
+                f"rollout.vllm_gpu_memory_utilization {self.share:g} "
+                f"({self.share * self.gpu_memory / g:.2f} GiB) does not fit beside the "
+                f"training peak ({self.training / g:.2f} GiB + {HEADROOM / g:.0f} GiB) in "
+                f"{self.gpu_memory / g:.1f} GiB: set it to auto (sized with a margin) or "
+                f"at most {max(0, room) / 1000:.3f}"
+            )
+        if self.share * self.gpu_memory < self.minimum:
+            return (
+                f"vLLM's share of the GPU, {self.share * self.gpu_memory / g:.2f} GiB, is "
+                f"less than it needs: {self.minimum / g:.2f} GiB for its weights "
+                f"({self.weights / g:.2f}), one sequence of {self.max_model_len:,} tokens "
+                f"of KV cache ({self.kv_per_token * self.max_model_len / g:.2f}) and its "
+                f"own activations ({VLLM_OVERHEAD / g:.2f}), beside a training peak of "
+                f"{self.training / g:.2f} GiB on a {self.gpu_memory / g:.1f} GiB GPU. "
+                "Train a smaller model, or shrink the training side with model.lora or "
+                "trainer.train_layers (or a smaller trainer.micro_batch_size, "
+                "model.gradient_checkpointing), or set a smaller rollout.vllm_max_model_len"
+            )
+        return None
+
+
+def vllm_share(config: TrainConfig, result: Plan, gpu_memory: float) -> VLLMShare:
+    """vLLM's share of a ``gpu_memory``-byte GPU beside ``result`` (``config``'s plan)."""
+    r = config.rollout
+    return VLLMShare(
+        gpu_memory=gpu_memory,
+        training=result.peak,
+        weights=result.params * VLLM_BYTES,
+        kv_per_token=result.kv_per_token,
+        max_model_len=r.vllm_max_model_len or result.max_positions,
+        setting=r.vllm_gpu_memory_utilization,
+    )
+
+
+def vllm_memory_utilization(
+    config: TrainConfig, gpu_memory: float, *, gpus: int = 1, hf_config: Any = None
+) -> float:
+    """``rollout.vllm_gpu_memory_utilization`` as the number vLLM takes (``auto`` sized
+    from the plan), or a ``ValueError`` with the numbers when vLLM cannot fit."""
+    share = vllm_share(config, plan(config, gpus=gpus, hf_config=hf_config), gpu_memory)
+    problem = share.problem()
+    if problem is not None:
+        raise ValueError(f"{problem}\n{share.table()}")
+    return share.share
+
+
 def check_fits(config: TrainConfig, gpu_memory: float, gpus: int = 1) -> Plan:
-    """The plan, or a ``ValueError`` with its table when the run cannot fit: what ``train``
-    runs on CUDA before it loads any weight."""
+    """The plan, or a ``ValueError`` with its table when the run cannot fit (with
+    ``rollout.backend: vllm``, vLLM's share included): what ``train`` runs on CUDA before
+    it loads any weight."""
     result = plan(config, gpus=gpus)
     if result.peak + HEADROOM > 0.9 * gpu_memory and result.fits(gpu_memory):
         logger.warning(
@@ -267,4 +407,9 @@ def check_fits(config: TrainConfig, gpu_memory: float, gpus: int = 1) -> Plan:
             "or set model.gradient_checkpointing, model.lora, trainer.train_layers or "
             "trainer.sharding=fsdp):\n" + result.table(gpu_memory)
         )
+    if config.rollout.backend == "vllm":
+        share = vllm_share(config, result, gpu_memory)
+        problem = share.problem()
+        if problem is not None:
+            raise ValueError(f"{problem}\n{result.table(gpu_memory)}\n{share.table()}")
     return result

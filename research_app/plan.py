@@ -17,6 +17,10 @@ examples:
   research-env plan --config configs/searchr1-ppo.yaml --model qwen2.5-7b --gpus 8 \\
       --gpu-memory 80GB --set trainer.sharding=fsdp
 
+With rollout.backend: vllm it also prints vLLM's share of the GPU (--gpu-memory needed):
+  research-env plan --config configs/research-grpo.yaml --model qwen2.5-1.5b \\
+      --gpu-memory 80GB --set rollout.backend=vllm
+
 --model takes what model.name takes (an offline name, a local model directory) or a shape
 with random weights: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, qwen2.5-7b. No weight is loaded.
 """
@@ -47,7 +51,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from algorithms.config import TrainConfig
-    from algorithms.planner import parse_memory, plan
+    from algorithms.planner import parse_memory, plan, vllm_share
 
     if args.gpus < 1:
         raise ValueError(f"--gpus must be >= 1, got {args.gpus}")
@@ -59,4 +63,15 @@ def run(args: argparse.Namespace) -> int:
     name = args.model or config.model.name
     print(f"{name}, {config.algo}, model.dtype={config.model.dtype}, {args.gpus} GPU(s)")
     print(result.table(memory))
-    return 0 if memory is None or result.fits(memory) else 1
+    fits = memory is None or result.fits(memory)
+    if config.rollout.backend == "vllm":
+        if memory is None:
+            print("vLLM's share of the GPU: give --gpu-memory to size it")
+        else:
+            share = vllm_share(config, result, memory)
+            print(share.table())
+            problem = share.problem()
+            if problem is not None:
+                print(f"vLLM DOES NOT FIT: {problem}")
+                fits = False
+    return 0 if fits else 1

@@ -138,3 +138,95 @@ def test_a_run_close_to_the_limit_is_warned_about_with_the_numbers(caplog):
     assert "this run needs" in caplog.text and "rollout KV cache" in caplog.text
     with pytest.raises(ValueError, match="does not fit the GPU"):
         check_fits(_config(), needed - 1)
+
+
+# -- vLLM beside training (rollout.backend: vllm) -----------------------------------------
+
+# _config()'s training peak by hand, float32: the update phase = weights, reference and two
+# moments (16 bytes per weight) + activations (2,000 tokens x 2 blocks x 1,024 values in
+# bf16) + the logits chunk (4 x 10 positions x 49,152 in float32).
+TRAINING = 16 * PARAMS + 2000 * 2 * 1024 * 2 + 4 * 4 * 10 * 49_152
+assert TRAINING == 67_572_736
+VLLM_WEIGHTS = PARAMS * 2  # bfloat16
+KV_PER_TOKEN = 2 * 2 * KV_DIM * 2  # K and V, 2 blocks, bfloat16
+
+
+def _vllm_config(**overrides) -> TrainConfig:
+    return _config(**{"rollout.backend": "vllm", "rollout.vllm_max_model_len": 4096, **overrides})
+
+
+def test_with_vllm_the_built_in_decoder_is_not_planned():
+    result = plan(_vllm_config())
+    for item in ["rollout KV cache", "decode logits (float32)", "decoding copy (rollout_dtype)"]:
+        assert result.items[item] == 0, item
+    assert result.peak == result.update_phase == TRAINING
+    assert (result.params, result.kv_per_token, result.max_positions) == (
+        PARAMS,
+        KV_PER_TOKEN,
+        4096,
+    )
+
+
+def test_the_auto_vllm_share_is_what_training_leaves_less_the_margin():
+    from algorithms.planner import vllm_memory_utilization, vllm_share
+
+    share = vllm_share(_vllm_config(), plan(_vllm_config()), 4 * GiB)
+    assert share.setting == "auto"  # the default
+    margin = GiB + 0.1 * TRAINING  # HEADROOM + 10% of the training peak
+    assert share.margin == margin
+    # (4 GiB - 67,572,736 - 1,080,499,097.6) / 4 GiB = 0.73269..., rounded down
+    assert share.share == 0.732
+    assert share.minimum == VLLM_WEIGHTS + 4096 * KV_PER_TOKEN + GiB
+    assert share.kv_cache == 0.732 * 4 * GiB - VLLM_WEIGHTS - GiB
+    assert share.problem() is None
+    assert vllm_memory_utilization(_vllm_config(), 4 * GiB) == 0.732
+    # vllm_max_model_len unset: the model's own context (tiny-random: 4,096 positions)
+    unset = vllm_share(_config(**{"rollout.backend": "vllm"}), plan(_vllm_config()), 4 * GiB)
+    assert unset.max_model_len == 4096
+
+
+def test_a_vllm_share_too_small_is_refused_with_the_numbers_and_the_fixes():
+    from algorithms.planner import check_fits, vllm_memory_utilization
+
+    # (2 GiB - 67,572,736 - 1,080,499,097.6) / 2 GiB = 0.4654 -> 0.465 x 2 GiB = 0.93 GiB,
+    # short of 6,439,552 + 4,096 x 256 + 1 GiB = 1.01 GiB
+    with pytest.raises(ValueError) as refused:
+        vllm_memory_utilization(_vllm_config(), 2 * GiB)
+    message = str(refused.value)
+    assert "0.93 GiB" in message and "1.01 GiB" in message and "4,096 tokens" in message
+    for fix in [
+        "smaller model",
+        "model.lora",
+        "trainer.train_layers",
+        "rollout.vllm_max_model_len",
+    ]:
+        assert fix in message
+    with pytest.raises(ValueError, match="less than it needs"):
+        check_fits(_vllm_config(), 2 * GiB)  # what train runs on CUDA before loading
+    check_fits(_vllm_config(), 4 * GiB)
+    # A share set by hand that overlaps the training peak: (2 GiB - 67,572,736 - 1 GiB) /
+    # 2 GiB = 0.4685 is the most it may be.
+    with pytest.raises(ValueError, match=r"0\.9 .* at most 0\.468"):
+        vllm_memory_utilization(
+            _vllm_config(**{"rollout.vllm_gpu_memory_utilization": 0.9}), 2 * GiB
+        )
+    assert (
+        vllm_memory_utilization(
+            _vllm_config(**{"rollout.vllm_gpu_memory_utilization": 0.5}), 4 * GiB
+        )
+        == 0.5
+    )
+
+
+def test_plan_prints_vllms_share_when_vllm_decodes(capsys):
+    argv = ["plan", "--model", "tiny-random", "--set", "rollout.backend=vllm",
+            "--set", "rollout.vllm_max_model_len=4096"]  # fmt: skip
+    assert main([*argv, "--gpu-memory", "4GiB"]) == 0
+    out = capsys.readouterr().out
+    assert "vLLM's share (rollout.vllm_gpu_memory_utilization: auto)" in out
+    assert main([*argv, "--gpu-memory", "1.5GiB"]) == 1
+    assert "vLLM DOES NOT FIT" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "give --gpu-memory" in capsys.readouterr().out
+    assert main(["plan", "--model", "tiny-random", "--gpu-memory", "4GiB"]) == 0
+    assert "vLLM" not in capsys.readouterr().out  # the built-in decoder: no share

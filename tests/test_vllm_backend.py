@@ -316,7 +316,7 @@ def test_decode_state_verbs():
 
 def test_a_missing_vllm_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
-    with pytest.raises(ImportError, match=r"pip install vllm; GPU only"):
+    with pytest.raises(ImportError, match=r"GPU only\): `make install-vllm`"):
         VLLMBackend.create("some/model")
     backend = VLLMBackend(FakeLLM(None, {}))
     with pytest.raises(ImportError, match="GPU only"):
@@ -349,6 +349,40 @@ def test_the_trainer_builds_one_vllm_backend_from_the_config(policy, monkeypatch
         {"gpu_memory_utilization": 0.4, "max_model_len": None, "seed": config.trainer.seed,
          "sleep": True},
     )  # fmt: skip
+
+
+def test_the_auto_share_is_sized_by_the_planner_before_vllm_starts(policy, monkeypatch):
+    from algorithms.config import TrainConfig
+    from algorithms.planner import GiB
+    from algorithms.trainer import build, loop
+
+    created = []
+
+    def fake_create(model, **kwargs):
+        created.append(kwargs["gpu_memory_utilization"])
+        return VLLMBackend(FakeLLM(policy.tokenizer, {}), sampling_params=FakeParams)
+
+    monkeypatch.setattr(VLLMBackend, "create", staticmethod(fake_create))
+    # tests/test_planner.py's run, by hand there: a training peak of 67,572,736 bytes,
+    # which leaves (4 GiB - 67,572,736 - 1 GiB - 10% of it) / 4 GiB = 0.732 of a 4 GiB GPU
+    config = TrainConfig(algo="grpo").with_overrides(
+        {"rollout.backend": "vllm", "rollout.vllm_max_model_len": 4096,
+         "rollout.max_total_tokens": 1000, "trainer.micro_batch_size": 2,
+         "trainer.logprob_chunk_size": 10, "grpo.kl_coef": 0.001}
+    )  # fmt: skip
+    assert config.rollout.vllm_gpu_memory_utilization == "auto"  # the default
+    trainer = SimpleNamespace(config=config, policy=policy)
+    env = {"dataset": SAMPLES, "retriever": KeywordRetriever()}
+    with pytest.raises(ValueError, match=r"auto .* not on a CUDA device .* model\.device: cuda"):
+        loop.OnPolicyAlgorithm._make_engine(trainer, env)  # vLLM is CUDA only
+    monkeypatch.setattr(build, "gpu_memory", lambda policy: 4.0 * GiB)  # a GPU, faked
+    loop.OnPolicyAlgorithm._make_engine(trainer, env)
+    assert created == [0.732]
+    monkeypatch.setattr(build, "gpu_memory", lambda policy: 2.0 * GiB)
+    trainer = SimpleNamespace(config=config, policy=policy)
+    with pytest.raises(ValueError, match="less than it needs"):
+        loop.OnPolicyAlgorithm._make_engine(trainer, env)
+    assert created == [0.732]  # refused before vLLM starts
 
 
 def test_the_default_engine_has_no_backend(policy):

@@ -40,22 +40,28 @@ through ``LLM.apply_model(lambda model: model.load_weights(...))`` on current vL
 ``llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(...)`` on
 older ones (TRL's colocate mode does the same).
 
-Running it (GPU only; ``pip install 'research-gym[vllm]'`` or ``pip install vllm``). In
-the training YAML::
+Running it (GPU only): ``make install-vllm`` builds a virtualenv with the ``vllm``
+extra, which pins vLLM 0.32.0 and so torch 2.13.0 built for CUDA 13.0 (docs/scaling.md,
+"Rollouts with vLLM", has every release's torch and CUDA; the calls here were checked
+against 0.32.0's source). In the training YAML::
 
     rollout:
       backend: vllm                      # default: hf (the built-in decoder)
-      vllm_gpu_memory_utilization: 0.3   # vLLM's share of the GPU; the trainer uses the rest
+      vllm_gpu_memory_utilization: auto  # vLLM's share of the GPU: what the memory
+                                         # planner's training peak leaves, less a margin
       vllm_max_model_len: 4096           # >= longest prompt + rollout.max_total_tokens
       # vllm_model: /path/to/hf/model    # default: the policy's own path
       vllm_sleep: true                   # free vLLM's weights and KV cache during updates
 
 This is *colocated* mode: vLLM lives in the trainer's process on the trainer's GPU
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set, as TRL does, so ``load_weights`` writes
-the live model), sharing the GPU memory: keep ``vllm_gpu_memory_utilization`` small
-enough for the policy, its optimizer state and activations. With torch.distributed, each
-rank builds its own colocated engine on its own GPU (``distributed_executor_backend=
-"external_launcher"``, as TRL's colocate mode does; not yet run here on several GPUs).
+the live model), sharing the GPU memory: ``vllm_gpu_memory_utilization: auto`` (the
+default) sizes vLLM's share from :mod:`algorithms.planner`'s estimate of the training
+peak, before vLLM starts, and refuses a run that leaves vLLM too little (``research-env
+plan --set rollout.backend=vllm --gpu-memory 80GB`` prints the share); a number sets it
+by hand. With torch.distributed, each rank builds its own colocated engine on its own
+GPU (``distributed_executor_backend="external_launcher"``, as TRL's colocate mode does;
+not yet run here on several GPUs).
 Check a machine with::
 
     pytest tests/test_vllm_backend.py -k gpu     # needs vllm and a CUDA GPU
@@ -81,8 +87,9 @@ from research_env.termination import Termination
 __all__ = ["VLLMBackend", "VLLMDecodeState", "hf_weights", "turn_output"]
 
 MISSING_VLLM = (
-    "the vLLM rollout backend needs vllm (pip install vllm; GPU only). "
-    "Use rollout.backend: hf (the default) on a machine without one."
+    "the vLLM rollout backend needs vllm (GPU only): `make install-vllm`, or pip install "
+    "'research-gym[vllm]' in a fresh virtualenv (it pins vLLM and a CUDA torch; "
+    "docs/scaling.md). Use rollout.backend: hf (the default) on a machine without one."
 )
 
 

@@ -5,6 +5,7 @@ made to describe the policy actually passed in."""
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from typing import Any
 
@@ -13,6 +14,8 @@ import torch
 
 from algorithms.config import TrainConfig
 from algorithms.policy import Policy
+
+logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -34,13 +37,42 @@ def vllm_backend(config: TrainConfig, policy: Policy) -> Any:
     from algorithms.rollout.vllm_backend import VLLMBackend
 
     r = config.rollout
+    share = r.vllm_gpu_memory_utilization
+    if share == "auto":
+        share = auto_vllm_share(config, policy)
     return VLLMBackend.create(
         r.vllm_model or policy.model.config._name_or_path,
-        gpu_memory_utilization=r.vllm_gpu_memory_utilization,
+        gpu_memory_utilization=share,
         max_model_len=r.vllm_max_model_len,
         seed=config.trainer.seed,
         sleep=r.vllm_sleep,
     )
+
+
+def gpu_memory(policy: Policy) -> float | None:
+    """The memory of the GPU the policy is on (None off CUDA)."""
+    device = next(policy.model.parameters()).device
+    if device.type != "cuda":
+        return None
+    return float(torch.cuda.get_device_properties(device).total_memory)
+
+
+def auto_vllm_share(config: TrainConfig, policy: Policy) -> float:
+    """``rollout.vllm_gpu_memory_utilization: auto`` for this run on this GPU, from the
+    memory planner (before vLLM starts); a ``ValueError`` when vLLM cannot fit."""
+    from algorithms.planner import vllm_memory_utilization
+    from algorithms.trainer.distributed import world_size
+
+    total = gpu_memory(policy)
+    if total is None:
+        raise ValueError(
+            "rollout.vllm_gpu_memory_utilization: auto sizes vLLM's share of the GPU, but "
+            "the policy is not on a CUDA device (vLLM runs on CUDA only): set "
+            "model.device: cuda, or rollout.backend: hf"
+        )
+    share = vllm_memory_utilization(config, total, gpus=world_size(), hf_config=policy.model.config)
+    logger.info("vLLM's share of the GPU (rollout.vllm_gpu_memory_utilization: auto): %.3f", share)
+    return share
 
 
 def rollout_engine(
