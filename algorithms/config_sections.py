@@ -60,7 +60,11 @@ class EnvConfig:
     Attributes:
         dataset: dataset name, FlashRAG jsonl file or directory of ``<split>.jsonl``.
         split: training split. ``eval_split`` (in :class:`EvalConfig`) is the held-out one.
-        retriever: retriever name (``bm25``, ``dense``...) or a retrieval server URL.
+        retriever: retriever name (``bm25``, ``dense``, ``serper``...) or a retrieval
+            server URL.
+        retriever_kwargs: arguments of the retriever's factory (a web search API's
+            budget: ``{max_requests: 500, max_cost: 1.0}``; see
+            :mod:`research_env.retrievers.web`).
         corpus: corpus jsonl for a named retriever (default: the dataset's own).
         top_k: documents per search.
         max_turns: turn budget per episode.
@@ -82,6 +86,7 @@ class EnvConfig:
     dataset: str = "synthetic"
     split: str = "train"
     retriever: str = "bm25"
+    retriever_kwargs: dict[str, Any] = field(default_factory=dict)
     corpus: str | None = None
     top_k: int = 3
     max_turns: int = 5

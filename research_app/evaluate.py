@@ -82,6 +82,17 @@ def register(subparsers: Any) -> None:
     env.add_argument("--retriever", default="bm25", help="retriever name or server URL")
     env.add_argument("--corpus", default=None, help="corpus jsonl for the retriever")
     env.add_argument(
+        "--retriever-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "an argument of the retriever (repeatable; VALUE read as JSON when it parses), "
+            "e.g. --retriever serper --retriever-arg max_requests=500 --retriever-arg "
+            "max_cost=0.5"
+        ),
+    )
+    env.add_argument(
         "--retriever-cache",
         type=Path,
         default=None,
@@ -169,9 +180,27 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.retriever_cache is not None:
         env_kwargs["retriever_cache"] = args.retriever_cache
+    if args.retriever_arg:
+        env_kwargs["retriever_kwargs"] = retriever_args(args.retriever_arg)
     if args.model is None:
         return _run_scripted(args, env_kwargs)
     return _run_model(args, env_kwargs)
+
+
+def retriever_args(pairs: list[str]) -> dict[str, Any]:
+    """``["max_requests=500", "base_url=http://x"]`` -> ``{"max_requests": 500, ...}``."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--retriever-arg {pair!r}: expected KEY=VALUE, e.g. max_requests=500")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:

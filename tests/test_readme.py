@@ -150,6 +150,12 @@ COMMANDS: dict[str, Cheap] = {
         )
     ),
     "research-env eval --policy oracle --limit 20 --controls": Cheap(),
+    "research-env eval --policy oracle --limit 20 --retriever brave --retriever-arg max_cost=0.25": (
+        Cheap(
+            parse_only="needs BRAVE_API_KEY and the internet; tests/test_web_search.py runs "
+            "eval against a loopback fake"
+        )
+    ),
     "research-env eval --model smollm2-135m --baselines agent --limit 20 --controls empty": Cheap(
         replace=(("smollm2-135m", "tiny-random"), ("20", "2")), add=TINY_EVAL
     ),
@@ -239,6 +245,13 @@ SNIPPETS: dict[str, Cheap] = {
     'register_retriever("my-index", MyIndex)': Cheap(),
     'retriever_cache="runs/queries.sqlite"': Cheap(),
     "CooperativeSearchEnv(shaping=": Cheap(),
+    'retriever="searxng",  # or "serper"': Cheap(
+        replace=(
+            ('"http://localhost:8080"', '__import__("test_web_search").fake_searxng()'),
+            ('"max_requests": 200}', '"max_requests": 200, "cache": False}'),  # no ~/.cache
+            (".inner.stats()", ".stats()"),
+        )
+    ),
     "TeamRolloutEngine(policy,": Cheap(),
     'model = PPO("MlpPolicy", env).learn(5_000)': Cheap(
         replace=(
