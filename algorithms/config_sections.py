@@ -68,7 +68,11 @@ class EnvConfig:
         corpus: corpus jsonl for a named retriever (default: the dataset's own).
         top_k: documents per search.
         max_turns: turn budget per episode.
-        reward: reward name (``research``, ``search-r1``, ``em``, ``f1``).
+        reward: reward name (``research``, ``search-r1``, ``em``, ``f1``, ``judge``,
+            ``judge+f1``).
+        reward_kwargs: arguments of a reward built from them: the LLM judge's
+            ``{url: http://host:8000/v1, model: ..., fallback: f1, timeout: 30}`` (see
+            :class:`research_env.rewards.JudgeReward`).
         template: prompt template name.
         on_invalid: ``correct`` (reply with a correction) or ``terminate``.
         format_mode: ``strict`` (ReSearch rules) or ``loose``.
@@ -91,6 +95,7 @@ class EnvConfig:
     top_k: int = 3
     max_turns: int = 5
     reward: str = "research"
+    reward_kwargs: dict[str, Any] = field(default_factory=dict)
     template: str = "research"
     on_invalid: Literal["correct", "terminate"] = "correct"
     format_mode: Literal["strict", "loose"] = "strict"

@@ -150,6 +150,10 @@ COMMANDS: dict[str, Cheap] = {
         )
     ),
     "research-env eval --policy oracle --limit 20 --controls": Cheap(),
+    "research-env train --set env.reward=judge+f1 --set "
+    "'env.reward_kwargs={url: \"http://localhost:8001/v1\"}'": Cheap(
+        parse_only="needs a judge endpoint; tests/test_judge_reward.py runs one on loopback"
+    ),
     "research-env eval --policy oracle --limit 20 --retriever brave --retriever-arg max_cost=0.25": (
         Cheap(
             parse_only="needs BRAVE_API_KEY and the internet; tests/test_web_search.py runs "
@@ -245,6 +249,9 @@ SNIPPETS: dict[str, Cheap] = {
     'register_retriever("my-index", MyIndex)': Cheap(),
     'retriever_cache="runs/queries.sqlite"': Cheap(),
     "CooperativeSearchEnv(shaping=": Cheap(),
+    'reward="judge+f1",': Cheap(
+        replace=(('"http://localhost:8001/v1"', '__import__("test_judge_reward").fake_judge()'),)
+    ),
     'retriever="searxng",  # or "serper"': Cheap(
         replace=(
             ('"http://localhost:8080"', '__import__("test_web_search").fake_searxng()'),

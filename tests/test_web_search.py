@@ -90,12 +90,13 @@ class Fake:
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                self.json_body = json.loads(body) if body else None
                 fake.requests.append(
                     {
                         "method": self.command,
                         "path": self.path,
                         "headers": dict(self.headers),
-                        "body": json.loads(body) if body else None,
+                        "body": self.json_body,
                     }
                 )
                 status, headers, content = fake.respond(self)

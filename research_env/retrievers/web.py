@@ -60,7 +60,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,11 @@ import httpcore
 from research_env.data.types import Document
 from research_env.retrievers.base import Retriever, SearchHit
 from research_env.retrievers.http import RetrievalError
-from research_env.retrievers.http_deadline import DeadlineBackend, request_deadline
+from research_env.retrievers.http_deadline import (
+    AnswerTooLarge,
+    DeadlineBackend,
+    deadline_request,
+)
 from research_env.retrievers.http_endpoints import backoff_delay
 
 __all__ = [
@@ -377,29 +381,21 @@ class WebSearchRetriever:
 
     # --------------------------------------------------------------------- transport
     def _request_json(
-        self, method: str, url: str, headers: Mapping[str, str], body: Any, where: str
+        self, method: str, url: str, headers: dict[str, str], body: Any, where: str
     ) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        sent = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if data is not None:
-            sent.append((b"content-type", b"application/json"))
-        timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
+            headers = {**headers, "content-type": "application/json"}
         try:
-            with (
-                request_deadline(self.timeout),
-                self._pool.stream(
-                    method, url, headers=sent, content=data, extensions={"timeout": timeouts}
-                ) as response,
-            ):
-                status = response.status
-                answer_headers = {
-                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
-                }
-                content = self._read_capped(response, where)
+            status, answer_headers, content = deadline_request(
+                self._pool, method, url, headers, data, self.timeout, self.max_answer_bytes
+            )
         except httpcore.TimeoutException:
             raise _Retry(f"timed out: no whole answer within {self.timeout}s") from None
         except (httpcore.NetworkError, httpcore.ProtocolError) as error:
             raise _Retry(f"{type(error).__name__}: {error}") from None
+        except AnswerTooLarge as error:
+            raise WebSearchError(where, f"{error} (max_answer_bytes)") from None
         detail = self._redact(content[:300].decode("utf-8", "replace").strip())
         if status in (401, 403):
             raise WebSearchError(where, self.auth_hint(status))
@@ -419,17 +415,6 @@ class WebSearchRetriever:
             return json.loads(content)
         except (ValueError, RecursionError):
             raise _Retry(f"answer is not JSON: {detail[:120]!r}") from None
-
-    def _read_capped(self, response: Any, where: str) -> bytes:
-        chunks, size = [], 0
-        for chunk in response.iter_stream():
-            size += len(chunk)
-            if size > self.max_answer_bytes:
-                raise WebSearchError(
-                    where, f"the answer passed max_answer_bytes={self.max_answer_bytes}"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
