@@ -34,6 +34,8 @@ EXAMPLES = """examples:
   research-env eval --model runs/x --baselines agent --limit 50 --out runs/trained
   research-env eval --model runs/x --baselines agent --controls empty random
   research-env compare runs/base runs/trained --ignore model
+  research-env eval --suite searchr1 --data-dir data/flashrag --corpus wiki18.jsonl \\
+      --model runs/x/final --out runs/suite
 """
 
 
@@ -75,6 +77,24 @@ def register(subparsers: Any) -> None:
             "retrievers, reported side by side (default with the flag: empty random): "
             "a policy whose EM does not drop under 'empty' is not using search"
         ),
+    )
+    suite = parser.add_argument_group("benchmark suite (research_app/suite.py)")
+    suite.add_argument(
+        "--suite",
+        default=None,
+        choices=["searchr1"],
+        help=(
+            "run the seven standard datasets (NQ, TriviaQA, PopQA test; HotpotQA, 2Wiki, "
+            "MuSiQue dev; Bamboogle test) from --data-dir and print the published numbers "
+            "beside ours; --limit is then per dataset (default: whole splits)"
+        ),
+    )
+    suite.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --suite: FlashRAG folder with <dataset>/<split>.jsonl",
     )
     env = parser.add_argument_group("environment")
     env.add_argument("--dataset", default="synthetic", help="dataset name or path")
@@ -182,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         env_kwargs["retriever_cache"] = args.retriever_cache
     if args.retriever_arg:
         env_kwargs["retriever_kwargs"] = retriever_args(args.retriever_arg)
+    if args.suite is not None:
+        return _run_suite(args, env_kwargs)
     if args.model is None:
         return _run_scripted(args, env_kwargs)
     return _run_model(args, env_kwargs)
@@ -233,18 +255,15 @@ def _controls(args: argparse.Namespace) -> list[str]:
     return list(args.controls) or list(CONTROLS)
 
 
-def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+def _model_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The policy, its sampling settings and the judge (or None) the flags ask for."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
     from algorithms.rollout import Sampling
-    from research_app.harness import evaluate_baselines
     from research_app.judge import make_judge
-    from research_app.report import report, save_results, write_transcripts_text
 
-    if args.template is not None:
-        env_kwargs["template"] = args.template
     policy = load_policy(args.model)
     judge = None
     if args.judge:
@@ -258,6 +277,61 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         max_total_tokens=args.max_total_tokens,
         seed=args.seed,
     )
+    return policy, sampling, judge
+
+
+def _run_suite(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+    """``--suite``: every dataset of the suite with the agent (or the first scripted
+    policy without --model), then the report with the published rows."""
+    from research_app.harness import evaluate_model, evaluate_scripted
+    from research_app.suite import run_suite, save_suite, suite_report
+
+    if args.data_dir is None:
+        raise SystemExit(
+            f"--suite {args.suite} needs --data-dir DIR, a folder of FlashRAG files "
+            "<dataset>/<split>.jsonl (e.g. nq/test.jsonl, hotpotqa/dev.jsonl)"
+        )
+    for key in ("dataset", "split"):
+        env_kwargs.pop(key, None)
+    if args.template is not None:
+        env_kwargs["template"] = args.template
+    if args.model is not None:
+        policy, sampling, judge = _model_setup(args)
+
+        def evaluate(kwargs: dict[str, Any]) -> Any:
+            return evaluate_model(
+                policy,
+                kwargs,
+                baseline="agent",
+                limit=args.limit,
+                sampling=sampling,
+                batch_size=args.batch_size,
+                judge=judge,
+                prompt_format=args.prompt_format,
+                rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
+                pack_weights=args.pack_weights and args.rollout_dtype != "policy",
+                fused=args.fused,
+            )
+    else:
+
+        def evaluate(kwargs: dict[str, Any]) -> Any:
+            return evaluate_scripted(args.policy[0], limit=args.limit, seed=args.seed, **kwargs)
+
+    rows = run_suite(args.suite, args.data_dir, evaluate, env_kwargs)
+    print(suite_report(rows, args.suite))
+    if args.out is not None:
+        save_suite(rows, args.out, args.suite)
+        print(f"report: {args.out}/suite.md; numbers and fingerprints: {args.out}/suite.json")
+    return 0
+
+
+def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+    from research_app.harness import evaluate_baselines
+    from research_app.report import report, save_results, write_transcripts_text
+
+    if args.template is not None:
+        env_kwargs["template"] = args.template
+    policy, sampling, judge = _model_setup(args)
     out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
 
     def save(results: list[Any]) -> None:

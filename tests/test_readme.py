@@ -150,6 +150,11 @@ COMMANDS: dict[str, Cheap] = {
         )
     ),
     "research-env eval --policy oracle --limit 20 --controls": Cheap(),
+    "research-env eval --suite searchr1 --data-dir data/flashrag --corpus data/wiki18.jsonl "
+    "--model runs/x/final --out runs/suite": Cheap(
+        parse_only="needs the FlashRAG files and a model; the README's suite snippet and "
+        "tests/test_suite.py run the suite on small files"
+    ),
     "research-env train --set env.reward=judge+f1 --set "
     "'env.reward_kwargs={url: \"http://localhost:8001/v1\"}'": Cheap(
         parse_only="needs a judge endpoint; tests/test_judge_reward.py runs one on loopback"
@@ -249,6 +254,7 @@ SNIPPETS: dict[str, Cheap] = {
     'register_retriever("my-index", MyIndex)': Cheap(),
     'retriever_cache="runs/queries.sqlite"': Cheap(),
     "CooperativeSearchEnv(shaping=": Cheap(),
+    'for benchmark in SUITES["searchr1"]:': Cheap(),
     'reward="judge+f1",': Cheap(
         replace=(('"http://localhost:8001/v1"', '__import__("test_judge_reward").fake_judge()'),)
     ),
