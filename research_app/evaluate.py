@@ -255,8 +255,8 @@ def _controls(args: argparse.Namespace) -> list[str]:
     return list(args.controls) or list(CONTROLS)
 
 
-def _model_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """The policy, its sampling settings and the judge (or None) the flags ask for."""
+def _model_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The policy and the evaluation arguments (sampling, judge, decoding) the flags ask for."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -277,7 +277,17 @@ def _model_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         max_total_tokens=args.max_total_tokens,
         seed=args.seed,
     )
-    return policy, sampling, judge
+    return policy, {
+        "limit": args.limit,
+        "sampling": sampling,
+        "samples": args.samples_per_question,
+        "batch_size": args.batch_size,
+        "judge": judge,
+        "prompt_format": args.prompt_format,
+        "rollout_dtype": None if args.rollout_dtype == "policy" else args.rollout_dtype,
+        "pack_weights": args.pack_weights and args.rollout_dtype != "policy",
+        "fused": args.fused,
+    }
 
 
 def _run_suite(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
@@ -296,22 +306,10 @@ def _run_suite(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     if args.template is not None:
         env_kwargs["template"] = args.template
     if args.model is not None:
-        policy, sampling, judge = _model_setup(args)
+        policy, options = _model_setup(args)
 
         def evaluate(kwargs: dict[str, Any]) -> Any:
-            return evaluate_model(
-                policy,
-                kwargs,
-                baseline="agent",
-                limit=args.limit,
-                sampling=sampling,
-                batch_size=args.batch_size,
-                judge=judge,
-                prompt_format=args.prompt_format,
-                rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
-                pack_weights=args.pack_weights and args.rollout_dtype != "policy",
-                fused=args.fused,
-            )
+            return evaluate_model(policy, kwargs, baseline="agent", **options)
     else:
 
         def evaluate(kwargs: dict[str, Any]) -> Any:
@@ -331,7 +329,7 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
 
     if args.template is not None:
         env_kwargs["template"] = args.template
-    policy, sampling, judge = _model_setup(args)
+    policy, options = _model_setup(args)
     out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
 
     def save(results: list[Any]) -> None:
@@ -344,16 +342,8 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         baselines=args.baselines,
         on_result=save,
         controls=_controls(args),
-        limit=args.limit,
-        sampling=sampling,
-        samples=args.samples_per_question,
-        batch_size=args.batch_size,
-        judge=judge,
-        prompt_format=args.prompt_format,
-        rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
-        pack_weights=args.pack_weights and args.rollout_dtype != "policy",
-        fused=args.fused,
         token_transcripts=out / "transcripts" / "eval.tokens.jsonl",
+        **options,
     )
     print(report(results))
     print(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_judge_reward import fake_judge
 
 from research_app import cli
 from research_app.published import PUBLISHED, published_for_size
@@ -50,6 +51,12 @@ def write_suite(root):
     return path
 
 
+def run_suite_cli(data, corpus, *more: str) -> int:
+    return cli.main(
+        ["eval", "--suite", "searchr1", "--data-dir", str(data), "--corpus", str(corpus), *more]
+    )
+
+
 def test_the_suite_is_search_r1s_seven_datasets_at_their_splits():
     assert [(b.folder, b.split) for b in SUITES["searchr1"]] == [
         ("nq", "test"),
@@ -75,23 +82,7 @@ def test_scripted_suite_report_rows_intervals_and_published_rows(tmp_path, capsy
     data = tmp_path / "flashrag"
     corpus = write_suite(data)
     out = tmp_path / "out"
-    code = cli.main(
-        [
-            "eval",
-            "--suite",
-            "searchr1",
-            "--data-dir",
-            str(data),
-            "--corpus",
-            str(corpus),
-            "--policy",
-            "oracle",
-            "--top-k",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
+    code = run_suite_cli(data, corpus, "--policy", "oracle", "--top-k", "1", "--out", str(out))
     assert code == 0
     text = capsys.readouterr().out
     # 2 of 2 right: EM 100.0, Wilson half-width 1.96 * sqrt(1.96^2/16) / (1 + 1.96^2/2)
@@ -118,29 +109,16 @@ def test_scripted_suite_report_rows_intervals_and_published_rows(tmp_path, capsy
 def test_the_suite_runs_a_language_model_end_to_end(tmp_path, capsys):
     data = tmp_path / "flashrag"
     corpus = write_suite(data)
-    code = cli.main(
-        [
-            "eval",
-            "--suite",
-            "searchr1",
-            "--data-dir",
-            str(data),
-            "--corpus",
-            str(corpus),
-            "--model",
-            "tiny-random",
-            "--limit",
-            "1",
-            "--max-turn-tokens",
-            "4",
-            "--max-total-tokens",
-            "24",
-            "--out",
-            str(tmp_path / "out"),
-        ]
+    code = run_suite_cli(
+        data,
+        corpus,
+        *("--model", "tiny-random", "--limit", "1"),
+        *("--max-turn-tokens", "4", "--max-total-tokens", "24", "--out", str(tmp_path / "out")),
+        *("--judge", fake_judge()),  # a loopback OpenAI-compatible judge
     )
     assert code == 0
     text = capsys.readouterr().out
+    assert "| dataset | split | n | EM | F1 | judge | fingerprint |" in text
     for label in ("NQ", "TriviaQA", "PopQA", "HotpotQA", "2Wiki", "MuSiQue", "Bamboogle"):
         assert f"| {label} | " in text
     saved = json.loads((tmp_path / "out" / "suite.json").read_text())
