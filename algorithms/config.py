@@ -308,6 +308,10 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
             raise ValueError(f"{path} must be a list, got {value!r}")
         (item,) = get_args(hint)[:1] or (Any,)
         return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            raise ValueError(f"{path} must be a mapping with string keys, got {value!r}")
+        return dict(value)
     if dataclasses.is_dataclass(hint):
         return _build(hint, {} if value is None else value, path)  # type: ignore[arg-type]
     if hint is Any:

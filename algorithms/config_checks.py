@@ -206,10 +206,13 @@ def name_problems(c: TrainConfig) -> list[str]:
     problems: list[str] = []
     if c.algo not in available_algorithms():
         problems.append(f"algo must be one of {available_algorithms()}, got {c.algo!r}")
-    for key, check in (("reward", get_reward), ("template", get_template)):
+    for key, check in (
+        ("reward", lambda name: get_reward(name, c.env.reward_kwargs)),
+        ("template", get_template),
+    ):
         try:
             check(getattr(c.env, key))
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             problems.append(f"env.{key}: {err}")
     splits = [("env.split", c.env.split)]
     if c.eval.every:

@@ -60,11 +60,19 @@ class EnvConfig:
     Attributes:
         dataset: dataset name, FlashRAG jsonl file or directory of ``<split>.jsonl``.
         split: training split. ``eval_split`` (in :class:`EvalConfig`) is the held-out one.
-        retriever: retriever name (``bm25``, ``dense``...) or a retrieval server URL.
+        retriever: retriever name (``bm25``, ``dense``, ``serper``...) or a retrieval
+            server URL.
+        retriever_kwargs: arguments of the retriever's factory (a web search API's
+            budget: ``{max_requests: 500, max_cost: 1.0}``; see
+            :mod:`research_env.retrievers.web`).
         corpus: corpus jsonl for a named retriever (default: the dataset's own).
         top_k: documents per search.
         max_turns: turn budget per episode.
-        reward: reward name (``research``, ``search-r1``, ``em``, ``f1``).
+        reward: reward name (``research``, ``search-r1``, ``em``, ``f1``, ``judge``,
+            ``judge+f1``).
+        reward_kwargs: arguments of a reward built from them: the LLM judge's
+            ``{url: http://host:8000/v1, model: ..., fallback: f1, timeout: 30}`` (see
+            :class:`research_env.rewards.JudgeReward`).
         template: prompt template name.
         on_invalid: ``correct`` (reply with a correction) or ``terminate``.
         format_mode: ``strict`` (ReSearch rules) or ``loose``.
@@ -85,10 +93,12 @@ class EnvConfig:
     dataset: str = "synthetic"
     split: str = "train"
     retriever: str = "bm25"
+    retriever_kwargs: dict[str, Any] = field(default_factory=dict)
     corpus: str | None = None
     top_k: int = 3
     max_turns: int = 5
     reward: str = "research"
+    reward_kwargs: dict[str, Any] = field(default_factory=dict)
     template: str = "research"
     on_invalid: Literal["correct", "terminate"] = "correct"
     format_mode: Literal["strict", "loose"] = "strict"

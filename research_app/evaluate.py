@@ -34,6 +34,8 @@ EXAMPLES = """examples:
   research-env eval --model runs/x --baselines agent --limit 50 --out runs/trained
   research-env eval --model runs/x --baselines agent --controls empty random
   research-env compare runs/base runs/trained --ignore model
+  research-env eval --suite searchr1 --data-dir data/flashrag --corpus wiki18.jsonl \\
+      --model runs/x/final --out runs/suite
 """
 
 
@@ -76,11 +78,40 @@ def register(subparsers: Any) -> None:
             "a policy whose EM does not drop under 'empty' is not using search"
         ),
     )
+    suite = parser.add_argument_group("benchmark suite (research_app/suite.py)")
+    suite.add_argument(
+        "--suite",
+        default=None,
+        choices=["searchr1"],
+        help=(
+            "run the seven standard datasets (NQ, TriviaQA, PopQA test; HotpotQA, 2Wiki, "
+            "MuSiQue dev; Bamboogle test) from --data-dir and print the published numbers "
+            "beside ours; --limit is then per dataset (default: whole splits)"
+        ),
+    )
+    suite.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --suite: FlashRAG folder with <dataset>/<split>.jsonl",
+    )
     env = parser.add_argument_group("environment")
     env.add_argument("--dataset", default="synthetic", help="dataset name or path")
     env.add_argument("--split", default="dev", help="split (default: dev)")
     env.add_argument("--retriever", default="bm25", help="retriever name or server URL")
     env.add_argument("--corpus", default=None, help="corpus jsonl for the retriever")
+    env.add_argument(
+        "--retriever-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "an argument of the retriever (repeatable; VALUE read as JSON when it parses), "
+            "e.g. --retriever serper --retriever-arg max_requests=500 --retriever-arg "
+            "max_cost=0.5"
+        ),
+    )
     env.add_argument(
         "--retriever-cache",
         type=Path,
@@ -169,9 +200,29 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.retriever_cache is not None:
         env_kwargs["retriever_cache"] = args.retriever_cache
+    if args.retriever_arg:
+        env_kwargs["retriever_kwargs"] = retriever_args(args.retriever_arg)
+    if args.suite is not None:
+        return _run_suite(args, env_kwargs)
     if args.model is None:
         return _run_scripted(args, env_kwargs)
     return _run_model(args, env_kwargs)
+
+
+def retriever_args(pairs: list[str]) -> dict[str, Any]:
+    """``["max_requests=500", "base_url=http://x"]`` -> ``{"max_requests": 500, ...}``."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--retriever-arg {pair!r}: expected KEY=VALUE, e.g. max_requests=500")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _run_scripted(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
@@ -204,18 +255,15 @@ def _controls(args: argparse.Namespace) -> list[str]:
     return list(args.controls) or list(CONTROLS)
 
 
-def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+def _model_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The policy and the evaluation arguments (sampling, judge, decoding) the flags ask for."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from algorithms.policy import load_policy
     from algorithms.rollout import Sampling
-    from research_app.harness import evaluate_baselines
     from research_app.judge import make_judge
-    from research_app.report import report, save_results, write_transcripts_text
 
-    if args.template is not None:
-        env_kwargs["template"] = args.template
     policy = load_policy(args.model)
     judge = None
     if args.judge:
@@ -229,6 +277,59 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         max_total_tokens=args.max_total_tokens,
         seed=args.seed,
     )
+    return policy, {
+        "limit": args.limit,
+        "sampling": sampling,
+        "samples": args.samples_per_question,
+        "batch_size": args.batch_size,
+        "judge": judge,
+        "prompt_format": args.prompt_format,
+        "rollout_dtype": None if args.rollout_dtype == "policy" else args.rollout_dtype,
+        "pack_weights": args.pack_weights and args.rollout_dtype != "policy",
+        "fused": args.fused,
+    }
+
+
+def _run_suite(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+    """``--suite``: every dataset of the suite with the agent (or the first scripted
+    policy without --model), then the report with the published rows."""
+    from research_app.harness import evaluate_model, evaluate_scripted
+    from research_app.suite import run_suite, save_suite, suite_report
+
+    if args.data_dir is None:
+        raise SystemExit(
+            f"--suite {args.suite} needs --data-dir DIR, a folder of FlashRAG files "
+            "<dataset>/<split>.jsonl (e.g. nq/test.jsonl, hotpotqa/dev.jsonl)"
+        )
+    for key in ("dataset", "split"):
+        env_kwargs.pop(key, None)
+    if args.template is not None:
+        env_kwargs["template"] = args.template
+    if args.model is not None:
+        policy, options = _model_setup(args)
+
+        def evaluate(kwargs: dict[str, Any]) -> Any:
+            return evaluate_model(policy, kwargs, baseline="agent", **options)
+    else:
+
+        def evaluate(kwargs: dict[str, Any]) -> Any:
+            return evaluate_scripted(args.policy[0], limit=args.limit, seed=args.seed, **kwargs)
+
+    rows = run_suite(args.suite, args.data_dir, evaluate, env_kwargs)
+    print(suite_report(rows, args.suite))
+    if args.out is not None:
+        save_suite(rows, args.out, args.suite)
+        print(f"report: {args.out}/suite.md; numbers and fingerprints: {args.out}/suite.json")
+    return 0
+
+
+def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+    from research_app.harness import evaluate_baselines
+    from research_app.report import report, save_results, write_transcripts_text
+
+    if args.template is not None:
+        env_kwargs["template"] = args.template
+    policy, options = _model_setup(args)
     out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
 
     def save(results: list[Any]) -> None:
@@ -241,16 +342,8 @@ def _run_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
         baselines=args.baselines,
         on_result=save,
         controls=_controls(args),
-        limit=args.limit,
-        sampling=sampling,
-        samples=args.samples_per_question,
-        batch_size=args.batch_size,
-        judge=judge,
-        prompt_format=args.prompt_format,
-        rollout_dtype=None if args.rollout_dtype == "policy" else args.rollout_dtype,
-        pack_weights=args.pack_weights and args.rollout_dtype != "policy",
-        fused=args.fused,
         token_transcripts=out / "transcripts" / "eval.tokens.jsonl",
+        **options,
     )
     print(report(results))
     print(

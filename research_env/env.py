@@ -111,6 +111,9 @@ class MultiHopSearchEnv(gym.Env[str, str]):
       question needs four searches and an answer).
     - ``reward="research"``: reward name or callable. ``template="research"``: prompt
       template name, :class:`PromptTemplate`, or a format string with ``{question}``.
+    - ``reward_kwargs=None``: arguments of a reward built from them, e.g. the LLM judge
+      (``reward="judge"``, ``reward_kwargs={"url": "http://host:8000/v1"}``;
+      :class:`~research_env.rewards.JudgeReward`).
     - ``on_invalid="correct"``: ``"correct"`` (reply with a correction, Search-R1
       style) or ``"terminate"``. ``format_mode="strict"``: ``"strict"`` (ReSearch
       rules) or ``"loose"`` (just one answer block).
@@ -152,6 +155,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         top_k: int = 3,
         max_turns: int = 5,
         reward: str | RewardFn = "research",
+        reward_kwargs: dict[str, Any] | None = None,
         template: str | PromptTemplate = "research",
         on_invalid: InvalidTurnPolicy = "correct",
         format_mode: FormatMode = "strict",
@@ -183,7 +187,7 @@ class MultiHopSearchEnv(gym.Env[str, str]):
             shaping=SearchShaping.coerce(shaping),
             max_doc_words=max_doc_words,
         )
-        self.reward_fn = get_reward(reward)
+        self.reward_fn = get_reward(reward, reward_kwargs)
         self.template = get_template(template)
         cache = cache_root(cache_dir)
         self.samples, bundled_corpus = resolve_dataset(dataset, split, cache)

@@ -164,6 +164,12 @@ class Episode:
         self._pending = (text, turn)
         return turn.query if turn.kind == "search" else None
 
+    def pending_answer(self) -> str | None:
+        """The answer of the turn begun last, when it answers (what the reward will score)."""
+        if self._pending is None or self._pending[1].kind != "answer":
+            return None
+        return self._pending[1].answer
+
     def end_turn(self, hits: Sequence[SearchHit] | None = None) -> TurnOutcome:
         """Record the turn begun last, given the hits for its query (if it had one)."""
         if self._pending is None:

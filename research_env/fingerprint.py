@@ -116,6 +116,9 @@ def _reward_name(reward_fn: Any) -> str:
     for name, fn in REWARDS.items():
         if fn is reward_fn:
             return name
+    described = getattr(reward_fn, "fingerprint_name", None)
+    if isinstance(described, str):
+        return described
     module = getattr(reward_fn, "__module__", type(reward_fn).__module__)
     qualname = getattr(reward_fn, "__qualname__", type(reward_fn).__qualname__)
     return f"{module}.{qualname}"

@@ -1,11 +1,14 @@
 """Answer scoring (SQuAD normalization, exact match, token F1) and episode rewards.
 
 A reward function takes the finished :class:`EpisodeRecord` and returns a float. The
-named ones are in :data:`REWARDS`; any callable with that signature is accepted too.
+named ones are in :data:`REWARDS`, those built from arguments (``reward_kwargs``: the LLM
+judge, ``judge`` and ``judge+f1``) in :data:`REWARD_FACTORIES`; any callable with that
+signature is accepted too.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from collections import Counter
@@ -13,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+_log = logging.getLogger(__name__)
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 # One C-level pass drops every punctuation character (a generator over a 1 MB answer took
 # most of a hostile env.step).
@@ -181,6 +185,135 @@ def _answer_was_retrieved(record: EpisodeRecord) -> bool:
     return any(g and g in normalize_answer(text) for text in record.retrieved_texts for g in golds)
 
 
+class JudgeReward:
+    """An LLM judge's verdict as the reward, or mixed with token F1.
+
+    ``weight * verdict + (1 - weight) * F1`` (``weight=1``: the judge alone; the named
+    ``judge+f1`` uses 0.5). An episode without a prediction scores 0 and costs no call.
+    When the judge gives no verdict (a timeout, an HTTP error, a reply neither yes nor
+    no), the *declared* ``fallback`` stands in for it: ``"f1"`` or ``"em"`` of the
+    episode, or a number; each use is counted (:attr:`fallbacks`, :meth:`stats`) and
+    logged as a warning on the ``research_env.rewards`` logger.
+
+    ``judge`` is any :data:`research_env.judge.JudgeFn`; one with ``verdicts`` (an
+    :class:`~research_env.judge.EndpointJudge`) is asked once per env step for all the
+    step's answers: the vector env calls :meth:`prefetch` with them before scoring.
+    """
+
+    def __init__(self, judge: Any, fallback: str | float = "f1", weight: float = 1.0) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"judge weight must be in [0, 1], got {weight}")
+        if isinstance(fallback, str) and fallback not in ("f1", "em"):
+            raise ValueError(f"judge fallback must be 'f1', 'em' or a number, got {fallback!r}")
+        self.judge = judge
+        self.fallback = fallback
+        self.weight = weight
+        self.fallbacks = 0
+        self.verdicts_used = 0
+        self._ready: dict[tuple[str, tuple[str, ...], str], tuple[float | None, str | None]] = {}
+
+    def prefetch(self, items: Sequence[tuple[str, Sequence[str], str]]) -> None:
+        """Judge a step's ``(question, golden answers, prediction)`` in one batch; the
+        scoring calls that follow read the verdicts from here."""
+        batch = getattr(self.judge, "verdicts", None)
+        if batch is None or not items:
+            return
+        keys = [(q, tuple(g), p) for q, g, p in items]
+        self._ready = dict(zip(keys, batch(list(items)), strict=True))  # this step's only
+
+    def _verdict(self, record: EpisodeRecord) -> tuple[float | None, str | None]:
+        prediction = record.prediction or ""
+        key = (record.question, tuple(record.golden_answers), prediction)
+        if key in self._ready:  # a GRPO group may give one answer several times
+            return self._ready[key]
+        batch = getattr(self.judge, "verdicts", None)
+        if batch is not None:
+            ((verdict, reason),) = batch([key])
+            return verdict, reason
+        try:
+            return float(self.judge(record.question, record.golden_answers, prediction)), None
+        except Exception as error:  # a custom judge's failure is a fallback, as an endpoint's
+            return None, f"{type(error).__name__}: {error}"
+
+    def __call__(self, record: EpisodeRecord) -> float:
+        score = 0.0
+        if record.prediction:
+            verdict, reason = self._verdict(record)
+            if verdict is not None:
+                score = verdict
+                self.verdicts_used += 1
+            else:
+                score = self._fallback(record)
+                self.fallbacks += 1
+                _log.warning(
+                    "judge gave no verdict (%s); reward fell back to %s = %.3f "
+                    "(%d fallbacks so far)",
+                    reason,
+                    self.fallback,
+                    score,
+                    self.fallbacks,
+                )
+        if self.weight == 1.0:
+            return score
+        return self.weight * score + (1.0 - self.weight) * record.f1
+
+    def _fallback(self, record: EpisodeRecord) -> float:
+        if self.fallback == "f1":
+            return record.f1
+        if self.fallback == "em":
+            return record.em
+        return float(self.fallback)
+
+    @property
+    def fingerprint_name(self) -> str:
+        """What a run's fingerprint records as the reward: the judge, the mix, the fallback."""
+        judge = getattr(self.judge, "name", type(self.judge).__name__)
+        return f"judge({judge}, weight={self.weight:g}, fallback={self.fallback})"
+
+    def stats(self) -> dict[str, Any]:
+        """Verdicts used, fallbacks taken, and the judge's own counters."""
+        own = getattr(self.judge, "stats", None)
+        return {
+            "verdicts": self.verdicts_used,
+            "fallbacks": self.fallbacks,
+            "fallback": self.fallback,
+            **({"judge": own()} if own is not None else {}),
+        }
+
+
+def judge_reward(
+    url: str | None = None,
+    model: str = "default",
+    fallback: str | float = "f1",
+    weight: float = 1.0,
+    **endpoint: Any,
+) -> JudgeReward:
+    """``reward="judge"``: an :class:`~research_env.judge.EndpointJudge` on ``url`` (the
+    OpenAI-compatible API root, ``http://host:8000/v1``) as a :class:`JudgeReward`;
+    ``endpoint`` passes ``timeout``, ``retries``, ``api_key_env``... through."""
+    if not url:
+        raise ValueError(
+            "reward 'judge' needs the judge's endpoint: reward_kwargs={'url': "
+            "'http://host:8000/v1'} (YAML: env.reward_kwargs.url), an OpenAI-compatible "
+            "chat-completions server"
+        )
+    from research_env.judge import EndpointJudge
+
+    return JudgeReward(EndpointJudge(url, model, **endpoint), fallback=fallback, weight=weight)
+
+
+def judge_f1_reward(**kwargs: Any) -> JudgeReward:
+    """``reward="judge+f1"``: half the judge's verdict, half token F1 (``weight`` changes it)."""
+    return judge_reward(**{"weight": 0.5, **kwargs})
+
+
+# Rewards built from arguments (reward_kwargs): a new object per env (a vector env shares
+# its first sub-env's).
+REWARD_FACTORIES: dict[str, Callable[..., RewardFn]] = {
+    "judge": judge_reward,
+    "judge+f1": judge_f1_reward,
+}
+
 REWARDS: dict[str, RewardFn] = {
     "research": research_reward,
     "search-r1": SearchR1Reward(),
@@ -190,14 +323,17 @@ REWARDS: dict[str, RewardFn] = {
 }
 
 
-def get_reward(reward: str | RewardFn) -> RewardFn:
-    """Resolve a reward name or pass a callable through; unknown names list the choices."""
+def get_reward(reward: str | RewardFn, reward_kwargs: dict[str, Any] | None = None) -> RewardFn:
+    """Resolve a reward name (built with ``reward_kwargs`` when it is a factory's, such as
+    ``judge``) or pass a callable through; unknown names list the choices."""
     if callable(reward):
         return reward
+    if isinstance(reward, str) and reward in REWARD_FACTORIES:
+        return REWARD_FACTORIES[reward](**(reward_kwargs or {}))
     try:
         return REWARDS[reward]
     except (KeyError, TypeError):
         raise ValueError(
-            f"unknown reward {reward!r}; choose one of {sorted(REWARDS)} "
+            f"unknown reward {reward!r}; choose one of {sorted({*REWARDS, *REWARD_FACTORIES})} "
             "or pass a callable taking an EpisodeRecord"
         ) from None

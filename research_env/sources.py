@@ -35,7 +35,14 @@ RETRIEVERS: dict[str, RetrieverFactory] = {
     # Ablation controls: no documents, or documents unrelated to the query.
     "empty": _lazy("research_env.retrievers.controls", "empty_factory"),
     "random": _lazy("research_env.retrievers.controls", "random_factory"),
+    # Web search APIs (research_env.retrievers.web): the web is the corpus.
+    "serper": _lazy("research_env.retrievers.web_serper", "serper_factory"),
+    "brave": _lazy("research_env.retrievers.web_brave", "brave_factory"),
+    "searxng": _lazy("research_env.retrievers.web_searxng", "searxng_factory"),
 }
+
+# Retrievers that need no corpus file (their factory gets corpus=None when none is given).
+CORPUS_FREE: set[str] = {"serper", "brave", "searxng"}
 
 
 def register_retriever(name: str, factory: RetrieverFactory) -> None:
@@ -78,6 +85,8 @@ def resolve_retriever(
             f"unknown retriever {retriever!r}; choose one of {sorted(RETRIEVERS)}, "
             "a server URL, or pass a Retriever instance"
         )
+    if corpus is None and retriever in CORPUS_FREE:
+        return RETRIEVERS[retriever](None, cache_dir=cache_dir, **(retriever_kwargs or {}))
     if corpus is None:
         raise ValueError(
             f"retriever {retriever!r} needs a corpus: pass corpus='path/to/corpus.jsonl' "

@@ -110,7 +110,12 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         first = env_class(**env_kwargs)
         # Later sub-envs reuse the first one's loaded dataset and retriever.
-        shared = {**env_kwargs, "dataset": first.samples, "retriever": first.retriever}
+        shared = {
+            **env_kwargs,
+            "dataset": first.samples,
+            "retriever": first.retriever,
+            "reward": first.reward_fn,  # one judge (client, cache, counters) for all
+        }
         make_env = partial(env_class, **shared)
         self._setup([first, *(make_env() for _ in range(num_envs - 1))], make_env, autoreset_mode)
 
@@ -241,6 +246,7 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
             if query is not None:
                 queries[i] = query
         hits = self._search(queries)
+        self._prefetch_rewards(episodes)
         return {
             i: self.envs[i].with_retrieval_stats(episodes[i].end_turn(hits.get(i))) for i in turns
         }
@@ -278,6 +284,20 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
                 )
             hits.update(zip(members, as_hits(results, retriever), strict=True))
         return hits
+
+    def _prefetch_rewards(self, episodes: Mapping[int, Episode]) -> None:
+        """Hand a batching reward (an LLM judge) all of this step's answers at once, so
+        scoring them costs one batch, not one call per episode."""
+        by_reward: dict[int, tuple[Any, list[tuple[str, tuple[str, ...], str]]]] = {}
+        for episode in episodes.values():
+            answer = episode.pending_answer()
+            prefetch = getattr(episode.reward_fn, "prefetch", None)
+            if answer and prefetch is not None:
+                record = episode.record
+                entry = by_reward.setdefault(id(episode.reward_fn), (prefetch, []))
+                entry[1].append((record.question, record.golden_answers, answer))
+        for prefetch, items in by_reward.values():
+            prefetch(items)
 
     def _episode(self, i: int) -> Episode:
         if not 0 <= i < self.num_envs:

@@ -4,7 +4,6 @@ pass@k against hand-computed values, the report, the judge plumbing and the CLI.
 import argparse
 import json
 
-import httpx
 import pytest
 from world import DOCS, SAMPLES, KeywordRetriever
 
@@ -13,7 +12,7 @@ from algorithms.rollout import Sampling
 from research_app import evaluate
 from research_app.baselines import NoRetriever, RetrieveOnceEnv, baseline_vector_env
 from research_app.harness import evaluate_baselines, evaluate_model, evaluate_scripted
-from research_app.judge import EndpointJudge, LocalJudge, judge_episodes
+from research_app.judge import LocalJudge, judge_episodes
 from research_app.report import report, save_results
 from research_env.env import MultiHopSearchEnv
 from research_env.metrics import pass_at_k, pass_at_k_values, reported_ks, summarize
@@ -216,20 +215,7 @@ def test_evaluate_model_adds_the_judge_metric(policy):
     assert "judge" in report([result])
 
 
-def test_endpoint_judge_speaks_openai_chat_completions():
-    requests = []
-
-    def handler(request):
-        requests.append(json.loads(request.content))
-        assert request.url.path == "/v1/chat/completions"
-        return httpx.Response(200, json={"choices": [{"message": {"content": " Yes."}}]})
-
-    client = httpx.Client(transport=httpx.MockTransport(handler))
-    judge = EndpointJudge("http://judge.test/v1", "grader", client=client)
-    assert judge("Who wrote The Glass Tide?", ["Tamsy Orr"], "Orr") == 1.0
-    (body,) = requests
-    assert body["model"] == "grader" and body["temperature"] == 0.0
-    assert "Tamsy Orr" in body["messages"][0]["content"]
+# The endpoint judge: tests/test_judge_reward.py (against a loopback endpoint).
 
 
 def test_local_judge_returns_a_verdict(policy):

@@ -150,6 +150,21 @@ COMMANDS: dict[str, Cheap] = {
         )
     ),
     "research-env eval --policy oracle --limit 20 --controls": Cheap(),
+    "research-env eval --suite searchr1 --data-dir data/flashrag --corpus data/wiki18.jsonl "
+    "--model runs/x/final --out runs/suite": Cheap(
+        parse_only="needs the FlashRAG files and a model; the README's suite snippet and "
+        "tests/test_suite.py run the suite on small files"
+    ),
+    "research-env train --set env.reward=judge+f1 --set "
+    "'env.reward_kwargs={url: \"http://localhost:8001/v1\"}'": Cheap(
+        parse_only="needs a judge endpoint; tests/test_judge_reward.py runs one on loopback"
+    ),
+    "research-env eval --policy oracle --limit 20 --retriever brave --retriever-arg max_cost=0.25": (
+        Cheap(
+            parse_only="needs BRAVE_API_KEY and the internet; tests/test_web_search.py runs "
+            "eval against a loopback fake"
+        )
+    ),
     "research-env eval --model smollm2-135m --baselines agent --limit 20 --controls empty": Cheap(
         replace=(("smollm2-135m", "tiny-random"), ("20", "2")), add=TINY_EVAL
     ),
@@ -239,6 +254,17 @@ SNIPPETS: dict[str, Cheap] = {
     'register_retriever("my-index", MyIndex)': Cheap(),
     'retriever_cache="runs/queries.sqlite"': Cheap(),
     "CooperativeSearchEnv(shaping=": Cheap(),
+    'for benchmark in SUITES["searchr1"]:': Cheap(),
+    'reward="judge+f1",': Cheap(
+        replace=(('"http://localhost:8001/v1"', '__import__("test_judge_reward").fake_judge()'),)
+    ),
+    'retriever="searxng",  # or "serper"': Cheap(
+        replace=(
+            ('"http://localhost:8080"', '__import__("test_web_search").fake_searxng()'),
+            ('"max_requests": 200}', '"max_requests": 200, "cache": False}'),  # no ~/.cache
+            (".inner.stats()", ".stats()"),
+        )
+    ),
     "TeamRolloutEngine(policy,": Cheap(),
     'model = PPO("MlpPolicy", env).learn(5_000)': Cheap(
         replace=(

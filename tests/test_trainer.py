@@ -122,6 +122,25 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert [resumed_rewards[s] for s in (3, 4)] == [r["episode/reward"] for r in ref_log[2:4]]
 
 
+def test_a_spent_search_budget_stops_training_with_the_last_step_saved(tmp_path):
+    from research_env.retrievers.web import BudgetExhausted
+
+    algo = make("grpo", tmp_path, **{"checkpoint.every": 0})
+    collect = algo.collect_rollouts
+
+    def collect_until_spent(step):
+        if step == 2:  # the third step's searches would pass the budget
+            raise BudgetExhausted("https://api.example", "the serper search budget is spent")
+        return collect(step)
+
+    algo.collect_rollouts = collect_until_spent
+    with pytest.raises(BudgetExhausted, match="Training stopped before step 3: step 2 is saved"):
+        algo.learn(4)
+    latest = ckpt.latest_checkpoint(tmp_path)
+    assert latest is not None and latest.name == "step-000002"
+    assert algorithm_class("grpo").load(latest, env_kwargs()).step == 2
+
+
 # --------------------------------------------------------------------------------------
 # evaluate / predict / CLI
 # --------------------------------------------------------------------------------------

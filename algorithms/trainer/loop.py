@@ -21,7 +21,7 @@ hands those to the step pipeline once per step.
 Verbs: ``algo.learn(steps, callback=...)`` (``steps`` more), ``algo.save(dir)``, ``Algo.load(dir)``,
 ``algo.predict(observation)`` and ``algo.evaluate()``.
 
-Why one file of ~570 lines: it is one idea, the algorithm object's lifecycle (declare,
+Why one file of ~600 lines: it is one idea, the algorithm object's lifecycle (declare,
 roll out, learn, evaluate, save and load), and its verbs read best side by side.
 """
 
@@ -52,6 +52,7 @@ from algorithms.trainer.metrics import MetricsLogger, episode_metrics, progress_
 from algorithms.trainer.optim import lr_factor, make_optimizer, master_weights_by_name
 from algorithms.trainer.step import StepRecipe, update_step
 from algorithms.trainer.update import Models, NonFiniteUpdateError
+from research_env.retrievers.web import BudgetExhausted
 
 Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
 # A step's metrics that count a rank's own share: summed over data-parallel ranks, not
@@ -383,7 +384,10 @@ class OnPolicyAlgorithm:
             torch.set_num_threads(self.config.trainer.num_threads)
         try:
             while self.step < total and not stop:
-                metrics = self.train_step()
+                try:
+                    metrics = self.train_step()
+                except BudgetExhausted as err:
+                    raise self._budget_spent(err, out) from None
                 if every_eval and self.step % every_eval == 0:
                     metrics |= self.evaluate()
                 if logger is not None:
@@ -416,6 +420,27 @@ class OnPolicyAlgorithm:
                         )  # fmt: skip
             distributed.barrier()
         return self
+
+    def _budget_spent(self, err: BudgetExhausted, out: Path) -> BudgetExhausted:
+        """A web search budget spent mid-run ends it cleanly: the last completed step is
+        saved (one process; under several, each rank's budget is its own and the last
+        periodic checkpoint stands) and the error says where and how to go on. The
+        searches already paid for are in the query cache, so a resumed run repeats none."""
+        done = ckpt.step_dir(out, self.step)
+        if self.step == 0:
+            where = "no update was made, so there is nothing to save"
+        elif distributed.is_distributed():
+            where = "the last periodic checkpoint stands (several processes)"
+        else:
+            if not done.exists():
+                self._save_step(out)
+            where = (
+                f"step {self.step} is saved in {done}; resume with a larger budget "
+                f"(research-env train --out {out} --resume)"
+            )
+        return BudgetExhausted(
+            err.url, f"{err.reason}. Training stopped before step {self.step + 1}: {where}"
+        )
 
     def _save_step(self, out: Path) -> None:
         """Rank 0 writes the step's checkpoint (the state is the same on every rank;

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from research_env.retrievers.http import HttpRetriever, RetrievalError
     from research_env.retrievers.hybrid import HybridRetriever
     from research_env.retrievers.query_cache import PersistentCachedRetriever
+    from research_env.retrievers.web import BudgetExhausted, WebSearchError
+    from research_env.retrievers.web_brave import BraveRetriever
+    from research_env.retrievers.web_searxng import SearxngRetriever
+    from research_env.retrievers.web_serper import SerperRetriever
 
 _LAZY = {
     "BM25Retriever": "bm25",
@@ -30,6 +34,11 @@ _LAZY = {
     "RetrievalError": "http",
     "HybridRetriever": "hybrid",
     "PersistentCachedRetriever": "query_cache",
+    "BudgetExhausted": "web",
+    "WebSearchError": "web",
+    "BraveRetriever": "web_brave",
+    "SearxngRetriever": "web_searxng",
+    "SerperRetriever": "web_serper",
 }
 
 __all__ = [  # noqa: RUF022 - the protocol first, then implementations
@@ -44,6 +53,11 @@ __all__ = [  # noqa: RUF022 - the protocol first, then implementations
     "RetrievalError",
     "HybridRetriever",
     "PersistentCachedRetriever",
+    "BudgetExhausted",
+    "WebSearchError",
+    "BraveRetriever",
+    "SearxngRetriever",
+    "SerperRetriever",
 ]
 
 

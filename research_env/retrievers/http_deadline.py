@@ -19,7 +19,7 @@ from typing import Any
 
 import httpcore
 
-__all__ = ["DeadlineBackend", "request_deadline"]
+__all__ = ["AnswerTooLarge", "DeadlineBackend", "deadline_request", "request_deadline"]
 
 # When the request running in this thread (context) must be finished, by time.monotonic().
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -100,3 +100,40 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
+
+
+class AnswerTooLarge(ValueError):
+    """An answer's body passed the byte limit of :func:`deadline_request`."""
+
+
+def deadline_request(
+    pool: httpcore.ConnectionPool,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    content: bytes | None,
+    timeout: float,
+    max_bytes: int,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request through ``pool`` (built on :class:`DeadlineBackend`) finished within
+    ``timeout`` seconds in all: ``(status, lower-cased headers, body)``. Raises httpcore's
+    ``TimeoutException`` / ``NetworkError`` / ``ProtocolError``, or :class:`AnswerTooLarge`
+    once the body passes ``max_bytes``."""
+    sent = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    timeouts = dict.fromkeys(("connect", "read", "write", "pool"), timeout)
+    with (
+        request_deadline(timeout),
+        pool.stream(
+            method, url, headers=sent, content=content, extensions={"timeout": timeouts}
+        ) as response,
+    ):
+        answer_headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
+        }
+        chunks, size = [], 0
+        for chunk in response.iter_stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise AnswerTooLarge(f"the answer passed {max_bytes} bytes")
+            chunks.append(chunk)
+        return response.status, answer_headers, b"".join(chunks)
