@@ -35,6 +35,10 @@ RETRIEVERS: dict[str, RetrieverFactory] = {
     # Ablation controls: no documents, or documents unrelated to the query.
     "empty": _lazy("research_env.retrievers.controls", "empty_factory"),
     "random": _lazy("research_env.retrievers.controls", "random_factory"),
+    # A language model writes the documents (research_env.retrievers.simulated).
+    "simulated": _lazy("research_env.retrievers.simulated", "simulated_factory"),
+    "simulated/useful": _lazy("research_env.retrievers.simulated", "useful_factory"),
+    "simulated/noisy": _lazy("research_env.retrievers.simulated", "noisy_factory"),
 }
 
 

@@ -238,6 +238,12 @@ SNIPPETS: dict[str, Cheap] = {
     ),
     'register_retriever("my-index", MyIndex)': Cheap(),
     'retriever_cache="runs/queries.sqlite"': Cheap(),
+    '"noise_rate": noise_curriculum(0.0, 0.5, steps=200),': Cheap(
+        replace=(
+            ('"smollm2-135m"', '"tiny-random"'),
+            ('"max_new_tokens": 64', '"max_new_tokens": 4'),
+        )
+    ),
     "CooperativeSearchEnv(shaping=": Cheap(),
     "TeamRolloutEngine(policy,": Cheap(),
     'model = PPO("MlpPolicy", env).learn(5_000)': Cheap(
