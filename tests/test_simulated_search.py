@@ -5,6 +5,8 @@ checked with a recording writer; the local-LM writer with the tiny random model.
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import pytest
 
@@ -258,3 +260,38 @@ def test_bad_curriculum_and_writer_answers_are_named():
 class RecordingWriterRetriever:
     def search(self, queries, k):
         return [[] for _ in queries]
+
+
+# -- benchmarks/simulated_search.py ----------------------------------------------------------
+
+
+def test_benchmark_row_numbers_by_hand():
+    from benchmarks.simulated_search import noisy_share, row
+
+    def episode(em, ids=()):
+        return {"em": em, "f1": em, "format_valid": True, "searches": 1, "retrieved_doc_ids": ids}
+
+    reference = [episode(1), episode(1), episode(0), episode(0)]
+    episodes = [episode(1, ["sim-noisy-a", "sim-useful-b"]), episode(0, ["d1"]), episode(1), episode(1, ["sim-noisy-c"])]  # fmt: skip
+    numbers = row("simulated/noisy", episodes, reference)
+    assert numbers["em"] == 0.75
+    # Wilson, 3 of 4, z = 1.96: centre 0.6275, half-width 0.3269.
+    assert numbers["em_interval"] == pytest.approx([0.3006, 0.9544], abs=1e-4)
+    assert numbers["em_change"] == 0.25  # (0 - 1 + 1 + 1) / 4
+    assert numbers["noisy_share"] == pytest.approx(2 / 3)
+    assert noisy_share([episode(1, ["d1"])]) != noisy_share([episode(1, ["d1"])])  # NaN: none
+
+
+def test_benchmark_runs_on_four_questions_with_tiny_models(tmp_path, capsys):
+    from benchmarks.simulated_search import RETRIEVERS, main
+
+    out = tmp_path / "simulated.json"
+    argv = ["--model", "tiny-random", "--simulator", "tiny-random", "--questions", "4",
+            "--max-turn-tokens", "8", "--max-total-tokens", "64", "--passage-tokens", "4",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["retriever"] for r in rows] == list(RETRIEVERS)
+    assert all(r["questions"] == 4 for r in rows)
+    printed = capsys.readouterr().out
+    assert "| retriever | EM [95% CI] |" in printed and printed.count("\n| ") == 5
