@@ -129,6 +129,17 @@ def test_useful_passages_are_written_from_the_questions_facts_through_the_env():
     assert "(Title: Title 0)" in observation
 
 
+def test_the_rag_baseline_writes_its_documents_from_the_questions_facts_too():
+    from research_app.baselines import RetrieveOnceEnv
+
+    writer = RecordingWriter()
+    engine = SimulatedSearchEngine(writer, noise_rate=0.0)
+    env = RetrieveOnceEnv(question_retriever=engine, dataset=[SAMPLE], top_k=1)
+    prompt, info = env.reset(seed=0)
+    assert "Who founded Krithbe Works? Balrona Dyhas" in writer.batches[0][0]
+    assert "passage 0" in prompt and info["documents"][0].startswith("sim-useful-")
+
+
 def test_supporting_documents_come_from_the_corpus(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
