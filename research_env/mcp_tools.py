@@ -337,8 +337,15 @@ class McpToolbox:
         turns produce them); one hit per call, holding the tool's text. ``k`` is unused."""
         calls = []
         for query in queries:
-            call = json.loads(query)
-            calls.append((str(call["name"]), dict(call["arguments"])))
+            try:
+                call = json.loads(query)
+                calls.append((str(call["name"]), dict(call["arguments"])))
+            except (ValueError, TypeError, KeyError):
+                raise ValueError(
+                    f"McpToolbox.search got {query!r:.80}, not a tool call: the toolbox answers "
+                    "the turns of its own template, so make the env with "
+                    "template=tools.template() and retriever=tools"
+                ) from None
         results = self.call_many(calls)
         return [
             [SearchHit(Document(f"mcp:{name}", result.text), 0.0)]

@@ -93,6 +93,13 @@ def test_a_slow_tool_times_out_into_the_observation_and_the_server_stays(tools):
     assert "after" in observation
 
 
+def test_the_toolbox_refuses_plain_queries_of_another_template(tools):
+    env = gym.make("ReSearch-MultiHop-v0", dataset=[SAMPLE], retriever=tools)  # tag template
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"make the env with template=tools\.template\(\)"):
+        env.step("<search>Drellow Works</search>")
+
+
 def test_one_vector_env_step_sends_every_call(tools):
     env = SearchVectorEnv(num_envs=3, dataset=[SAMPLE], template=tools.template(), retriever=tools)
     env.reset(seed=0)
