@@ -212,3 +212,13 @@ def _connect_when_up(url: str, server: subprocess.Popen) -> McpToolbox:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def test_without_the_sdk_the_error_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mcp", None)  # import mcp raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'research-gym\[mcp\]'"):
+        McpToolbox(LOOPBACK)
+    from research_app.cli import main
+
+    assert main(["mcp", "--corpus", "synthetic"]) == 2
+    assert "pip install 'research-gym[mcp]'" in capsys.readouterr().err
