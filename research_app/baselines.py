@@ -21,7 +21,7 @@ from gymnasium.vector import AutoresetMode
 
 from research_env.env import MultiHopSearchEnv
 from research_env.episode import Episode
-from research_env.retrievers.base import SearchHit
+from research_env.retrievers.base import SearchHit, as_hits, retrieve
 from research_env.templates import PromptTemplate, get_template
 from research_env.vector import SearchVectorEnv
 
@@ -54,7 +54,9 @@ class RetrieveOnceEnv(MultiHopSearchEnv):
         _, info = super().reset(seed=seed, options=options)
         assert self.episode is not None
         sample = self.episode.sample
-        hits = self.question_retriever.search([sample.question], self.rules.top_k)[0]
+        # The question's own sample goes along: a simulated engine writes from its facts.
+        found = retrieve(self.question_retriever, [sample.question], self.rules.top_k, [sample])
+        hits = as_hits(found, self.question_retriever)[0]
         template = with_documents(self.template, hits[: self.rules.top_k])
         self.episode = Episode(sample, template, self.rules, self.reward_fn)
         self.episode.record.retrieved_doc_ids.extend(h.document.id for h in hits)

@@ -11,7 +11,7 @@ import gymnasium as gym
 from research_env.data.types import QASample
 from research_env.episode import Episode, EpisodeRules, InvalidTurnPolicy, TurnOutcome
 from research_env.protocol import FormatMode
-from research_env.retrievers.base import Retriever, as_hits
+from research_env.retrievers.base import Retriever, as_hits, retrieve
 from research_env.rewards import RewardFn, get_reward
 from research_env.shaping import SearchShaping
 from research_env.sources import resolve_dataset, resolve_retriever
@@ -235,7 +235,10 @@ class MultiHopSearchEnv(gym.Env[str, str]):
         hits = (
             None
             if query is None
-            else as_hits(self.retriever.search([query], self.rules.top_k), self.retriever)[0]
+            else as_hits(
+                retrieve(self.retriever, [query], self.rules.top_k, [episode.sample]),
+                self.retriever,
+            )[0]
         )
         outcome = self.with_retrieval_stats(episode.end_turn(hits))
         if self.render_mode == "human":

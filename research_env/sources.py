@@ -39,6 +39,10 @@ RETRIEVERS: dict[str, RetrieverFactory] = {
     "serper": _lazy("research_env.retrievers.web_serper", "serper_factory"),
     "brave": _lazy("research_env.retrievers.web_brave", "brave_factory"),
     "searxng": _lazy("research_env.retrievers.web_searxng", "searxng_factory"),
+    # A language model writes the documents (research_env.retrievers.simulated).
+    "simulated": _lazy("research_env.retrievers.simulated", "simulated_factory"),
+    "simulated/useful": _lazy("research_env.retrievers.simulated", "useful_factory"),
+    "simulated/noisy": _lazy("research_env.retrievers.simulated", "noisy_factory"),
 }
 
 # Retrievers that need no corpus file (their factory gets corpus=None when none is given).

@@ -29,7 +29,7 @@ recursion limit on deeply nested input is caught like any other malformed JSON).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from research_env.actions import Observation
@@ -80,8 +80,10 @@ _CORRECTION = (
 )
 
 
-def parse_tool_call_turn(text: str) -> Turn:
-    """Parse one assistant turn in the tool-call format. Never raises."""
+def parse_tool_call_turn(text: str, on_call: Callable[[str], Turn] | None = None) -> Turn:
+    """Parse one assistant turn in the tool-call format. Never raises. ``on_call`` turns
+    the one call's JSON body into a turn (default: the ``search`` tool's rules; an MCP
+    toolbox passes its own, :mod:`research_env.mcp_tools`)."""
     if not isinstance(text, str):
         return Turn(kind="invalid", reason="no_action")
     text = clean_text(text)
@@ -97,21 +99,31 @@ def parse_tool_call_turn(text: str) -> Turn:
         return Turn(kind="invalid", reason="unclosed_tool_call")
     if n_open > 1:
         return Turn(kind="invalid", reason="multiple_tool_calls")
-    return _search_call(text[start + len(TOOL_CALL_OPEN) : end])
+    return (on_call or _search_call)(text[start + len(TOOL_CALL_OPEN) : end])
 
 
-def _search_call(body: str) -> Turn:
-    """The search a tool call's JSON body asks for, or the invalid turn it is."""
+def read_call(body: str) -> tuple[Any, dict[str, Any]] | None:
+    """A tool call's JSON body as ``(name, arguments)``, or None when it is not one JSON
+    object with a ``name`` and an ``arguments`` object (or a JSON string holding one)."""
     try:
         call = json.loads(body)
         arguments = call.get("arguments") if isinstance(call, dict) else None
         if isinstance(arguments, str):  # OpenAI's spelling: the arguments as a JSON string
             arguments = json.loads(arguments)
     except (ValueError, RecursionError):
-        return Turn(kind="invalid", reason="tool_call_json")
+        return None
     if not isinstance(call, dict) or "name" not in call or not isinstance(arguments, dict):
+        return None
+    return call["name"], arguments
+
+
+def _search_call(body: str) -> Turn:
+    """The search a tool call's JSON body asks for, or the invalid turn it is."""
+    call = read_call(body)
+    if call is None:
         return Turn(kind="invalid", reason="tool_call_json")
-    if call["name"] != SEARCH_TOOL_NAME:
+    name, arguments = call
+    if name != SEARCH_TOOL_NAME:
         return Turn(kind="invalid", reason="unknown_tool")
     query = arguments.get("query")
     query = normalize_query(query) if isinstance(query, str) else ""

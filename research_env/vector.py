@@ -12,7 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from research_env.env import MultiHopSearchEnv
 from research_env.episode import Episode, TurnOutcome
-from research_env.retrievers.base import SearchHit, as_hits
+from research_env.retrievers.base import SearchHit, as_hits, retrieve
 from research_env.templates import PromptTemplate
 from research_env.termination import Termination
 
@@ -276,7 +276,8 @@ class SearchVectorEnv(VectorEnv[Observations, Actions, np.ndarray]):
         for members in by_retriever.values():
             retriever = self.envs[members[0]].retriever
             k = max(self.envs[i].rules.top_k for i in members)
-            results = retriever.search([queries[i] for i in members], k)
+            contexts = [self._episode(i).sample for i in members]
+            results = retrieve(retriever, [queries[i] for i in members], k, contexts)
             if len(results) != len(members):
                 raise RuntimeError(
                     f"{type(retriever).__name__}.search returned {len(results)} hit lists "

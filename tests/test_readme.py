@@ -125,6 +125,9 @@ COMMANDS: dict[str, Cheap] = {
     "research-env serve --retriever bm25 --corpus corpus.jsonl --port 8000": Cheap(
         parse_only="a server runs until stopped (tests/test_server.py serves)"
     ),
+    "research-env mcp --corpus synthetic --transport http --port 8765": Cheap(
+        parse_only="a server runs until stopped (tests/test_mcp.py serves over HTTP)"
+    ),
     "research-env demo [--quick] [--no-warmstart] [--algo ppo] [--steps N]": Cheap(
         replace=(("[", ""), ("]", ""), ("N", "1")),
         parse_only="a synopsis; tests/test_demo.py runs the demo",
@@ -253,6 +256,16 @@ SNIPPETS: dict[str, Cheap] = {
     ),
     'register_retriever("my-index", MyIndex)': Cheap(),
     'retriever_cache="runs/queries.sqlite"': Cheap(),
+    '"noise_rate": noise_curriculum(0.0, 0.5, steps=200),': Cheap(
+        replace=(
+            ('"smollm2-135m"', '"tiny-random"'),
+            ('"max_new_tokens": 64', '"max_new_tokens": 4'),
+        )
+    ),
+    "with McpToolbox(server, call_timeout=30) as tools:": Cheap(
+        # The started server imports this checkout, as the test's own process does.
+        replace=(("call_timeout=30)", 'call_timeout=30, env={**__import__("os").environ})'),)
+    ),
     "CooperativeSearchEnv(shaping=": Cheap(),
     'for benchmark in SUITES["searchr1"]:': Cheap(),
     'reward="judge+f1",': Cheap(

@@ -1,4 +1,4 @@
-"""The env's own ``research-env`` commands: ``data``, ``play`` and ``serve``.
+"""The env's own ``research-env`` commands: ``data``, ``play``, ``serve`` and ``mcp``.
 
 Each needs neither torch nor anything above this package. The application
 (the package that owns the ``research-env`` entry point) lists these among its commands;
@@ -12,4 +12,5 @@ COMMANDS: dict[str, str] = {
     "data": "research_env.commands.data:register",
     "play": "research_env.commands.play:register",
     "serve": "research_env.commands.serve:register",
+    "mcp": "research_env.commands.mcp_serve:register",
 }

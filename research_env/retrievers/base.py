@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from research_env.data.types import Document
+from research_env.data.types import Document, QASample
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,32 @@ class Retriever(Protocol):
     def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
         """Return, for each query in order, at most ``k`` hits sorted by score."""
         ...
+
+
+@runtime_checkable
+class ContextualRetriever(Protocol):
+    """A retriever whose answer may depend on the question being played, not only on the
+    query (a simulated search engine writes useful passages from the question's gold
+    facts). The envs call :func:`retrieve`, which passes each query's question to such a
+    retriever and calls plain ``search`` on any other."""
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]: ...
+
+    def search_with_context(
+        self, queries: Sequence[str], k: int, contexts: Sequence[QASample | None]
+    ) -> list[list[SearchHit]]:
+        """As ``search``; ``contexts[i]`` is the question query ``i`` was asked for."""
+        ...
+
+
+def retrieve(
+    retriever: Retriever, queries: Sequence[str], k: int, contexts: Sequence[QASample]
+) -> Sequence[Sequence[object]]:
+    """``retriever``'s answer to ``queries``, with each query's question (``contexts``)
+    for a :class:`ContextualRetriever`."""
+    if isinstance(retriever, ContextualRetriever):
+        return retriever.search_with_context(queries, k, contexts)
+    return retriever.search(queries, k)
 
 
 def as_hits(results: Sequence[Sequence[object]], retriever: object) -> list[list[SearchHit]]:

@@ -209,7 +209,12 @@ def _read_only_error(err: sqlite3.OperationalError) -> bool:
 
 def with_query_cache(retriever: Retriever, path: str | os.PathLike[str]) -> Retriever:
     """``retriever`` behind a :class:`PersistentCachedRetriever` on ``path``, unless it
-    already is one on that file (a vector env's sub-envs share the first one's)."""
+    already is one on that file (a vector env's sub-envs share the first one's). A
+    retriever with its own ``cached_on(path)`` (the simulated search engine caches the
+    passages it writes, not the queries) is asked to do it itself."""
+    cached_on = getattr(retriever, "cached_on", None)
+    if callable(cached_on):
+        return cached_on(path)  # type: ignore[no-any-return]
     if isinstance(retriever, PersistentCachedRetriever) and retriever.path == Path(path):
         return retriever
     return PersistentCachedRetriever(retriever, path)
