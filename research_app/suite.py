@@ -212,9 +212,10 @@ def _published_section(rows: Sequence[SuiteRow], model: str) -> list[str]:
     lines = [
         f"### Published results {note}: quoted from the papers, not run here",
         "",
-        "EM (F1 where the paper gives it), percent. An empty cell is a number or setting "
-        "not verified in the source. A row compares with ours only where corpus, "
-        "retriever, top-k, metric and the questions evaluated all match.",
+        "EM (F1 where the paper gives it), percent, exactly as the paper's text gives "
+        "them. An empty cell is a number or setting not found in the paper's text (the "
+        "notes say why). A row compares with ours only where corpus, retriever, top-k, "
+        "metric and the questions evaluated all match.",
         "",
         "| system | model | corpus | retriever | top-k | metric | " + " | ".join(labels) + " |",
         "|---|---|---|---|---|---|" + "---:|" * len(labels),
@@ -228,6 +229,9 @@ def _published_section(rows: Sequence[SuiteRow], model: str) -> list[str]:
         )
     sources = dict.fromkeys(row.source for row in published)
     lines += ["", "Sources:", *(f"- {source}" for source in sources)]
+    notes = dict.fromkeys(row.note for row in published if row.note)
+    if notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in notes)]
     return lines
 
 

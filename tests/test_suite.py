@@ -93,10 +93,19 @@ def test_scripted_suite_report_rows_intervals_and_published_rows(tmp_path, capsy
     assert "| average (unweighted, 7 datasets) | | | 85.7 | 85.7 |" in text  # 6 of 7
     assert "quoted from the papers, not run here" in text
     assert (
-        "| ZeroSearch-base | Qwen2.5-3B-Base |" in text
-        and "| 43 | 61.6 | 41.4 | 33.8 | 34.6 | 13 | 13.89 |" in text
+        "| ZeroSearch-base | Qwen2.5-3B-Base | Google Web Search | Google (SerpAPI) | 5 | EM "
+        "| 43 | 61.6 | 41.4 | 33.8 | 34.6 | 13 | 13.89 |" in text
     )
-    assert "StepSearch main-results table" in text
+    assert (
+        "| StepSearch-base | Qwen2.5-3B-Base | training corpus + Wikipedia 2018 | E5 | 3 |" in text
+    )
+    assert "StepSearch, arXiv 2505.15107, Table 1" in text
+    # A row whose scores were not found in the paper's text prints its settings, empty
+    # cells and, under Notes, why.
+    assert (
+        "| Search-R1-instruct | Qwen2.5-3B-Instruct | Wikipedia 2018 | E5 | 3 |" + "  |" * 8 in text
+    )
+    assert "Notes:\n- Search-R1: no scores." in text
     saved = json.loads((out / "suite.json").read_text())
     assert [row["dataset"] for row in saved] == [b.folder for b in SUITES["searchr1"]]
     assert all(row["n"] == 2 and len(row["fingerprint"]) == 64 for row in saved)
@@ -148,3 +157,23 @@ def test_model_sizes_and_published_rows_by_size():
     for row in PUBLISHED:
         assert set(row.em) <= folders and set(row.f1) <= set(row.em)
         assert all(0 <= v <= 100 for v in [*row.em.values(), *row.f1.values()])
+
+
+def test_published_numbers_cite_the_papers_table_text_or_say_why_they_are_absent():
+    for row in PUBLISHED:
+        if row.em or row.f1:  # a number needs its table and the metric the paper states
+            assert "arXiv" in row.source and "Table" in row.source, row.system
+            assert row.metric in ("EM", "EM / F1"), row.system
+            assert (row.metric == "EM / F1") == bool(row.f1), row.system
+        else:
+            assert row.note.startswith(row.system.split("-")[0]), row.system
+    search_r1 = next(r for r in PUBLISHED if r.system == "Search-R1-instruct")
+    # The 3B scores a third-party blog quoted as "the paper" are not Table 2's main result.
+    assert not search_r1.em and "third-party" in search_r1.note
+    assert (search_r1.corpus, search_r1.retriever, search_r1.top_k) == ("Wikipedia 2018", "E5", 3)
+    # ZeroSearch's evaluation searches Google (SerpAPI) for five documents (Section 4.3).
+    zerosearch = [r for r in PUBLISHED if r.system.startswith("ZeroSearch")]
+    assert {(r.retriever, r.top_k, r.metric) for r in zerosearch} == {("Google (SerpAPI)", 5, "EM")}
+    # Table 1 of StepSearch prints 0.467 / 0.573 for the 7B base model on Bamboogle.
+    step7 = next(r for r in PUBLISHED if r.system == "StepSearch-base" and r.size == "7b")
+    assert (step7.em["bamboogle"], step7.f1["bamboogle"]) == (46.7, 57.3)
