@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from research_app.ablate_changes import changes, hop_change_lines, hop_change_table, signed
 from research_env.intervals import mean_interval, rate_half_width
 
 # Metric key in eval.json -> column title.
@@ -67,56 +68,12 @@ def collect(out: Path, variants: Sequence[Any], seeds: int) -> tuple[dict[str, A
     return rows, missing
 
 
-def _per_question_em(result: dict[str, Any]) -> dict[str, float]:
-    return {str(e["question_id"]): float(e["em"]) for e in result.get("episodes", [])
-            if e.get("em") is not None}  # fmt: skip
-
-
 def em_changes(out: Path, variants: Sequence[Any], seeds: int) -> dict[str, Any]:
-    """Each variant's EM change from the starting model, two ways:
-
-    - ``across_seeds``: one change per done seed (its EM minus the baseline's on the same
-      questions), mean and Student-t 95% interval over seeds: the training's seed-to-seed
-      spread, the issue's yardstick (the question sample is fixed).
-    - ``paired``: per question, the mean over seeds of its EM minus the baseline's; mean
-      and 95% interval over questions: the question sample's noise, with seeds pooled.
-
-    ``verdict`` is "gain" or "drop" when the across-seed interval excludes 0, else
-    "inside" (or "one seed" when no across-seed interval exists)."""
-    baseline = _load(out / "baseline" / "eval.json")
-    if baseline is None:
-        return {}
-    base = _per_question_em(baseline)
-    changes: dict[str, Any] = {}
-    for v in variants:
-        per_seed: list[dict[str, float]] = []
-        for seed in range(seeds):
-            run = out / v.name / f"seed-{seed}"
-            result = _load(run / "eval.json") if (run / "done.json").exists() else None
-            if result is not None:
-                per_seed.append(_per_question_em(result))
-        if not per_seed:
-            continue
-        questions = [q for q in base if all(q in s for s in per_seed)]
-        if not questions:
-            continue
-        seed_changes = [sum(s[q] - base[q] for q in questions) / len(questions) for s in per_seed]
-        mean, half = mean_interval(seed_changes)
-        diffs = [sum(s[q] for s in per_seed) / len(per_seed) - base[q] for q in questions]
-        paired_mean, paired_half = mean_interval(diffs)
-        if half is None:
-            verdict = "one seed"
-        elif mean - half > 0:
-            verdict = "gain"
-        elif mean + half < 0:
-            verdict = "drop"
-        else:
-            verdict = "inside"
-        changes[v.name] = {"questions": len(questions), "seeds": len(per_seed),
-                           "per_seed": seed_changes, "across_seeds": {"mean": mean, "ci95": half},
-                           "paired": {"mean": paired_mean, "ci95": paired_half},
-                           "verdict": verdict}  # fmt: skip
-    return changes
+    """Each variant's EM change from the starting model on all questions, across seeds and
+    paired over questions (:func:`research_app.ablate_changes.change`). ``verdict`` is
+    "gain" or "drop" when the across-seed interval excludes 0, else "inside" (or "one seed"
+    when no across-seed interval exists)."""
+    return changes(out, [v.name for v in variants], seeds, "em")
 
 
 _VERDICTS = {
@@ -138,28 +95,24 @@ def _change_lines(changes: dict[str, Any]) -> list[str]:
              "| | seeds | EM change, across seeds | EM change, paired over questions | verdict |",
              "|---|---:|---:|---:|---|"]  # fmt: skip
     for name, c in changes.items():
-        lines.append(f"| {name} | {c['seeds']} | {_signed(c['across_seeds'])} | "
-                     f"{_signed(c['paired'])} | {_VERDICTS[c['verdict']]} |")  # fmt: skip
+        lines.append(f"| {name} | {c['seeds']} | {signed(c['across_seeds'])} | "
+                     f"{signed(c['paired'])} | {_VERDICTS[c['verdict']]} |")  # fmt: skip
     return lines
-
-
-def _signed(stat: dict[str, Any]) -> str:
-    if stat.get("ci95") is None:
-        return f"{stat['mean']:+.3f}"
-    return f"{stat['mean']:+.3f} ± {stat['ci95']:.3f}"
 
 
 def write_table(out: Path, variants: Sequence[Any], seeds: int, subset: dict[str, Any]) -> dict:
     """Write ``table.json`` and ``table.md``; returns the JSON."""
     rows, missing = collect(out, variants, seeds)
-    changes = em_changes(out, variants, seeds)
+    em_change = em_changes(out, variants, seeds)
     base = rows.get("baseline", {}).get("groups", {}).get("all", {})
     base_em = base.get("em", {}).get("mean")
     n = subset.get("questions")
     half = rate_half_width(base_em, len(_load(out / "subset.json")["indices"])) if (
         base_em is not None) else None  # fmt: skip
+    by_hops = hop_change_table(out, [v.name for v in variants], seeds)
     table = {"subset": subset, "baseline_em_one_run_ci95": half, "rows": rows,
-             "em_change": changes, "missing_runs": missing}  # fmt: skip
+             "em_change": em_change, "change_by_hops": by_hops,
+             "missing_runs": missing}  # fmt: skip
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
 
     lines = ["# Ablation", ""]
@@ -194,7 +147,7 @@ def write_table(out: Path, variants: Sequence[Any], seeds: int, subset: dict[str
             one = cell.get("one_run_em_ci95")
             lines.append(f"| {name} | {seeds_done} | " + " | ".join(values)
                          + f" | {'' if one is None else f'±{one:.3f}'} |")  # fmt: skip
-    lines += _change_lines(changes)
+    lines += _change_lines(em_change) + hop_change_lines(by_hops)
     (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return table
 

@@ -156,6 +156,51 @@ def test_em_change_across_seeds_and_paired_over_questions_by_hand(tmp_path):
     assert table["missing_runs"] == ["ppo/seed-1"]
 
 
+def _episodes_json(path, rows):
+    """``rows``: (hops, em, searches) per question."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    episodes = [{"question_id": f"q{i}", "hops": h, "em": em, "searches": n}
+                for i, (h, em, n) in enumerate(rows)]  # fmt: skip
+    path.write_text(json.dumps({"overall": {"n": len(rows)}, "episodes": episodes}))
+
+
+def test_changes_per_hop_count_in_em_and_searches_by_hand(tmp_path):
+    """A variant that gains EM on one-hop questions while searching less on multi-hop ones
+    shows both, per hop group, with both intervals."""
+    from research_app.ablate import Variant
+    from research_app.ablate_report import write_table
+
+    out = tmp_path / "abl"
+    base = [(1, 0, 2), (1, 0, 2), (2, 0, 2), (2, 1, 3), (3, 0, 3)]
+    _episodes_json(out / "baseline" / "eval.json", base)
+    seeds = (
+        [(1, 1, 1), (1, 1, 1), (2, 0, 1), (2, 1, 1), (3, 0, 1)],
+        [(1, 1, 1), (1, 0, 1), (2, 0, 1), (2, 1, 2), (3, 0, 1)],
+    )
+    for seed, rows in enumerate(seeds):
+        _episodes_json(out / "rl" / f"seed-{seed}" / "eval.json", rows)
+        (out / "rl" / f"seed-{seed}" / "done.json").write_text("{}")
+    (out / "subset.json").write_text(json.dumps({"indices": [0, 1, 2, 3, 4]}))
+    table = write_table(out, [Variant("rl", "grpo")], 2,
+                        {"questions": 5, "split": "dev", "dataset": "d", "seed": 0})  # fmt: skip
+    hops = table["change_by_hops"]
+    one_em = hops["1 hop"]["em"]["rl"]
+    # One hop: seed changes (1+1)/2 - 0 = 1 and (1+0)/2 = 0.5; paired diffs 1, 0.5.
+    assert one_em["questions"] == 2 and one_em["per_seed"] == [1.0, 0.5]
+    multi = hops["2+ hops"]["searches"]["rl"]
+    # 2+ hops (q2, q3, q4; baseline searches 2, 3, 3 -> mean 8/3): seed 0 searches 1, 1, 1
+    # (change -5/3), seed 1 searches 1, 2, 1 (change -4/3): mean -1.5, sd 0.2357, t(1) 12.706.
+    assert multi["per_seed"] == pytest.approx([-5 / 3, -4 / 3])
+    assert multi["across_seeds"]["ci95"] == pytest.approx(12.706 * 0.235702 / 2**0.5, rel=1e-4)
+    # Paired per question: -1, -1.5, -2 (mean -1.5, sd 0.5, t(2) 4.303 -> 1.242): excludes 0,
+    # but the across-seed interval (2.118) does not, so the drop is not established.
+    assert multi["paired"]["ci95"] == pytest.approx(4.302653 * 0.5 / 3**0.5, rel=1e-5)
+    assert multi["both"] == "inside" and multi["verdict"] == "inside"
+    md = (out / "table.md").read_text()
+    assert "## Change from the starting model, per hop count" in md
+    assert "| 2+ hops | rl | 3 | " in md and "-1.500 ± 2.118 / -1.500 ± 1.242 | inside |" in md
+
+
 def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path, capsys):
     import socket
     import subprocess
