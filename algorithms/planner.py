@@ -192,7 +192,10 @@ def plan(
     kv_dim = hf.num_key_value_heads * head_dim
     rows = r.questions_per_step * r.group_size // max(1, gpus)
     rollout_dtype = resolve_precision(r.rollout_dtype, device)
-    decode_bytes = _bytes(rollout_dtype, dtype)
+    # The int8 copy holds 1-byte weights and decodes (and caches keys) in float32.
+    int8 = rollout_dtype == "int8"
+    decode_bytes = 1 if int8 else _bytes(rollout_dtype, dtype)
+    kv_bytes = 4 if int8 else decode_bytes
     if device == "cuda" and t.autocast_dtype is None:  # planned for a GPU with bf16
         autocast = "bfloat16" if dtype == torch.float32 else None
     else:
@@ -217,7 +220,7 @@ def plan(
         "reference copy (KL)": (
             params * dtype.itemsize / share if _kl(config) and lora is None else 0.0
         ),
-        "rollout KV cache": 2.0 * hf.num_hidden_layers * kv_dim * decode_bytes
+        "rollout KV cache": 2.0 * hf.num_hidden_layers * kv_dim * kv_bytes
         * rows * r.max_total_tokens,
         "decode logits (float32)": 4.0 * rows * hf.vocab_size,
         "update activations": float(activations),
