@@ -196,6 +196,8 @@ def plan(
     int8 = rollout_dtype == "int8"
     decode_bytes = 1 if int8 else _bytes(rollout_dtype, dtype)
     kv_bytes = 4 if int8 else decode_bytes
+    embed = hf.vocab_size * hf.hidden_size
+    tied = bool(getattr(hf, "tie_word_embeddings", False))
     if device == "cuda" and t.autocast_dtype is None:  # planned for a GPU with bf16
         autocast = "bfloat16" if dtype == torch.float32 else None
     else:
@@ -213,7 +215,13 @@ def plan(
         "weights": params * dtype.itemsize / share,
         "weights gathered to decode (fsdp)": params * dtype.itemsize if fsdp else 0.0,
         "decoding copy (rollout_dtype)": (
-            params * decode_bytes if rollout_dtype and decode_bytes != dtype.itemsize else 0.0
+            # int8: 1 byte per linear weight, the embedding table kept in float32; its LM
+            # head is its own int8 matrix even where the model ties it to the embedding.
+            params - embed + 4.0 * embed + (embed if tied else 0)
+            if int8
+            else params * decode_bytes
+            if rollout_dtype and decode_bytes != dtype.itemsize
+            else 0.0
         ),
         "gradients": trainable * train_bytes / share,
         "optimizer (moments + fp32 masters)": optimizer / share,

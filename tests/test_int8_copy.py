@@ -101,3 +101,21 @@ def test_an_unknown_rollout_dtype_is_refused_with_the_accepted_names():
 class _Fake:
     tokenizer = None
     model = torch.nn.Linear(1, 1)
+
+
+def test_the_planner_counts_the_int8_copy_at_one_byte_per_linear_weight():
+    # SmolLM2-135M: 134,515,008 weights, of which the tied 49,152 x 576 embedding is
+    # 28,311,552. The int8 copy keeps that embedding in float32 (4 bytes each) and holds its
+    # own int8 LM head (1 byte each); every other weight is one byte: 134,515,008 +
+    # 3 * 28,311,552 + 28,311,552 = 247,761,216 bytes. Its KV cache stays float32.
+    from algorithms.config import TrainConfig
+    from algorithms.planner import plan
+
+    def items(dtype):
+        config = TrainConfig(algo="grpo").with_overrides({"rollout.rollout_dtype": dtype})
+        return plan(config, model="smollm2-135m", device="cpu").items
+
+    int8, fp32 = items("int8"), items(None)
+    assert int8["decoding copy (rollout_dtype)"] == 247_761_216
+    assert fp32["decoding copy (rollout_dtype)"] == 0
+    assert int8["rollout KV cache"] == fp32["rollout KV cache"]
