@@ -60,6 +60,18 @@ METHODS = (
 )
 
 
+def rerun_under_avx2_limits(module: str, argv: list[str] | None) -> None:
+    """Unless this process already runs under :data:`AVX2_LIMITS`, run ``python -m module
+    argv`` again with them set (they must be set before torch loads its kernels) and exit
+    with its status."""
+    if all(os.environ.get(k) == v for k, v in AVX2_LIMITS.items()):
+        return
+    args = sys.argv[1:] if argv is None else argv
+    env = {**os.environ, **AVX2_LIMITS}
+    command = [sys.executable, "-m", module, *args]
+    raise SystemExit(subprocess.run(command, env=env, check=False).returncode)
+
+
 def build_copy(model: Any, method: str) -> Any:
     """The weights ``method`` decodes with (``None`` when its library is missing)."""
     from algorithms.rollout import rollout_copy
@@ -127,11 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--avx2", action="store_true", help="limit the kernels to AVX2 first")
     args = parser.parse_args(argv)
-    if args.avx2 and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
-        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--avx2"]
-        env = {**os.environ, **AVX2_LIMITS}
-        command = [sys.executable, "-m", "benchmarks.int8_decode", *rest, "--avx2"]
-        raise SystemExit(subprocess.run(command, env=env, check=False).returncode)
+    if args.avx2:
+        rerun_under_avx2_limits("benchmarks.int8_decode", argv)
 
     from algorithms.policy import load_policy
     from benchmarks.decode_speed import build_method, make_prompts

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -110,13 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--avx2", action="store_true", help="limit the kernels to AVX2 first")
     args = parser.parse_args(argv)
-    if args.avx2 and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
-        from benchmarks.int8_decode import AVX2_LIMITS
+    if args.avx2:
+        from benchmarks.int8_decode import rerun_under_avx2_limits
 
-        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--avx2"]
-        command = [sys.executable, "-m", "benchmarks.int8_quality", *rest, "--avx2"]
-        env = {**os.environ, **AVX2_LIMITS}
-        raise SystemExit(subprocess.run(command, env=env, check=False).returncode)
+        rerun_under_avx2_limits("benchmarks.int8_quality", argv)
     import torch
 
     from algorithms.policy import load_policy
