@@ -14,13 +14,16 @@ What :class:`Int8Linear` computes, for input rows ``x`` and weight ``W``:
 
 - ``W`` is quantized once, symmetric per output channel: ``W ~ s_w[o] * Wq[o, :]``;
 - each input row is divided by its own absolute maximum ``a[r]`` before fbgemm quantizes
-  the whole tensor to 8 bits (fbgemm's dynamic linear has one activation scale per tensor;
-  dividing first gives every row the full 8-bit range, which is per-token quantization:
+  the whole tensor (fbgemm's dynamic linear has one activation scale per tensor;
+  dividing first gives every row the full range, which is per-token quantization:
   one row's outlier no longer coarsens the others);
 - the product is scaled back by ``a[r]`` and the bias added in float32.
 
-Off CPU (or without fbgemm) the same math runs through ``torch._int_mm`` (int8 x int8 ->
-int32) with symmetric per-token scales, so a CUDA copy is built by the same function. The
+fbgemm quantizes activations to 7 bits (``reduce_range``): on a CPU without AVX-512 VNNI its
+int8 kernels add pairs of products in int16, which saturates at 8 bits. On CUDA the same
+math runs through ``torch._int_mm`` (int8 x int8 -> int32, symmetric 8-bit per-token
+scales), so a GPU copy is built by the same function; elsewhere it is computed in float32
+from the int8 values (a reference, not fast). The
 LM head is quantized like every other linear; ``keep`` names the ones to leave in float32.
 """
 
@@ -77,37 +80,50 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features).float()
         absmax = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)
         if self.packed is not None:
-            # reduce_range=False: all 8 bits for the (row-normalized) activations.
-            out = torch.ops.quantized.linear_dynamic(rows / absmax, self.packed, False)
+            # reduce_range=True: 7-bit activations, fbgemm's own default on x86. A CPU without
+            # AVX-512 VNNI adds pairs of u8 x s8 products in int16, which saturates with
+            # 8-bit activations (measured: outputs off by up to 100%).
+            out = torch.ops.quantized.linear_dynamic(rows / absmax, self.packed, True)
             out = out * absmax
-        else:
+        elif rows.device.type == "cuda":
             out = self._int_mm(rows, absmax)
+        else:
+            out = self._reference(rows, absmax)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def _quantized_rows(self, rows: torch.Tensor, absmax: torch.Tensor) -> torch.Tensor:
+        """Symmetric per-token int8 activations: ``rows ~ absmax / 127 * result``."""
+        return torch.round(rows * (127.0 / absmax)).clamp(-127, 127).to(torch.int8)
+
     def _int_mm(self, rows: torch.Tensor, absmax: torch.Tensor) -> torch.Tensor:
-        """The device-agnostic path: symmetric per-token int8 activations, int32 products."""
-        scale = absmax / 127.0
-        xq = torch.round(rows / scale).clamp(-127, 127).to(torch.int8)
+        """The GPU path: int8 x int8 products summed in int32 (``torch._int_mm``)."""
+        xq = self._quantized_rows(rows, absmax)
         count = xq.shape[0]
         padded = max(32, -(-count // 8) * 8)  # CUDA's _int_mm wants > 16 rows, a multiple of 8
         if padded != count:
             xq = torch.cat([xq, xq.new_zeros(padded - count, xq.shape[1])])
         product = torch._int_mm(xq, self.weight_int8.t().contiguous())[:count]
-        return product.float() * scale * self.weight_scale
+        return product.float() * (absmax / 127.0) * self.weight_scale
+
+    def _reference(self, rows: torch.Tensor, absmax: torch.Tensor) -> torch.Tensor:
+        """The same products in float32 (any device; a CPU without fbgemm): slow, and
+        exact where the CPU's own int8 matmul is not (it saturates without VNNI)."""
+        xq = self._quantized_rows(rows, absmax).float()
+        product = xq @ self.weight_int8.float().t()
+        return product * (absmax / 127.0) * self.weight_scale
 
     def extra_repr(self) -> str:
-        kernel = "fbgemm" if self.packed is not None else "_int_mm"
+        kernel = "fbgemm" if self.packed is not None else "_int_mm on CUDA, else float32"
         return f"in_features={self.in_features}, out_features={self.out_features}, {kernel}"
 
 
 def quantize_linears(
     model: nn.Module, *, keep: Sequence[str] = (), use_fbgemm: bool | None = None
 ) -> int:
-    """Swap every ``nn.Linear`` (and :class:`~algorithms.rollout.PackedLinear`-free float
-    linear) of an inference model for an :class:`Int8Linear`, in place, except those whose
-    qualified name contains one of ``keep``. Returns how many were swapped."""
+    """Swap every plain ``nn.Linear`` of an inference model for an :class:`Int8Linear`, in
+    place, except those whose qualified name contains one of ``keep``. Returns how many were swapped."""
     swapped = 0
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
