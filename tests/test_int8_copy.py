@@ -47,6 +47,19 @@ def test_each_row_gets_its_own_activation_scale(use_fbgemm):
         assert error < 0.03, (row, float(error))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_cuda_path_multiplies_in_int8_like_the_reference():
+    # On CUDA the products go through torch._int_mm (int32 sums): the same integers as the
+    # float32 reference on CPU, so the outputs agree to float rounding.
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(5, 64)
+    on_cpu = Int8Linear(linear, use_fbgemm=False)(x)
+    on_gpu = Int8Linear(linear.cuda(), use_fbgemm=False)(x.cuda())
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=0)
+
+
 def test_int8_copy_replaces_every_linear_and_decodes_close_to_float32(tiny):
     copy = rollout_copy(tiny.model, torch.int8)
     kinds = {type(m).__name__ for m in copy.modules()}
@@ -55,10 +68,12 @@ def test_int8_copy_replaces_every_linear_and_decodes_close_to_float32(tiny):
     ours = generate(copy, prompts, max_new_tokens=6, eos_token_ids=(), greedy=True)
     ref = generate(tiny.model, prompts, max_new_tokens=6, eos_token_ids=(), greedy=True)
     assert [len(t) for t in ours.token_ids] == [6, 6]
-    # Each chosen token's log-prob under the int8 copy is near the float32 model's.
-    for lq, lp in zip(ours.logprobs, ref.logprobs, strict=True):
-        if list(lq) and ours.token_ids == ref.token_ids:
-            assert torch.tensor(list(lq)) == pytest.approx(torch.tensor(list(lp)), abs=0.1)
+    # Greedy over a 49,152-token vocabulary: a broken copy (a scale lost, rows mixed up)
+    # would not pick the float32 model's first tokens; this one does, with log-probs near
+    # float32's (8-bit rounding of a random model moves them by a few tenths of a nat).
+    for row in range(2):
+        assert list(ours.token_ids[row][:3]) == list(ref.token_ids[row][:3])
+        assert ours.logprobs[row][0] == pytest.approx(ref.logprobs[row][0], abs=0.5)
     # The policy itself is untouched.
     assert not any(isinstance(m, Int8Linear) for m in tiny.model.modules())
 
