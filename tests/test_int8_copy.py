@@ -60,8 +60,9 @@ def test_the_cuda_path_multiplies_in_int8_like_the_reference():
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=0)
 
 
-def test_int8_copy_replaces_every_linear_and_decodes_close_to_float32(tiny):
-    copy = rollout_copy(tiny.model, torch.int8)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-forward", "transformers-forward"])
+def test_int8_copy_replaces_every_linear_and_decodes_close_to_float32(tiny, fused):
+    copy = rollout_copy(tiny.model, torch.int8, fused=fused)
     kinds = {type(m).__name__ for m in copy.modules()}
     assert "Int8Linear" in kinds and "Linear" not in kinds and "PackedLinear" not in kinds
     prompts = [[5, 6, 7, 8], [9, 10, 11]]
