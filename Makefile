@@ -42,8 +42,8 @@ format: $(STAMP)
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile
 # What a CPU without AVX-512 computes: ATen's own kernels at AVX2 and oneDNN's (the bf16
 # matmuls) at AVX2. These two change results bit for bit here; MKL's limit changed none
-# (RESULTS.md, "Tests on every CPU").
-AVX2_ONLY := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 RESEARCH_GYM_EXPECT_CPU_CAPABILITY=AVX2
+# (RESULTS.md, "Tests on every CPU"). fbgemm's (the int8 decoding copy) at AVX2 too.
+AVX2_ONLY := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 RESEARCH_GYM_EXPECT_CPU_CAPABILITY=AVX2
 
 test: lint
 	$(PYTEST)

@@ -112,6 +112,13 @@ def range_problems(c: TrainConfig) -> list[str]:
         c.model.dtype in _DTYPES,
         f"model.dtype must be one of {sorted(_DTYPES)}, got {c.model.dtype!r}",
     )
+    from algorithms.precision import ROLLOUT_DTYPES
+
+    need(
+        c.rollout.rollout_dtype is None or c.rollout.rollout_dtype in ROLLOUT_DTYPES,
+        f"rollout.rollout_dtype must be null or one of {list(ROLLOUT_DTYPES)}, "
+        f"got {c.rollout.rollout_dtype!r}",
+    )
     return problems  # fmt: skip
 
 

@@ -137,8 +137,10 @@ class RolloutConfig:
             template) or ``auto`` (text for templates with a worked example).
         rollout_dtype: decode with a frozen copy in this dtype (``bfloat16`` is faster on
             a CPU with native bf16; pi_old then differs slightly from the training model's),
-            ``auto`` (bf16 on CUDA or such a CPU, else float32: :mod:`algorithms.precision`)
-            or ``null`` to decode with the policy itself.
+            ``auto`` (bf16 on CUDA or such a CPU, else float32: :mod:`algorithms.precision`),
+            ``int8`` (the 8-bit copy of :mod:`algorithms.rollout.int8_copy`: opt-in, faster
+            than float32 on a CPU without bf16 but further from the learner; pair it with
+            ``trainer.tis_cap``) or ``null`` to decode with the policy itself.
         pack_weights: let that rollout copy pre-pack its linear layers for oneDNN (CPU).
         fused: let that rollout copy run the fused forward of
             :mod:`algorithms.rollout.fused_llama` when the model is Llama-family (faster

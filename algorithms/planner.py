@@ -212,7 +212,12 @@ def plan(
     kv_dim = hf.num_key_value_heads * head_dim
     rows = r.questions_per_step * r.group_size // max(1, gpus)
     rollout_dtype = resolve_precision(r.rollout_dtype, device)
-    decode_bytes = _bytes(rollout_dtype, dtype)
+    # The int8 copy holds 1-byte weights and decodes (and caches keys) in float32.
+    int8 = rollout_dtype == "int8"
+    decode_bytes = 1 if int8 else _bytes(rollout_dtype, dtype)
+    kv_bytes = 4 if int8 else decode_bytes
+    embed = hf.vocab_size * hf.hidden_size
+    tied = bool(getattr(hf, "tie_word_embeddings", False))
     if device == "cuda" and t.autocast_dtype is None:  # planned for a GPU with bf16
         autocast = "bfloat16" if dtype == torch.float32 else None
     else:
@@ -231,7 +236,11 @@ def plan(
         "weights": params * dtype.itemsize / share,
         "weights gathered to decode (fsdp)": params * dtype.itemsize if fsdp else 0.0,
         "decoding copy (rollout_dtype)": (
-            params * decode_bytes
+            # int8: 1 byte per linear weight, the embedding table kept in float32; its LM
+            # head is its own int8 matrix even where the model ties it to the embedding.
+            params - embed + 4.0 * embed + (embed if tied else 0)
+            if hf_decodes and int8
+            else params * decode_bytes
             if hf_decodes and rollout_dtype and decode_bytes != dtype.itemsize
             else 0.0
         ),
@@ -240,7 +249,7 @@ def plan(
         "reference copy (KL)": (
             params * dtype.itemsize / share if _kl(config) and lora is None else 0.0
         ),
-        "rollout KV cache": 2.0 * hf.num_hidden_layers * kv_dim * decode_bytes
+        "rollout KV cache": 2.0 * hf.num_hidden_layers * kv_dim * kv_bytes
         * rows * r.max_total_tokens * hf_decodes,
         "decode logits (float32)": 4.0 * rows * hf.vocab_size * hf_decodes,
         "update activations": float(activations),

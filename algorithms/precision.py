@@ -9,6 +9,10 @@ RESULTS.md, "Episode cost"). So the settings that default to bf16 say ``"auto"``
     rollout:  {rollout_dtype: auto}    # bf16 decoding copy where native, else float32
     trainer:  {autocast_dtype: auto}   # bf16 autocast where native, else off
 
+``rollout_dtype: int8`` asks for the 8-bit decoding copy (:mod:`algorithms.rollout.int8_copy`)
+on purpose; ``auto`` never picks it: on this library's quality check it changes too many
+greedy episodes (benchmarks/RESULTS.md, "8-bit decoding copy (issue 28)").
+
 ``resolve_precision("auto", device)`` turns that into ``"bfloat16"`` or ``None`` (float32)
 and says once, in one log line, when it fell back. An explicit ``"bfloat16"`` is kept as
 asked: a user (or a benchmark) measuring bf16 on purpose gets bf16.
@@ -26,6 +30,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
+# What ``rollout.rollout_dtype`` accepts (besides null: decode with the policy itself).
+ROLLOUT_DTYPES = (AUTO, "bfloat16", "float32", "float16", "int8")
 # CPU capability flags (``torch.cpu.get_capabilities()``) that mean bf16 matmuls in hardware.
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
 
@@ -85,6 +91,20 @@ def resolve_precision(dtype: str | None, device: Any) -> str | None:
         return "bfloat16"
     _note_fallback()
     return None
+
+
+def rollout_torch_dtype(name: str | None) -> torch.dtype | None:
+    """The torch dtype of a resolved ``rollout_dtype`` name (``None`` stays ``None``);
+    ``"int8"`` is ``torch.int8``, which :func:`algorithms.rollout.rollout_copy` builds as
+    the 8-bit copy. An unknown name is an error that lists the accepted ones."""
+    if name is None:
+        return None
+    if name == AUTO or name not in ROLLOUT_DTYPES:
+        raise ValueError(
+            f"rollout_dtype must be null or one of {list(ROLLOUT_DTYPES)}, got {name!r}"
+            + (" (resolve 'auto' first: resolve_precision)" if name == AUTO else "")
+        )
+    return getattr(torch, name)
 
 
 def autocast_precision(dtype: str | None, device: Any, weights: torch.dtype) -> str | None:

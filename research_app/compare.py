@@ -7,7 +7,8 @@ last held-out evaluation). The table shows EM, F1, format validity and searches 
 row in both runs (EM ± half its 95% Wilson interval), with the EM difference B - A.
 
 When the fingerprints differ (another dataset split, corpus, retriever, top-k, template,
-turn budget, reward or model) the command refuses, listing the differing fields and both
+turn budget, reward, model, or decoding: sampling, token limits and the precision the
+evaluation decoded in, float32, bfloat16 or int8) the command refuses, listing the differing fields and both
 values, because such numbers do not measure the same thing. ``--force`` prints the table
 anyway (the differences still go to stderr); ``--ignore FIELD`` leaves fields out of the
 check (``--ignore model`` compares a model before and after training).
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if fields:
             flat_a, flat_b = flatten(a), flatten(b)
             lines = [f"  {f}: {flat_a.get(f)!r} vs {flat_b.get(f)!r}" for f in fields]
+            lines += _precision_note(flat_a, flat_b, fields)
             verdict = "comparing anyway (--force)" if args.force else "refusing to compare"
             print(
                 f"the runs' fingerprints differ in {len(fields)} field(s); {verdict}:\n"
@@ -94,6 +96,19 @@ def run(args: argparse.Namespace) -> int:
                 return 1
     print(side_by_side(read_rows(args.run_a), read_rows(args.run_b), args.run_a, args.run_b))
     return 0
+
+
+def _precision_note(a: dict[str, Any], b: dict[str, Any], fields: list[str]) -> list[str]:
+    """Why a different decoding precision matters, and what measures it instead."""
+    key = "decoding.decode_dtype"
+    if key not in fields:
+        return []
+    return [
+        f"the runs decoded in different precisions ({a.get(key)}, {b.get(key)}): a bf16 or "
+        "int8 decoding copy changes which tokens greedy decoding picks, so EM moves with "
+        "the precision as well as with the policy; to measure what a precision costs, "
+        "score both on the same questions, paired: python -m benchmarks.int8_quality"
+    ]
 
 
 def read_rows(run_dir: Path) -> dict[str, dict[str, float]]:

@@ -24,17 +24,24 @@ from research_app.demo_change import Stage, rl_change
 from research_env.intervals import rate_half_width
 
 QUICK = {"eval_questions": 4, "baseline_questions": 4, "sft_steps": 2, "rl_steps": 2,
-         "questions_per_step": 1, "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
+         "questions_per_step": 1, "rl_min_hops": 1, "rl_max_hops": 2,
+         "untrained_turn_tokens": 48}  # fmt: skip
 # The full demo's RL stage is the multi-seed ablation's recipe (RESULTS.md): 6 steps of
 # 2 questions x group 4 = 48 episodes from the same warm start. The warm start and the
 # trained policy are scored on 100 dev questions, so the paired interval of RL's change is
 # about +-0.035 (+-0.10 at the 30 questions used before); the base model's three rows only
 # show where the search agent starts, and are scored on the first 10 of them to save time.
 FULL = {"eval_questions": 100, "baseline_questions": 10, "sft_steps": 10, "rl_steps": 6,
-        "questions_per_step": 2, "rl_min_hops": 1, "rl_max_hops": 2}  # fmt: skip
+        "questions_per_step": 2, "rl_min_hops": 1, "rl_max_hops": 2,
+        "untrained_turn_tokens": 48}  # fmt: skip
 # Token budgets for every episode the demo plays: oracle turns are at most ~64 tokens and
 # oracle episodes (turns plus retrieved documents) at most ~1,000 on the synthetic world.
 TURN_TOKENS, TOTAL_TOKENS = 96, 1024
+# The untrained agent's turns (``untrained_turn_tokens`` above) are cut at half that: an
+# untrained model rarely closes a tag, so every turn ran to the 96-token budget (41 s per
+# question on an AVX2-only CPU, issue 28), and its row only shows where the agent starts.
+# On the pure-RL path the untrained agent is RL's starting point, scored like the trained
+# policy, with TURN_TOKENS.
 # Blocks RL trains (from the top); the warm start trains all of them.
 RL_TRAIN_LAYERS = 6
 # Episodes per backward pass (the loss is the same for any size): the update's peak grows
@@ -89,6 +96,14 @@ def register(subparsers: Any) -> None:
         help="RL trains on questions of at least this many hops (default 1)",
     )
     parser.add_argument(
+        "--untrained-turn-tokens",
+        type=int,
+        default=None,
+        help="token budget of one turn of the untrained agent's row (default 48, half the "
+        "other rows' 96: an untrained model runs every turn to the budget); on the pure-RL "
+        "path (--no-warmstart) that row is RL's start and uses 96 like the trained policy",
+    )
+    parser.add_argument(
         "--rl-reward",
         default="research",
         help="the reward RL trains on (research, research+support, search-r1, em, f1); "
@@ -134,6 +149,14 @@ def _settings(args: argparse.Namespace) -> dict[str, int]:
         s["rl_max_hops"] = args.rl_max_hops
     if args.rl_min_hops is not None:
         s["rl_min_hops"] = args.rl_min_hops
+    if args.untrained_turn_tokens is not None:
+        if args.untrained_turn_tokens < 1:
+            raise SystemExit(
+                f"--untrained-turn-tokens must be >= 1, got {args.untrained_turn_tokens}"
+            )
+        s["untrained_turn_tokens"] = args.untrained_turn_tokens
+    if args.no_warmstart:  # the untrained agent is RL's start: scored like the trained policy
+        s["untrained_turn_tokens"] = TURN_TOKENS
     return s
 
 
@@ -204,10 +227,11 @@ def evaluate(
     name: str,
     baseline: str = "agent",
     transcripts: Path | None = None,
+    turn_tokens: int = TURN_TOKENS,
 ) -> Stage:
     """Greedy episodes on the first ``n`` dev questions, decoded with a packed copy (bf16
-    where the hardware does bf16, else float32); their token transcripts are appended to
-    ``transcripts``, if given."""
+    where the hardware does bf16, else float32), turns of at most ``turn_tokens``; their
+    token transcripts are appended to ``transcripts``, if given."""
     from algorithms.rollout import Sampling
     from research_app.harness import evaluate_model
 
@@ -216,7 +240,7 @@ def evaluate(
         env_kwargs,
         baseline=baseline,
         limit=n,
-        sampling=Sampling(greedy=True, max_turn_tokens=TURN_TOKENS, max_total_tokens=TOTAL_TOKENS),
+        sampling=Sampling(greedy=True, max_turn_tokens=turn_tokens, max_total_tokens=TOTAL_TOKENS),
         rollout_dtype="auto",
         pack_weights=True,
         batch_size=EVAL_BATCH,
@@ -305,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
             evaluate(policy, eval_kwargs, dev, n_base, "naive RAG (retrieve once)", "rag",
                      tokens),
             evaluate(policy, eval_kwargs, dev, n_agent, "search agent: untrained",
-                     transcripts=tokens),
+                     transcripts=tokens, turn_tokens=s["untrained_turn_tokens"]),
         ]  # fmt: skip
     untrained = stages[-1]
 
@@ -377,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
         settings={**s, "model": args.model, "algo": args.algo, "warm_start": not args.no_warmstart,
                   "rl_reward": args.rl_reward,
                   "dataset": args.dataset, "retriever": args.retriever, "top_k": 3,
-                  "max_turns": 5, "template": dev.template.name, "minutes": round(minutes, 1)},
+                  "max_turns": 5, "template": dev.template.name, "turn_tokens": TURN_TOKENS,
+                  "minutes": round(minutes, 1)},
     )  # fmt: skip
     print(f"\nRL: {change.sentence()}")
     print("peak resident MiB per stage: "

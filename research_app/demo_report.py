@@ -72,6 +72,12 @@ def write_report(
     lines += ["", "*em_ci95*: half-width of a 95% confidence interval for EM on this many "
               "questions (half the Wilson interval): differences smaller than that are noise.",
               ""]  # fmt: skip
+    untrained, turn = settings.get("untrained_turn_tokens"), settings.get("turn_tokens")
+    if untrained is not None and turn is not None and untrained != turn:
+        lines += [f"The untrained agent's turns were cut at {untrained} tokens (every other "
+                  f"row: {turn}): an untrained model rarely closes a tag, so its turns run to "
+                  "whatever budget they get, and its row only shows where the agent starts "
+                  f"(`--untrained-turn-tokens {turn}` scores it like the others).", ""]  # fmt: skip
     if change is not None:
         lines += [f"**What RL did:** {change.sentence()} The reference result, several seeds "
                   "of each algorithm on 200+ questions, is in benchmarks/RESULTS.md.", ""]  # fmt: skip

@@ -153,12 +153,13 @@ def register(subparsers: Any) -> None:
     llm.add_argument(
         "--rollout-dtype",
         default="auto",
-        choices=["auto", "bfloat16", "float32", "policy"],
+        choices=["auto", "bfloat16", "float32", "int8", "policy"],
         help=(
             "decode with a frozen copy of the weights in this dtype, or 'policy' to decode with "
             "the policy's own weights (default auto, as train and demo: bfloat16 where the "
             "hardware multiplies in bf16 -- CUDA, AVX-512 BF16/AMX -- else float32, where "
-            "emulated bf16 is slower; the run's fingerprint records the dtype used)"
+            "emulated bf16 is slower; int8: the 8-bit copy, opt-in; the run's fingerprint "
+            "records the dtype used)"
         ),
     )
     llm.add_argument(

@@ -424,11 +424,10 @@ def _decoding_policy(
         rollout_dtype = resolve_precision(AUTO, next(policy.model.parameters()).device)
     if rollout_dtype is None and not pack_weights:
         return policy
-    import torch
-
+    from algorithms.precision import rollout_torch_dtype
     from algorithms.rollout import rollout_copy
 
-    dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
+    dtype = rollout_torch_dtype(rollout_dtype)
     model = rollout_copy(policy.model, dtype, pack_weights=pack_weights, fused=fused)
     name = getattr(policy, "name", type(policy).__name__)
     return SimpleNamespace(model=model, tokenizer=policy.tokenizer, name=name)

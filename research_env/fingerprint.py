@@ -22,7 +22,10 @@ What goes in (all content, never paths or mtimes, so a copied corpus compares eq
 - ``rules``: top-k, max turns and the other :class:`~research_env.episode.EpisodeRules`
   (a rule that is off, ``None``, is left out: adding an optional rule keeps old hashes);
 - ``template``: its name and a hash of everything it renders; ``reward``: its name;
-- ``model``: whatever the caller names (a model name or directory).
+- ``model``: whatever the caller names (a model name or directory);
+- ``decoding`` (evaluations): sampling, token limits and ``decode_dtype``, the precision
+  the episodes were decoded in (``float32``, ``bfloat16``, or ``int8`` for the 8-bit
+  decoding copy), so runs decoded differently never compare as equal.
 
 ``hash`` is the SHA-256 of all of that; two fingerprints are comparable when their hashes
 are equal. Torch-free, like the rest of ``research_env``.

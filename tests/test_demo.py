@@ -12,10 +12,14 @@ def test_demo_quick_writes_report(tmp_path):
     out = tmp_path / "run"
     code = main(
         ["demo", "--quick", "--model", "tiny-random", "--out", str(out),
-         "--eval-questions", "2", "--baseline-questions", "1", "--sft-steps", "1", "--steps", "1"]
+         "--eval-questions", "2", "--baseline-questions", "1", "--sft-steps", "1", "--steps", "1",
+         "--untrained-turn-tokens", "3"]
     )  # fmt: skip
     assert code == 0
     report = (out / "report.md").read_text()
+    # The untrained agent's turns get their own, smaller budget, and the report says so.
+    assert "untrained_turn_tokens=3" in report and "turn_tokens=96" in report
+    assert "The untrained agent's turns were cut at 3 tokens (every other row: 96)" in report
     for row in (
         "direct answer (no search) |",
         "naive RAG (retrieve once) |",
@@ -53,6 +57,10 @@ def test_demo_quick_writes_report(tmp_path):
 
     evals = list(read_transcripts(out / "transcripts" / "eval.tokens.jsonl"))
     assert len(evals) == 7 and len({e["source"] for e in evals}) == 5
+    longest = {e["source"]: max(map(len, re.findall("1+", "".join(map(str, e["loss_mask"])))),
+                                default=0) for e in evals}  # fmt: skip
+    assert longest["search agent: untrained"] == 3  # the random model runs to the budget
+    assert longest["search agent: warm start"] > 3
     trained = list(read_transcripts(out / "grpo" / "transcripts" / "train.tokens.jsonl"))
     assert trained and all(r["source"] == "grpo training" and r["step"] == 1 for r in trained)
     assert (out / "sft" / "transcripts" / "train.tokens.jsonl").exists()
@@ -207,3 +215,19 @@ def test_the_banner_estimates_the_time_for_this_cpu(monkeypatch, native):
         assert "10-15 minutes" in full and "2-3 minutes" in quick and "bf16" in full
     else:
         assert "about an hour" in full and "no native bf16" in full and "float32" in quick
+
+
+def test_the_untrained_agent_is_scored_like_the_trained_policy_on_the_pure_rl_path():
+    """Without a warm start the untrained agent is RL's starting point, paired with the
+    trained policy, so its turns get the same budget whatever --untrained-turn-tokens says."""
+    from benchmarks.demo_warmstart import demo_arguments
+    from research_app.demo import TURN_TOKENS, _settings
+
+    assert _settings(demo_arguments([]))["untrained_turn_tokens"] == 48
+    assert (
+        _settings(demo_arguments(["--untrained-turn-tokens", "20"]))["untrained_turn_tokens"] == 20
+    )
+    pure = demo_arguments(["--no-warmstart", "--untrained-turn-tokens", "20"])
+    assert _settings(pure)["untrained_turn_tokens"] == TURN_TOKENS
+    with pytest.raises(SystemExit, match="--untrained-turn-tokens must be >= 1, got 0"):
+        _settings(demo_arguments(["--untrained-turn-tokens", "0"]))

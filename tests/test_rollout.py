@@ -1,6 +1,7 @@
 """The rollout engine with a tiny random model: masks, log-probs, cache reuse, budgets."""
 
 import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -156,8 +157,8 @@ def test_real_smollm2_plays_one_episode_on_default_env():
 
 @pytest.mark.parametrize(
     "copy_settings",
-    [{}, {"rollout_dtype": "bfloat16", "pack_weights": True}],
-    ids=["policy-weights", "bf16-packed-fused-copy"],
+    [{}, {"rollout_dtype": "bfloat16", "pack_weights": True}, {"rollout_dtype": "int8"}],
+    ids=["policy-weights", "bf16-packed-fused-copy", "int8-copy"],
 )
 def test_rollout_creates_every_tensor_on_the_policy_device(policy, copy_settings):
     # With torch's default device set to "meta", a tensor the engine, the decoder or the
@@ -175,11 +176,11 @@ def test_rollout_creates_every_tensor_on_the_policy_device(policy, copy_settings
     assert [t.response_ids for t in trajs] == [t.response_ids for t in expected]
 
 
-@pytest.mark.parametrize("rollout_dtype", [None, "bfloat16"])
+@pytest.mark.parametrize("rollout_dtype", [None, "bfloat16", "int8"])
 def test_sampler_learner_mismatch_is_logged(policy, tmp_path, rollout_dtype):
     # The same model in the same precision samples and learns: the logged mismatch is zero
-    # (up to float noise between the cached decoder and a full pass). A bf16 rollout copy
-    # samples from a slightly different distribution: the mismatch is positive, and TIS
+    # (up to float noise between the cached decoder and a full pass). A bf16 or int8 rollout
+    # copy samples from a slightly different distribution: the mismatch is positive, and TIS
     # weights the policy gradient by the capped ratio.
     from algorithms.config import TrainConfig
     from algorithms.registry import make_algorithm
@@ -204,3 +205,7 @@ def test_sampler_learner_mismatch_is_logged(policy, tmp_path, rollout_dtype):
     else:
         assert metrics["train/sampler_kl"] > 1e-5
         assert metrics["train/sampler_ratio_max"] > 1.001
+        assert math.isfinite(metrics["train/sampler_kl"])
+        # TIS applied: the weights are the capped ratios, so their mean moved off 1.
+        weight = metrics["train/tis_weight_mean"]
+        assert math.isfinite(weight) and weight != pytest.approx(1.0, abs=1e-4)

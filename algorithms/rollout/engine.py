@@ -29,7 +29,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from algorithms.buffer import Trajectory
-from algorithms.precision import AUTO, resolve_precision
+from algorithms.precision import AUTO, resolve_precision, rollout_torch_dtype
 from algorithms.rollout.chat_turns import ChatReplies
 from algorithms.rollout.decoder import DecodeState
 from algorithms.rollout.inference_copy import rollout_copy
@@ -59,7 +59,9 @@ class RolloutEngine:
             or the tokenizer has no chat template.
         rollout_dtype: decode with a frozen copy of the model in this dtype (``"bfloat16"``
             roughly halves decode time on CPU; the trainer then recomputes log-probs in the
-            training dtype) or ``None`` to decode with the policy's own weights.
+            training dtype; ``"int8"``: the 8-bit copy of
+            :mod:`algorithms.rollout.int8_copy`) or ``None`` to decode with the policy's own
+            weights.
         pack_weights: let the rollout copy pre-pack its linear layers for oneDNN (CPU).
         fused: let the rollout copy use :mod:`algorithms.rollout.fused_llama` where it applies.
         backend: what generates the turns: ``None`` (default) decodes with the HF model on
@@ -99,7 +101,7 @@ class RolloutEngine:
         self.prompt_format = prompt_format
         if rollout_dtype == AUTO:  # bf16 where the hardware does it (algorithms.precision)
             rollout_dtype = resolve_precision(AUTO, next(policy.model.parameters()).device)
-        self.rollout_dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
+        self.rollout_dtype = rollout_torch_dtype(rollout_dtype)
         self.pack_weights = pack_weights
         self.fused = fused
         self.backend = backend

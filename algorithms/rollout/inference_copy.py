@@ -2,7 +2,8 @@
 
 The trainer's model stays in its training dtype with autograd; decoding goes through a
 copy made once per policy update (LoRA merged, bf16, linears pre-packed for oneDNN on
-CPU, and for Llama-family models the fused forward of :mod:`algorithms.rollout.fused_llama`).
+CPU, and for Llama-family models the fused forward of :mod:`algorithms.rollout.fused_llama`;
+or int8, :mod:`algorithms.rollout.int8_copy`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,15 @@ def rollout_copy(
     :class:`algorithms.rollout.fused_llama.FusedLlama` over the copy's weights instead (fused
     projections, lean forward; it serves :class:`algorithms.rollout.DecodeState`, not
     ``generate``). Other architectures get the transformers model as usual.
+
+    ``dtype=torch.int8``: the 8-bit copy of :mod:`algorithms.rollout.int8_copy` (int8
+    weights, per-token int8 activations, float32 everywhere else; ``pack_weights`` does
+    not apply), an opt-in copy for CPUs without native bf16.
     """
+    if dtype == torch.int8:
+        from algorithms.rollout.int8_copy import int8_rollout_copy
+
+        return int8_rollout_copy(model, fused=fused)
     clone = copy.deepcopy(model)
     if hasattr(clone, "merge_and_unload"):  # peft
         clone = clone.merge_and_unload()
