@@ -5,7 +5,7 @@ import torch
 from world import SAMPLES, KeywordRetriever
 
 from algorithms.rollout import RolloutEngine, Sampling, generate, rollout_copy
-from algorithms.rollout.int8_copy import Int8Linear, fbgemm_available, int8_rollout_copy
+from algorithms.rollout.int8_copy import Int8Linear, fbgemm_available
 
 # Kernel-dependent tolerances (fbgemm's int8 kernels differ by instruction set): `make
 # test` runs them again under the AVX2 limits.
@@ -102,7 +102,7 @@ def test_the_engine_requantizes_after_each_update(tiny):
 
 def test_int8_copy_of_a_model_without_linears_is_refused():
     with pytest.raises(ValueError, match=r"no nn\.Linear layers to quantize"):
-        int8_rollout_copy(torch.nn.Sequential(torch.nn.ReLU()), fused=False)
+        rollout_copy(torch.nn.Sequential(torch.nn.ReLU()), torch.int8, fused=False)
 
 
 def test_an_unknown_rollout_dtype_is_refused_with_the_accepted_names():

@@ -75,9 +75,10 @@ def rollout_copy(
     not apply), an opt-in copy for CPUs without native bf16.
     """
     if dtype == torch.int8:
-        from algorithms.rollout.int8_copy import int8_rollout_copy
+        from algorithms.rollout.int8_copy import quantize_copy
 
-        return int8_rollout_copy(model, fused=fused)
+        # The float32 copy (LoRA merged, fused forward where it applies), then 8-bit linears.
+        return quantize_copy(rollout_copy(model, torch.float32, pack_weights=False, fused=fused))
     clone = copy.deepcopy(model)
     if hasattr(clone, "merge_and_unload"):  # peft
         clone = clone.merge_and_unload()

@@ -8,7 +8,7 @@ than the float32 learner: the trainer's truncated importance sampling
 (``trainer.tis_cap``) corrects for it, and ``train/sampler_kl`` shows how far apart they
 are. Measured speed and quality: benchmarks/RESULTS.md, "8-bit decoding copy (issue 28)".
 
-    copy = int8_rollout_copy(policy.model)          # or rollout.rollout_dtype: int8
+    copy = rollout_copy(policy.model, torch.int8)   # or rollout.rollout_dtype: int8
 
 What :class:`Int8Linear` computes, for input rows ``x`` and weight ``W``:
 
@@ -134,20 +134,14 @@ def quantize_linears(
     return swapped
 
 
-def int8_rollout_copy(
-    model: Any, *, fused: bool = True, keep: Sequence[str] = (), use_fbgemm: bool | None = None
-) -> Any:
-    """A frozen int8 inference copy of ``model``: the float32 rollout copy (LoRA merged,
-    fused forward for Llama-family models when ``fused``), with its linears swapped for
-    :class:`Int8Linear`. Like :func:`~algorithms.rollout.rollout_copy`, made afresh after
+def quantize_copy(clone: Any, *, keep: Sequence[str] = (), use_fbgemm: bool | None = None) -> Any:
+    """``clone`` (a frozen float32 rollout copy, see :func:`~algorithms.rollout.rollout_copy`)
+    with its linears swapped for :class:`Int8Linear`, in place; returned. Made afresh after
     each policy update (the weights are requantized from the new float weights)."""
-    from algorithms.rollout.inference_copy import rollout_copy
-
-    clone = rollout_copy(model, torch.float32, pack_weights=False, fused=fused)
     with torch.no_grad():
         if quantize_linears(clone, keep=keep, use_fbgemm=use_fbgemm) == 0:
             raise ValueError(
-                f"rollout_dtype int8: {type(model).__name__} has no nn.Linear layers to "
+                f"rollout_dtype int8: {type(clone).__name__} has no nn.Linear layers to "
                 "quantize; use rollout_dtype float32 or bfloat16 for it"
             )
     return clone
