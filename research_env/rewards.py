@@ -307,11 +307,26 @@ def judge_f1_reward(**kwargs: Any) -> JudgeReward:
     return judge_reward(**{"weight": 0.5, **kwargs})
 
 
+def support_reward(base: str = "research", weight: float = 0.2) -> SupportingDocCredit:
+    """``reward="support"``: the reward named ``base`` plus ``weight`` x the share of the
+    question's supporting documents the episode retrieved (well-formed episodes). The
+    defaults are ``research+support``; ``{"base": "em", "weight": 0.5}`` drops the format
+    credit and pays more for evidence (a lever of RESULTS.md, "RL that teaches search")."""
+    if base not in REWARDS:
+        raise ValueError(
+            f"reward 'support': unknown base {base!r}; choose one of {sorted(REWARDS)}"
+        )
+    if not 0.0 <= float(weight) <= 10.0:
+        raise ValueError(f"reward 'support': weight must be in [0, 10], got {weight!r}")
+    return SupportingDocCredit(base=REWARDS[base], weight=float(weight))
+
+
 # Rewards built from arguments (reward_kwargs): a new object per env (a vector env shares
 # its first sub-env's).
 REWARD_FACTORIES: dict[str, Callable[..., RewardFn]] = {
     "judge": judge_reward,
     "judge+f1": judge_f1_reward,
+    "support": support_reward,
 }
 
 REWARDS: dict[str, RewardFn] = {
