@@ -84,6 +84,23 @@ def test_supporting_doc_credit_by_hand():
     assert SupportingDocCredit(weight=0.5)(plain) == research_reward(plain)
 
 
+def test_support_reward_takes_its_base_and_weight_from_reward_kwargs():
+    evidence = get_reward("support", {"base": "em", "weight": 0.5})
+    rec = _record("wrong", True)
+    rec.metadata = {"supporting_doc_ids": ["d1", "d2"]}
+    assert evidence(rec) == 0.0  # no format credit under an EM base
+    rec.retrieved_doc_ids = ["d1"]
+    assert evidence(rec) == pytest.approx(0.5 * 0.5)
+    rec.prediction = "Velmora Qastrin"
+    assert evidence(rec) == pytest.approx(1.0 + 0.25)
+    default = get_reward("support")  # research + 0.2 x recall, as research+support
+    assert default(rec) == get_reward("research+support")(rec)
+    with pytest.raises(ValueError, match="unknown base 'nope'"):
+        get_reward("support", {"base": "nope"})
+    with pytest.raises(ValueError, match=r"weight must be in \[0, 10\]"):
+        get_reward("support", {"weight": -1})
+
+
 def test_unknown_reward_lists_choices():
     with pytest.raises(ValueError, match="research"):
         get_reward("nope")
