@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-FORMAT_CREDIT = {"research": 0.1, "research+support": 0.1}
 SEARCH_BINS = ("0", "1", "2", "3", "4+")
 
 
@@ -61,7 +60,6 @@ def episode_row(trajectory: Any) -> dict[str, Any]:
         "searches": int(info.get("searches", 0)),
         "cut": str(getattr(reason, "value", reason)) in ("token_budget", "turn_budget"),
         "tokens": int(sum(trajectory.loss_mask)),
-        "recall": info.get("supporting_recall"),
     }
 
 

@@ -9,7 +9,7 @@ from benchmarks.search_drift import advantage_shares, group_advantages, summariz
 
 def row(group, reward, *, em=0.0, f1=0.0, searches=1, cut=False, tokens=10):
     return {"group": group, "reward": reward, "em": em, "f1": f1, "valid": reward > 0,
-            "searches": searches, "cut": cut, "tokens": tokens, "recall": None}  # fmt: skip
+            "searches": searches, "cut": cut, "tokens": tokens}  # fmt: skip
 
 
 def test_group_advantages_use_the_unbiased_std():
