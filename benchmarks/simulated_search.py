@@ -26,6 +26,12 @@ from pathlib import Path
 from typing import Any
 
 RETRIEVERS = ("bm25", "simulated/useful", "simulated/noisy", "empty")
+# What --out keeps of each episode: enough to judge its answer again
+# (python -m benchmarks.judge_agreement) without replaying it.
+EPISODE_KEYS = (
+    "question_id", "question", "golden_answers", "prediction", "em", "f1",
+    "format_valid", "searches", "hops",
+)  # fmt: skip
 
 
 def noisy_share(episodes: list[dict[str, Any]]) -> float:
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     sampling = Sampling(
         greedy=True, max_turn_tokens=args.max_turn_tokens, max_total_tokens=args.max_total_tokens
     )
-    rows, reference = [], None
+    rows, reference, played = [], None, {}
     for retriever in args.retrievers:
         env_kwargs: dict[str, Any] = {
             "dataset": args.dataset, "split": args.split, "retriever": retriever,
@@ -132,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         episodes = sorted(result.episodes, key=lambda e: str(e["question_id"]))
         reference = reference or episodes
         rows.append(row(retriever, episodes, reference))
+        played[retriever] = [{k: e.get(k) for k in EPISODE_KEYS} for e in episodes]
         print(f"{retriever}: EM {rows[-1]['em']:.3f} ({result.seconds:.0f} s)", file=sys.stderr)
     print(table(rows))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        args.out.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"settings": settings, "rows": rows, "episodes": played}, indent=2) + "\n")
     return 0
 
 

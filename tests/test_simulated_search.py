@@ -301,8 +301,14 @@ def test_benchmark_runs_on_four_questions_with_tiny_models(tmp_path, capsys):
             "--max-turn-tokens", "8", "--max-total-tokens", "64", "--passage-tokens", "4",
             "--device", "cpu", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    rows = json.loads(out.read_text())["rows"]
+    written = json.loads(out.read_text())
+    rows = written["rows"]
     assert [r["retriever"] for r in rows] == list(RETRIEVERS)
+    # Each retriever's episodes, kept so their answers can be judged again.
+    assert list(written["episodes"]) == list(RETRIEVERS)
+    first = written["episodes"]["bm25"]
+    assert len(first) == 4 and first[0]["question"] and first[0]["golden_answers"]
+    assert "prediction" in first[0]
     assert all(r["questions"] == 4 for r in rows)
     printed = capsys.readouterr().out
     assert "| retriever | EM [95% CI] |" in printed and printed.count("\n| ") == 5
