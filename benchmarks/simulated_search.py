@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        args.out.write_text(json.dumps({"settings": settings, "rows": rows, "episodes": played}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"settings": settings, "rows": rows, "episodes": played}, indent=2) + "\n"
+        )
     return 0
 
 
