@@ -47,6 +47,16 @@ def range_problems(c: TrainConfig) -> list[str]:
         f"rollout.questions_per_step must be >= 1, got {r.questions_per_step}",
     )
     need(r.group_size >= 1, f"rollout.group_size must be >= 1, got {r.group_size}")
+    need(
+        r.max_sampling_rounds >= 1,
+        f"rollout.max_sampling_rounds must be >= 1, got {r.max_sampling_rounds}",
+    )
+    need(
+        r.dynamic_sampling == "off" or r.group_size >= 2,
+        f"rollout.dynamic_sampling={r.dynamic_sampling} keeps groups whose episodes differ, "
+        f"and a group of {r.group_size} episode(s) never does: set rollout.group_size >= 2 "
+        "(8 where success is rare) or rollout.dynamic_sampling=off",
+    )
     need(r.temperature > 0, f"rollout.temperature must be > 0, got {r.temperature}")
     need(0 < r.top_p <= 1, f"rollout.top_p must be in (0, 1], got {r.top_p}")
     need(r.top_k >= 0, f"rollout.top_k must be >= 0 (0 = off), got {r.top_k}")
@@ -138,6 +148,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "rollout.temperature": (0, 100), "rollout.top_p": (0, 1), "rollout.top_k": (0, 2**24),
     "rollout.max_turn_tokens": (1, 2**20), "rollout.max_total_tokens": (1, 2**22),
     "rollout.vllm_gpu_memory_utilization": (0, 1), "rollout.vllm_max_model_len": (1, 2**22),
+    "rollout.max_sampling_rounds": (1, 1000),
     "optim.lr": (0, 1), "optim.critic_lr": (0, 1), "optim.betas": (0, 1), "optim.eps": (0, 1),
     "optim.weight_decay": (0, 10), "optim.max_grad_norm": (0, 1e6),
     "optim.warmup_steps": (0, _STEPS), "optim.min_lr_ratio": (0, 1),
@@ -304,6 +315,11 @@ def sharding_problems(c: TrainConfig, check_launch: bool = True) -> list[str]:
             "trainer.sharding: fsdp needs trainer.filter_zero_variance_groups=false (it "
             "drops a different number of episodes on each rank, and sharded ranks must run "
             "the same passes)"
+        )
+    if c.rollout.dynamic_sampling != "off":
+        problems.append(
+            "trainer.sharding: fsdp needs rollout.dynamic_sampling=off (each rank would keep "
+            "a different number of groups, and sharded ranks must run the same passes)"
         )
     if c.trainer.train_layers is not None:
         problems.append(

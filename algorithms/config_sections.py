@@ -161,6 +161,15 @@ class RolloutConfig:
         vllm_model: the path or hub id vLLM loads the architecture from (``null``: the
             policy's own); the trainer's weights replace its weights before the first
             rollout either way.
+        dynamic_sampling: draw more questions until the step holds ``questions_per_step``
+            groups that can teach something (DAPO's dynamic sampling,
+            :mod:`algorithms.trainer.dynamic_sampling`): ``off`` (the default), ``reward``
+            (groups whose returns differ) or ``answer`` (groups holding a right and a
+            wrong answer by EM; groups that differ only by format or evidence credit are
+            dropped). The extra rounds cost rollout time; ``sampling/*`` counts them.
+        max_sampling_rounds: the most rounds of ``questions_per_step`` questions one step
+            may draw under ``dynamic_sampling`` (the first included); when they run out
+            the step updates on the informative groups it has.
         vllm_sleep: put vLLM to sleep between collects (its weights and KV cache freed,
             ``LLM.sleep(level=2)``) so the update gets that memory back; the next collect
             wakes it and pushes the weights. Needs a vLLM with sleep mode (CUDA).
@@ -182,6 +191,8 @@ class RolloutConfig:
     vllm_max_model_len: int | None = None
     vllm_model: str | None = None
     vllm_sleep: bool = False
+    dynamic_sampling: Literal["off", "reward", "answer"] = "off"
+    max_sampling_rounds: int = 4
 
     def sampling(
         self, *, greedy: bool = False, temperature: float | None = None, seed: int | None = None

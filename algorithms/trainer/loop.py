@@ -45,7 +45,7 @@ from algorithms.buffer import Trajectory, UpdateBatch
 from algorithms.config import TrainConfig
 from algorithms.objectives import ObjectiveTerms
 from algorithms.policy import VALUE_HEAD_FILE, Policy
-from algorithms.trainer import build, distributed, fsdp
+from algorithms.trainer import build, distributed, dynamic_sampling, fsdp
 from algorithms.trainer import checkpoint as ckpt
 from algorithms.trainer.freeze import train_top_layers
 from algorithms.trainer.metrics import MetricsLogger, episode_metrics, progress_bar
@@ -61,6 +61,8 @@ Callback = Callable[["OnPolicyAlgorithm", dict[str, float]], bool | None]
 COUNTERS = frozenset({
     "filter/zero_variance_groups", "filter/kept_episodes", "filter/truncated_episodes",
     "perf/update_tokens", "perf/update_tokens_per_s", "perf/rollout_tokens_per_s",
+    "sampling/drawn_groups", "sampling/kept_groups", "sampling/drawn_episodes",
+    "sampling/short_of_groups",
 })  # fmt: skip
 
 
@@ -225,11 +227,16 @@ class OnPolicyAlgorithm:
             indices.append(int(order[offset]))
         return indices
 
-    def collect_rollouts(self, step: int) -> list[Trajectory]:
-        """This step's episodes. Seeding per step makes sampling a function of (weights,
-        seed, step) alone."""
-        sampling = self.config.rollout.sampling(seed=self.config.trainer.seed * 1_000_003 + step)
-        questions = distributed.shard(self.question_indices(step))  # all of them on one rank
+    def collect_rollouts(
+        self, step: int, questions: list[int] | None = None, round_: int = 0
+    ) -> list[Trajectory]:
+        """This step's episodes (or, under dynamic sampling, those of its extra round
+        ``round_`` on ``questions``). Seeding per step and round makes sampling a function
+        of (weights, seed, step, round) alone."""
+        seed = self.config.trainer.seed * 1_000_003 + step + round_ * 10_000_019
+        sampling = self.config.rollout.sampling(seed=seed)
+        if questions is None:
+            questions = distributed.shard(self.question_indices(step))  # all on one rank
         with self._full_model() as model:
             return self.engine.collect(
                 questions, self.config.rollout.group_size, sampling=sampling, model=model
@@ -260,8 +267,11 @@ class OnPolicyAlgorithm:
         """Roll out, compute advantages and update once; return this step's metrics."""
         t0 = time.perf_counter()
         trajectories = self.collect_rollouts(self.step)
+        drawn, sampled = trajectories, {}
+        if self.config.rollout.dynamic_sampling != "off":
+            trajectories, drawn, sampled = self._fill_step(trajectories)
         t1 = time.perf_counter()
-        metrics = episode_metrics(trajectories, self.policy.tokenizer)
+        metrics = episode_metrics(drawn, self.policy.tokenizer) | sampled
         metrics["time/rollout"] = t1 - t0
         metrics["perf/rollout_tokens_per_s"] = (
             metrics.get("response/generated_tokens", 0.0) * len(trajectories) / max(t1 - t0, 1e-9)
@@ -269,6 +279,26 @@ class OnPolicyAlgorithm:
         metrics |= self.learn_from(trajectories)
         metrics["time/step"] = time.perf_counter() - t0
         return distributed.mean_over_ranks(metrics, summed=COUNTERS)
+
+    def _fill_step(
+        self, first: list[Trajectory]
+    ) -> tuple[list[Trajectory], list[Trajectory], dict[str, float]]:
+        """Dynamic sampling (:mod:`algorithms.trainer.dynamic_sampling`): extra rounds of
+        fresh questions until the step holds enough informative groups."""
+        rollout, step = self.config.rollout, self.step
+        questions = distributed.shard(self.question_indices(step))
+        seed, rank = self.config.trainer.seed, distributed.rank()
+
+        def draw(round_: int, played: list[int]) -> tuple[list[int], list[Trajectory]]:
+            asked = dynamic_sampling.extra_questions(
+                seed, step, round_, self.num_questions, len(questions), played, rank=rank
+            )
+            return asked, self.collect_rollouts(step, asked, round_)
+
+        return dynamic_sampling.fill_step(
+            first, draw, questions=questions, want=len(questions),
+            criterion=rollout.dynamic_sampling, max_rounds=rollout.max_sampling_rounds,
+        )  # fmt: skip
 
     _nonfinite_skips: int = 0  # optimizer steps skipped so far (trainer.skip_nonfinite_updates)
 
