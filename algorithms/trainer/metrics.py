@@ -109,8 +109,8 @@ class MetricsLogger:
     CONSOLE_KEYS = (
         "episode/reward", "episode/em", "episode/f1", "episode/format_valid",
         "episode/searches", "response/generated_tokens", "train/pg_loss", "train/kl",
-        "train/entropy", "train/clipfrac", "train/v_loss", "train/grad_norm", "time/step",
-        "eval/reward",
+        "train/entropy", "train/clipfrac", "train/v_loss", "train/grad_norm",
+        "sampling/rounds", "sampling/kept_groups", "time/step", "eval/reward",
     )  # fmt: skip
 
     def __init__(self, config: TrainConfig) -> None:
