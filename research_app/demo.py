@@ -109,6 +109,15 @@ def register(subparsers: Any) -> None:
         help="the reward RL trains on (research, research+support, search-r1, em, f1); "
         "evaluations always report EM/F1",
     )
+    parser.add_argument(
+        "--rollout-dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float32", "int8"),
+        help="precision of the copy that decodes evaluation and RL episodes (default auto: "
+        "bf16 where the hardware multiplies bf16, else float32); int8 is faster on a CPU "
+        "without bf16 and RL then corrects the mismatch with trainer.tis_cap=2 (README, "
+        "'8-bit decoding')",
+    )
     parser.add_argument("--dataset", default="synthetic", help="dataset name or path")
     parser.add_argument("--retriever", default="bm25", help="retriever name or server URL")
     parser.add_argument(
@@ -192,9 +201,9 @@ def _config(
                 "temperature": 1.0,
                 "max_turn_tokens": TURN_TOKENS,
                 "max_total_tokens": TOTAL_TOKENS,
-                # bf16 where the hardware does it (CUDA, AVX-512 BF16/AMX), else float32:
-                # emulated bf16 is several times slower (algorithms.precision).
-                "rollout_dtype": "auto",
+                # auto: bf16 where the hardware does it (CUDA, AVX-512 BF16/AMX), else
+                # float32: emulated bf16 is several times slower (algorithms.precision).
+                "rollout_dtype": args.rollout_dtype,
                 "pack_weights": True,
             },
             "optim": {"lr": lr, "warmup_steps": 0, "max_grad_norm": 1.0},
@@ -208,6 +217,9 @@ def _config(
                 # gradients and Adam state of 21M weights instead of 135M (RESULTS.md,
                 # "Episode cost"; the multi-seed ablation uses the same setting).
                 "train_layers": train_layers,
+                # An int8 sampler is further from the learner: truncated importance
+                # sampling corrects the policy gradient for it (README, "8-bit decoding").
+                "tis_cap": 2.0 if args.rollout_dtype == "int8" else None,
             },
             "eval": {"every": 0},
             "logging": {"wandb": False},
@@ -228,10 +240,12 @@ def evaluate(
     baseline: str = "agent",
     transcripts: Path | None = None,
     turn_tokens: int = TURN_TOKENS,
+    rollout_dtype: str = "auto",
 ) -> Stage:
-    """Greedy episodes on the first ``n`` dev questions, decoded with a packed copy (bf16
-    where the hardware does bf16, else float32), turns of at most ``turn_tokens``; their
-    token transcripts are appended to ``transcripts``, if given."""
+    """Greedy episodes on the first ``n`` dev questions, decoded with a packed copy in
+    ``rollout_dtype`` (``auto``: bf16 where the hardware does bf16, else float32), turns of
+    at most ``turn_tokens``; their token transcripts are appended to ``transcripts``, if
+    given."""
     from algorithms.rollout import Sampling
     from research_app.harness import evaluate_model
 
@@ -241,7 +255,7 @@ def evaluate(
         baseline=baseline,
         limit=n,
         sampling=Sampling(greedy=True, max_turn_tokens=turn_tokens, max_total_tokens=TOTAL_TOKENS),
-        rollout_dtype="auto",
+        rollout_dtype=rollout_dtype,
         pack_weights=True,
         batch_size=EVAL_BATCH,
         name=name,
@@ -284,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from algorithms.policy import load_policy, set_gradient_checkpointing
+    from algorithms.precision import resolve_precision
     from algorithms.registry import make_algorithm
     from algorithms.sft import SFT
     from algorithms.trainer.freeze import decoder_blocks
@@ -323,13 +338,15 @@ def run(args: argparse.Namespace) -> int:
         policy = load_policy(args.model)
         tokens = out / "transcripts" / f"eval{SUFFIX}"  # every evaluated episode, for view.html
         tokens.unlink(missing_ok=True)  # a rerun into the same directory starts afresh
+        dtype = args.rollout_dtype
         stages = [
             evaluate(policy, eval_kwargs, dev, n_base, "direct answer (no search)", "direct",
-                     tokens),
+                     tokens, rollout_dtype=dtype),
             evaluate(policy, eval_kwargs, dev, n_base, "naive RAG (retrieve once)", "rag",
-                     tokens),
+                     tokens, rollout_dtype=dtype),
             evaluate(policy, eval_kwargs, dev, n_agent, "search agent: untrained",
-                     transcripts=tokens, turn_tokens=s["untrained_turn_tokens"]),
+                     transcripts=tokens, turn_tokens=s["untrained_turn_tokens"],
+                     rollout_dtype=dtype),
         ]  # fmt: skip
     untrained = stages[-1]
 
@@ -354,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
             stages.append(
                 evaluate(
                     policy, eval_kwargs, dev, n_eval, "search agent: warm start",
-                    transcripts=tokens,
+                    transcripts=tokens, rollout_dtype=dtype,
                 )
             )  # fmt: skip
         curves["sft"] = _read_metrics(out / "sft")
@@ -382,7 +399,10 @@ def run(args: argparse.Namespace) -> int:
     after = f"search agent: after {args.algo.upper()}"
     start = stages[-1]  # the warm start, or the untrained agent on the pure-RL path
     with peaks.stage("evaluate after RL"):
-        stages.append(evaluate(policy, eval_kwargs, dev, n_eval, after, transcripts=tokens))
+        stages.append(
+            evaluate(policy, eval_kwargs, dev, n_eval, after, transcripts=tokens,
+                     rollout_dtype=dtype)
+        )  # fmt: skip
     change = rl_change(start, stages[-1])
     per_hop = hop_change_lines(changes_by_hops(start, stages[-1]), start.name, after)
     print("\n".join(["  RL's change per hop count:", *per_hop[2:]]), flush=True)
@@ -402,7 +422,8 @@ def run(args: argparse.Namespace) -> int:
                   "rl_reward": args.rl_reward,
                   "dataset": args.dataset, "retriever": args.retriever, "top_k": 3,
                   "max_turns": 5, "template": dev.template.name, "turn_tokens": TURN_TOKENS,
-                  "minutes": round(minutes, 1)},
+                  "decode_dtype": resolve_precision(args.rollout_dtype, policy.device)
+                  or "float32", "minutes": round(minutes, 1)},
     )  # fmt: skip
     print(f"\nRL: {change.sentence()}")
     print("peak resident MiB per stage: "

@@ -231,3 +231,33 @@ def test_the_untrained_agent_is_scored_like_the_trained_policy_on_the_pure_rl_pa
     assert _settings(pure)["untrained_turn_tokens"] == TURN_TOKENS
     with pytest.raises(SystemExit, match="--untrained-turn-tokens must be >= 1, got 0"):
         _settings(demo_arguments(["--untrained-turn-tokens", "0"]))
+
+
+def test_demo_decodes_with_the_8_bit_copy_when_asked(tmp_path, monkeypatch):
+    """--rollout-dtype int8: every evaluation and the RL rollouts decode with the 8-bit
+    copy, RL corrects for it with truncated importance sampling, and the report says so."""
+    import algorithms.registry
+
+    configs, real = [], algorithms.registry.make_algorithm
+
+    def spy(name, policy, env_kwargs, config, *args, **kwargs):
+        configs.append(config)
+        return real(name, policy, env_kwargs, config, *args, **kwargs)
+
+    monkeypatch.setattr(algorithms.registry, "make_algorithm", spy)
+    out = tmp_path / "run"
+    code = main(
+        ["demo", "--quick", "--model", "tiny-random", "--out", str(out), "--rollout-dtype",
+         "int8", "--eval-questions", "1", "--baseline-questions", "1", "--sft-steps", "1",
+         "--steps", "1", "--untrained-turn-tokens", "3"]
+    )  # fmt: skip
+    assert code == 0
+    assert "decode_dtype=int8" in (out / "report.md").read_text()
+    (rl,) = configs
+    assert rl.rollout.rollout_dtype == "int8" and rl.trainer.tis_cap == 2.0
+
+
+def test_demo_refuses_an_unknown_decoding_precision(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--rollout-dtype", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
