@@ -208,10 +208,10 @@ COMMANDS: dict[str, Cheap] = {
         ),
         add=f"--eval-questions 2 {TINY_ABLATE} --set trainer.train_layers=1",
     ),
-    "research-env ablate --from runs/demo-warm/warm --config configs/search-evidence.yaml "
-    "--algos grpo --seeds 3 --budget-episodes 64 --eval-questions 200 --out runs/evidence": Cheap(
-        replace=(("--seeds 3", "--seeds 1"), ("64", "2"), ("200", "2")),
-        add=f"{TINY_ABLATE} --set trainer.train_layers=1",
+    "research-env ablate --from runs/demo-warm/warm --config configs/search-dynamic.yaml "
+    "--algos grpo --seeds 3 --budget-episodes 96 --eval-questions 200 --out runs/dynamic": Cheap(
+        replace=(("--seeds 3", "--seeds 1"), ("96", "2"), ("200", "2")),
+        add=f"{TINY_ABLATE} --set trainer.train_layers=1 --set rollout.max_sampling_rounds=2",
     ),
     "research-env ablate --from runs/warm/final --algos grpo --seeds 3 --budget-episodes 400 "
     "--variant em-reward:env.reward=em --variant no-kl:grpo.kl_coef=0 --out runs/ablation": Cheap(
