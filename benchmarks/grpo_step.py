@@ -19,6 +19,9 @@ float32 matmul measured in a separate process with the same thread count.
 Sides: ``ours`` decodes with the float32 policy itself; ``ours-packed`` with a float32 copy
 whose linears are pre-packed for oneDNN (same numbers, faster kernels); ``ours-bf16-rollout``
 with a bfloat16 packed copy (training stays float32; pi_old is then the float32 policy);
+``ours-int8-rollout`` with the 8-bit copy (``rollout.rollout_dtype: int8``, for CPUs without
+bf16: run the command under the AVX2 limits of ``benchmarks.int8_decode --avx2`` to see
+such a CPU);
 ``ours-lora`` trains LoRA adapters (r=16, attention) in micro-batches of one group;
 ``trl`` is ``GRPOTrainer`` with its defaults (gradient checkpointing on), ``trl-no-ckpt``
 without gradient checkpointing.
@@ -47,7 +50,8 @@ COMPLETION_TOKENS = 64
 BETA = 0.001
 LR = 1e-6
 TEMPLATE = "research-chat"
-SIDES = ("ours", "ours-packed", "ours-bf16-rollout", "ours-lora", "trl", "trl-no-ckpt")
+SIDES = ("ours", "ours-packed", "ours-bf16-rollout", "ours-int8-rollout", "ours-lora", "trl",
+         "trl-no-ckpt")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------
@@ -375,6 +379,8 @@ def child(side: str, steps: int, threads: int, update_tokens: int) -> dict[str, 
         return run_ours(steps, threads, pack_weights=True)
     if side == "ours-bf16-rollout":  # bfloat16 packed decoding copy; training stays float32
         return run_ours(steps, threads, rollout_dtype="bfloat16", pack_weights=True)
+    if side == "ours-int8-rollout":  # the 8-bit decoding copy; training stays float32
+        return run_ours(steps, threads, rollout_dtype="int8", pack_weights=True)
     if side == "ours-lora":  # micro-batches of one group each keep the peak under 3 GB
         return run_ours(steps, threads, lora=True, micro_batch=GROUP)
     if side == "trl":
