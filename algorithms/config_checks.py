@@ -57,6 +57,12 @@ def range_problems(c: TrainConfig) -> list[str]:
         f"and a group of {r.group_size} episode(s) never does: set rollout.group_size >= 2 "
         "(8 where success is rare) or rollout.dynamic_sampling=off",
     )
+    need(
+        r.dynamic_sampling == "off" or c.algo != "sft",
+        "rollout.dynamic_sampling picks which groups of the policy's own episodes to learn "
+        "from, and the SFT warm start learns from demonstrations: set "
+        "rollout.dynamic_sampling=off for algo sft",
+    )
     need(r.temperature > 0, f"rollout.temperature must be > 0, got {r.temperature}")
     need(0 < r.top_p <= 1, f"rollout.top_p must be in (0, 1], got {r.top_p}")
     need(r.top_k >= 0, f"rollout.top_k must be >= 0 (0 = off), got {r.top_k}")

@@ -95,10 +95,16 @@ def test_the_settings_are_checked_before_any_work():
     with pytest.raises(ValueError, match="dynamic_sampling"):
         check(dynamic_sampling="sometimes")
     check(dynamic_sampling="reward", group_size=2)  # fine
+    with pytest.raises(ValueError, match="dynamic_sampling=off for algo sft"):
+        TrainConfig(algo="sft").with_overrides({"rollout.dynamic_sampling": "answer"}).validate(
+            check_device=False
+        )
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_training_step_learns_only_from_groups_with_a_right_and_a_wrong_answer(tmp_path):
+def test_a_training_step_learns_only_from_groups_with_a_right_and_a_wrong_answer(
+    tmp_path, monkeypatch
+):
     cfg = TrainConfig(algo="grpo").with_overrides({
         "output_dir": str(tmp_path), "logging.wandb": False, "logging.progress_bar": False,
         "rollout.questions_per_step": 2, "rollout.group_size": 2,
@@ -108,11 +114,10 @@ def test_a_training_step_learns_only_from_groups_with_a_right_and_a_wrong_answer
     algo = make_algorithm("grpo", load_policy("tiny-random", device="cpu"), None, cfg)
     rounds, learned = [], []
 
-    def scripted(step, questions=None, round_=0):
-        # A question whose index is divisible by 3 gets one right and one wrong answer;
-        # the others differ only by format credit (0.1 against 0).
-        questions = algo.question_indices(step) if questions is None else questions
-        rounds.append((round_, list(questions)))
+    def scripted(questions, group_size, sampling=None, model=None):
+        # The rollout engine, scripted: a question whose index is divisible by 3 gets one
+        # right and one wrong answer; the others differ only by format credit (0.1 vs 0).
+        rounds.append((sampling.seed, list(questions)))
         out = []
         for g, q in enumerate(questions):
             right = q % 3 == 0
@@ -125,11 +130,13 @@ def test_a_training_step_learns_only_from_groups_with_a_right_and_a_wrong_answer
         learned.append(list(trajectories))
         return real_learn(trajectories)
 
-    algo.collect_rollouts, algo.learn_from = scripted, spy
+    monkeypatch.setattr(algo.engine, "collect", scripted)
+    algo.learn_from = spy
     metrics = algo.train_step()
     asked = [q for _, qs in rounds for q in qs]
     informative = [q for q in asked if q % 3 == 0]
-    assert [r for r, _ in rounds] == list(range(len(rounds)))
+    assert rounds[0][1] == algo.question_indices(0)  # the step's own questions first
+    assert len({seed for seed, _ in rounds}) == len(rounds)  # each round seeded apart
     assert metrics["sampling/rounds"] == len(rounds)
     assert metrics["sampling/drawn_episodes"] == 2 * len(asked)
     assert metrics["sampling/kept_groups"] == min(2, len(informative))

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -227,16 +227,16 @@ class OnPolicyAlgorithm:
             indices.append(int(order[offset]))
         return indices
 
-    def collect_rollouts(
-        self, step: int, questions: list[int] | None = None, round_: int = 0
-    ) -> list[Trajectory]:
-        """This step's episodes (or, under dynamic sampling, those of its extra round
-        ``round_`` on ``questions``). Seeding per step and round makes sampling a function
-        of (weights, seed, step, round) alone."""
+    def collect_rollouts(self, step: int) -> list[Trajectory]:
+        """This step's episodes. Seeding per step makes sampling a function of (weights,
+        seed, step) alone."""
+        return self._play(step, distributed.shard(self.question_indices(step)))  # all on one rank
+
+    def _play(self, step: int, questions: list[int], round_: int = 0) -> list[Trajectory]:
+        """One group per question of ``questions``; ``round_`` > 0 is an extra round of
+        dynamic sampling, seeded apart from the step's first."""
         seed = self.config.trainer.seed * 1_000_003 + step + round_ * 10_000_019
         sampling = self.config.rollout.sampling(seed=seed)
-        if questions is None:
-            questions = distributed.shard(self.question_indices(step))  # all on one rank
         with self._full_model() as model:
             return self.engine.collect(
                 questions, self.config.rollout.group_size, sampling=sampling, model=model
@@ -267,7 +267,7 @@ class OnPolicyAlgorithm:
         """Roll out, compute advantages and update once; return this step's metrics."""
         t0 = time.perf_counter()
         trajectories = self.collect_rollouts(self.step)
-        drawn, sampled = trajectories, {}
+        drawn, sampled = trajectories, dict[str, float]()
         if self.config.rollout.dynamic_sampling != "off":
             trajectories, drawn, sampled = self._fill_step(trajectories)
         t1 = time.perf_counter()
@@ -293,11 +293,12 @@ class OnPolicyAlgorithm:
             asked = dynamic_sampling.extra_questions(
                 seed, step, round_, self.num_questions, len(questions), played, rank=rank
             )
-            return asked, self.collect_rollouts(step, asked, round_)
+            return asked, self._play(step, asked, round_)
 
+        criterion = cast(dynamic_sampling.Criterion, rollout.dynamic_sampling)
         return dynamic_sampling.fill_step(
             first, draw, questions=questions, want=len(questions),
-            criterion=rollout.dynamic_sampling, max_rounds=rollout.max_sampling_rounds,
+            criterion=criterion, max_rounds=rollout.max_sampling_rounds,
         )  # fmt: skip
 
     _nonfinite_skips: int = 0  # optimizer steps skipped so far (trainer.skip_nonfinite_updates)
