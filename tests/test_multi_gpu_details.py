@@ -49,10 +49,15 @@ def test_the_summed_names_are_the_ones_a_step_reports(tmp_path):
     from test_algorithms import config, policy, two_groups
 
     from algorithms.registry import make_algorithm
+    from algorithms.trainer.dynamic_sampling import fill_step
 
     algo = make_algorithm("grpo", policy(), None, config("grpo", tmp_path))
     reported = set(algo.learn_from(two_groups())) | {"perf/rollout_tokens_per_s"}
-    assert COUNTERS <= reported
+    # What a step under rollout.dynamic_sampling adds.
+    _, _, sampled = fill_step(
+        [], lambda r, p: ([], []), questions=[], want=0, criterion="reward", max_rounds=1
+    )
+    assert COUNTERS <= reported | set(sampled)
 
 
 def test_the_process_group_waits_long_enough_for_rank_0_and_is_configurable(monkeypatch):
