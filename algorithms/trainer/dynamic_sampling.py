@@ -38,7 +38,6 @@ import numpy as np
 from algorithms.buffer import Trajectory, flat_groups
 
 Criterion = Literal["reward", "answer"]
-CRITERIA: tuple[str, ...] = ("off", "reward", "answer")
 
 
 def informative_groups(trajectories: Sequence[Trajectory], criterion: Criterion) -> list[int]:

@@ -274,7 +274,7 @@ class OnPolicyAlgorithm:
         metrics = episode_metrics(drawn, self.policy.tokenizer) | sampled
         metrics["time/rollout"] = t1 - t0
         metrics["perf/rollout_tokens_per_s"] = (
-            metrics.get("response/generated_tokens", 0.0) * len(trajectories) / max(t1 - t0, 1e-9)
+            metrics.get("response/generated_tokens", 0.0) * len(drawn) / max(t1 - t0, 1e-9)
         )
         metrics |= self.learn_from(trajectories)
         metrics["time/step"] = time.perf_counter() - t0
