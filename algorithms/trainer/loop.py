@@ -329,12 +329,12 @@ class OnPolicyAlgorithm:
                 stacklevel=2,
             )
         self._save_transcripts(trajectories, result.kept, result.data)
+        metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]  # the lr this step used
         with warnings.catch_warnings():
             # A step whose update was skipped still advances the schedule; torch warns then.
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
             self.scheduler.step()
         self.step += 1
-        metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
 
     def recipe(self) -> StepRecipe:
