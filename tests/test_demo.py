@@ -201,6 +201,47 @@ def test_demo_warmstart_saves_the_demos_warm_start(tmp_path):
     assert load_policy(str(tmp_path / "warm"), device="cpu").model is not None
 
 
+@pytest.mark.parametrize("how", [["--train-layers", "1"], ["--lora", "4", "--lr", "1e-2"]])
+def test_cheaper_warm_starts_train_only_their_part_and_save_a_plain_model(tmp_path, how, capsys):
+    """The warm-start alternatives the demo's cost is measured against: the top block only
+    (everything below it stays the base model's), or LoRA merged into a plain model."""
+    import torch
+
+    from algorithms.policy import load_policy
+    from benchmarks.demo_warmstart import main as warmstart
+
+    argv = ["--out", str(tmp_path), "--model", "tiny-random", "--steps", "1", "--eval", "2"]
+    assert warmstart([*argv, *how]) == 0
+    assert "warm start: EM" in capsys.readouterr().out
+    assert not (tmp_path / "warm" / "adapter_config.json").exists()
+    base = dict(load_policy("tiny-random", device="cpu").model.named_parameters())
+    warm = dict(load_policy(str(tmp_path / "warm"), device="cpu").model.named_parameters())
+    assert warm.keys() == base.keys()
+    changed = {name for name, p in warm.items() if not torch.equal(p, base[name])}
+    last = max(int(name.split(".")[2]) for name in base if name.startswith("model.layers."))
+    if how[0] == "--train-layers":
+        assert changed and all(
+            name.startswith(f"model.layers.{last}.") or "layers" not in name for name in changed
+        )
+        assert "model.embed_tokens.weight" not in changed
+    else:  # LoRA on every projection: merged, each block's projections moved, nothing else
+        assert any(".self_attn.q_proj." in name for name in changed)
+        assert any(".mlp.down_proj." in name for name in changed)
+        assert all("_proj." in name for name in changed)
+
+
+def test_a_decaying_warm_start_logs_the_learning_rate_each_step_used(tmp_path):
+    import json
+
+    from benchmarks.demo_warmstart import main as warmstart
+
+    argv = ["--out", str(tmp_path), "--model", "tiny-random", "--steps", "3"]
+    assert warmstart([*argv, "--schedule", "cosine", "--lr", "1e-3"]) == 0
+    lines = (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()
+    lrs = [json.loads(line)["train/lr"] for line in lines]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[0] > lrs[1] > lrs[2]
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_the_banner_estimates_the_time_for_this_cpu(monkeypatch, native):
     import torch
@@ -214,7 +255,7 @@ def test_the_banner_estimates_the_time_for_this_cpu(monkeypatch, native):
     if native:
         assert "10-15 minutes" in full and "2-3 minutes" in quick and "bf16" in full
     else:
-        assert "about an hour" in full and "no native bf16" in full and "float32" in quick
+        assert "20-60 minutes" in full and "no native bf16" in full and "float32" in quick
 
 
 def test_the_untrained_agent_is_scored_like_the_trained_policy_on_the_pure_rl_path():
