@@ -129,8 +129,9 @@ def register(subparsers: Any) -> None:
 
 def expected_time(quick: bool) -> str:
     """The banner's estimate for this machine. The demo decodes and trains in bf16 only
-    where the hardware multiplies bf16; elsewhere it runs in float32, several times slower
-    (README: 13.8 min on a 2-core EPYC with AVX-512 BF16, 59 min on an AVX2-only one)."""
+    where the hardware multiplies bf16; elsewhere it runs in float32, slower (README: 10.5-13.8
+    min on a 2-core EPYC with AVX-512 BF16; 21 min on the same CPU limited to AVX2, idle;
+    59 min on an AVX2-only EPYC shared with other jobs)."""
     import torch
 
     from algorithms.precision import cpu_has_native_bf16
@@ -139,7 +140,7 @@ def expected_time(quick: bool) -> str:
         return "a few minutes on a GPU"
     if cpu_has_native_bf16():
         return f"expect about {'2-3' if quick else '10-15'} minutes on a 2-core CPU with bf16"
-    span = "several times the 2-3 minutes of a CPU with bf16" if quick else "about an hour"
+    span = "several times the 2-3 minutes of a CPU with bf16" if quick else "20-60 minutes"
     return (f"expect {span} on a 2-core CPU: this one has no native bf16 (AVX-512 BF16 or "
             "AMX), so the demo runs in float32")  # fmt: skip
 
