@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     train_kwargs = {**base, "split": "train", "dataset": train, "retriever": dev.retriever}
     lora = None
     if args.lora is not None:
-        projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+        mlp = ("gate_proj", "up_proj", "down_proj")  # the default adapts attention only
+        projections = LoraSettings().target_modules + mlp
         lora = LoraSettings(r=args.lora, alpha=2 * args.lora, target_modules=projections)
     policy = load_policy(args.model, lora=lora)
     steps = s["sft_steps"]
